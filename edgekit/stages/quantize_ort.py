@@ -1,0 +1,126 @@
+"""Quantise for ONNX Runtime: static INT8 QDQ with calibration data.
+
+1. Graphs below opset 13 are converted to 13 first (per-channel QDQ needs it); when conversion fails,
+   quantisation falls back to per-tensor and says so.
+2. `quant_pre_process` (shape inference) runs first; when its symbolic shape inference fails, as it
+   does on many published graphs, it is retried without it, then skipped — each fallback is noted.
+3. Weights are symmetric INT8 per channel; activations UINT8 (asymmetric or symmetric, per profile),
+   the fast u8s8 path on x86. Transformers quantise their MatMuls (and Gather for embeddings is left
+   FP32); other graphs quantise every operator ONNX Runtime supports.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .. import graph
+from ..config import Profile
+from ..errors import InternalError
+from ..runtimes import Feed
+
+log = logging.getLogger(__name__)
+
+TRANSFORMER_OPS = ["MatMul", "Gemm"]
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: list[Feed], input_names: set[str]):
+        self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in feeds]
+        self._index = 0
+
+    def get_next(self):
+        if self._index >= len(self._feeds):
+            return None
+        self._index += 1
+        return self._feeds[self._index - 1]
+
+    def rewind(self):
+        self._index = 0
+
+
+def _upgrade_opset(src: Path, dst: Path, notes: list[str]) -> tuple[Path, bool]:
+    model = onnx.load(str(src))
+    version = graph.opset(model)
+    if version >= 13:
+        return src, True
+    try:
+        converted = onnx.version_converter.convert_version(model, 13)
+        onnx.checker.check_model(converted)
+        onnx.save(converted, str(dst))
+        notes.append(f"opset {version} converted to 13 for per-channel quantisation")
+        return dst, True
+    except Exception as exc:
+        notes.append(f"opset {version} could not be converted to 13 ({type(exc).__name__}); quantised per-tensor")
+        return src, False
+
+
+def _pre_process(src: Path, dst: Path, fused: bool, notes: list[str]) -> Path:
+    from onnxruntime.quantization import quant_pre_process
+
+    attempts = [
+        ("full", dict(skip_symbolic_shape=False)),
+        ("without symbolic shape inference", dict(skip_symbolic_shape=True)),
+    ]
+    for label, kwargs in attempts:
+        try:
+            quant_pre_process(str(src), str(dst), skip_optimization=fused, **kwargs)
+            if label != "full":
+                notes.append(f"quant_pre_process ran {label} (symbolic shape inference failed on this graph)")
+            return dst
+        except Exception as exc:
+            log.info("quant_pre_process (%s) failed: %s", label, exc)
+    notes.append("quant_pre_process failed on this graph and was skipped")
+    return src
+
+
+def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
+                         transformer: bool, fused: bool) -> QuantizeResult:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    notes: list[str] = []
+    upgraded, per_channel_ok = _upgrade_opset(src, workdir / "opset13.onnx", notes)
+    prepared = _pre_process(upgraded, workdir / "preprocessed.onnx", fused, notes)
+    per_channel = profile.per_channel and per_channel_ok
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[profile.calibration_method]
+    input_names = {i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input}
+    settings = {
+        "format": "QDQ",
+        "weights": "int8, symmetric, " + ("per-channel" if per_channel else "per-tensor"),
+        "activations": f"uint8, {profile.activations}",
+        "calibration": f"{profile.calibration_method}, {len(calibration)} samples",
+        "operators": ", ".join(TRANSFORMER_OPS) if transformer else "all supported",
+    }
+    try:
+        quantize_static(
+            str(prepared),
+            str(dst),
+            _Reader(calibration, input_names),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            op_types_to_quantize=TRANSFORMER_OPS if transformer else None,
+            extra_options={
+                "ActivationSymmetric": profile.activations == "symmetric",
+                "WeightSymmetric": True,
+                "CalibTensorRangeSymmetric": profile.activations == "symmetric",
+            },
+        )
+    except Exception as exc:
+        raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
+    return QuantizeResult(dst, notes, settings)
