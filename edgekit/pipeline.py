@@ -7,6 +7,7 @@ The pipeline, per target: export (once) -> optimise -> quantise/convert -> verif
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
 import tempfile
@@ -74,6 +75,24 @@ def _quiet_libraries() -> None:
         pass
 
 
+@contextlib.contextmanager
+def muted():
+    """Hold back what libraries print (optimum notices, NNCF progress bars) unless edgekit logs at INFO.
+
+    The held-back text goes to the debug log, so `--debug` still shows everything.
+    """
+    if log.isEnabledFor(logging.INFO):
+        yield
+        return
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        if buffer.getvalue().strip():
+            log.debug("library output:\n%s", buffer.getvalue())
+
+
 def _parse_shapes(shapes: dict[str, Sequence[int]] | Iterable[str] | None) -> dict[str, tuple[int, ...]]:
     if not shapes:
         return {}
@@ -108,7 +127,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     export_error = None
     if source.kind == "huggingface":
         progress.stage(f"export {source.location} ({source.task}) to ONNX")
-        export = export_huggingface(source, workdir)
+        with muted():
+            export = export_huggingface(source, workdir)
         onnx_path, preprocess_dir = export.onnx_path, export.folder
     else:
         onnx_path, preprocess_dir = source.path, source.path.parent
@@ -237,7 +257,8 @@ def compile(
             started = time.monotonic()
             progress.stage(f"{target.name}: build {prof.precision} artifact for {target.runtime} on {target.device}")
             out_dir = bundle.folder(target.name)
-            artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir)
+            with muted():
+                artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir)
             _copy_preprocessors(prep.preprocess_dir, out_dir, source.kind)
             load_start = time.perf_counter()
             session = open_artifact(artifact, target.runtime, threads, target.device, target.execution_provider or "CPUExecutionProvider",
