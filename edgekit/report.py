@@ -12,6 +12,11 @@ from .stages.verify import Fidelity
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 
 
+def _mb(size_bytes: int) -> str:
+    mb = size_bytes / 1e6
+    return f"{mb:.1f}" if mb >= 10 else f"{mb:.3g}"
+
+
 def latency_json(lat: Latency) -> dict[str, Any]:
     return {
         "latency_ms": {k: getattr(lat, k) for k in LATENCY_KEYS},
@@ -117,13 +122,13 @@ class Report:
             "",
             "| target | runtime | precision | size MB | p50 ms | p90 ms | p99 ms | speedup p50 | cosine min | cosine mean | max abs err | verdict |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| original | {self.original['runtime']} | {self.original['precision']} | {self.original['size_bytes'] / 1e6:.1f} | "
+            f"| original | {self.original['runtime']} | {self.original['precision']} | {_mb(self.original['size_bytes'])} | "
             f"{o.p50:.2f} | {o.p90:.2f} | {o.p99:.2f} | 1.00× | — | — | — | — |",
         ]
         for t in self.targets:
             a, lat = t.accuracy, t.latency
             lines.append(
-                f"| {t.target} | {t.runtime} | {t.precision} | {t.size_bytes / 1e6:.1f} | {lat.p50:.2f} | {lat.p90:.2f} | "
+                f"| {t.target} | {t.runtime} | {t.precision} | {_mb(t.size_bytes)} | {lat.p50:.2f} | {lat.p90:.2f} | "
                 f"{lat.p99:.2f} | {t.speedup_p50:.2f}× | {a.cosine_min:.4f} | {a.cosine_mean:.4f} | {a.max_abs_error:.3g} | "
                 f"{'✅ pass' if t.verdict == 'pass' else '❌ FAIL'} |"
             )

