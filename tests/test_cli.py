@@ -323,3 +323,7 @@ def test_embedded_default_minilm_both_targets(tmp_path):
         assert t["accuracy"]["cosine_min"] >= 0.98, t
         assert set(t["accuracy"]["per_output"]) == {"token_embeddings", "sentence_embedding"}
         assert t["verdict"] == "pass"
+
+
+def test_hub_id_offline_is_a_clear_usage_error():
+    assert_usage_error(run("some-owner/some-model-that-is-not-here"), "cannot fetch 'some-owner/some-model-that-is-not-here'", "offline")
