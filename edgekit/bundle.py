@@ -85,7 +85,7 @@ class Bundle:
         return [
             {"path": p.relative_to(self.root).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
             for p in sorted(self.root.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"
+            if p.is_file() and p != self.root / "manifest.json"
         ]
 
     def write_manifest(self, source: dict[str, Any], extra: dict[str, Any]) -> None:

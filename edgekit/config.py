@@ -11,6 +11,7 @@ Rules:
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -135,6 +136,8 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             wanted = " or ".join(t.__name__ for t in types)
             raise UsageError(f"{path}: '{where}{key}' must be {wanted}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{path}: '{where}{key}' must be a finite number, not {value!r}")
         if isinstance(rule, tuple) and rule and isinstance(rule[0], str):
             if value not in rule:
                 raise UsageError(f"{path}: '{where}{key}' must be one of {', '.join(rule)}, not {value!r}")

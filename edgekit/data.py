@@ -145,6 +145,9 @@ def npz_feeds(path: Path, specs: list[InputSpec]) -> list[Feed]:
     extra = [k for k in arrays if k not in names and k != "labels"]
     if extra:
         raise UsageError(f"{path}: array '{extra[0]}' matches no model input (model inputs: {', '.join(names)})")
+    scalars = [n for n in names if arrays[n].ndim == 0]
+    if scalars:
+        raise UsageError(f"{path}: array '{scalars[0]}' is a scalar; each array's first axis counts samples")
     counts = {len(arrays[n]) for n in names}
     if len(counts) != 1:
         raise UsageError(f"{path}: arrays disagree on the number of samples ({', '.join(f'{n}: {len(arrays[n])}' for n in names)})")

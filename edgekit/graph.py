@@ -43,9 +43,12 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
 def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, turning every way it can be unreadable into one usage error."""
     try:
-        return onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ValueError ... depending on damage
         raise UsageError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
+    if not model.graph.node and not model.graph.input:
+        raise UsageError(f"{path}: not a readable ONNX model (empty file or no graph)")
+    return model
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:

@@ -104,10 +104,6 @@ def test_measure_single_session_stats_math():
     assert one.std == 0.0 and one.cv == 0.0 and one.noisy is False
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
-    "benchmark.py:83 divides by max_seconds for the progress figure (elapsed / max_seconds) while "
-    "config.py accepts benchmark.max_seconds = 0 (range [0.0, inf]); the pipeline always passes "
-    "on_progress, so such a profile crashes the benchmark with ZeroDivisionError"))
 def test_measure_max_seconds_zero_with_progress():
     result = measure({"s": SleepSession(0.0)}, FEED, min_runs=1, min_seconds=0.0, max_seconds=0.0,
                      on_progress=lambda p: None)

@@ -194,10 +194,6 @@ def test_manifest_rewritten_does_not_list_itself(tmp_path):
     assert [f["path"] for f in files] == ["a.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bundle.py:88: files() skips every file *named* manifest.json (p.name), not just the top-level one, "
-    "so a nested file such as tokenizer/manifest.json is silently left out of the manifest, against "
-    "rule 4 ('lists every file')"))
 def test_manifest_lists_nested_file_named_manifest(tmp_path):
     with Bundle(tmp_path / "out") as bundle:
         (bundle.folder("extra") / "manifest.json").write_text("{}")

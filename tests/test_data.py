@@ -119,9 +119,6 @@ def test_npz_unreadable(tmp_path):
         build(X_SPEC, path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "data.py:148: `len(arrays[n])` on a 0-d array (np.savez(x=np.float32(3))) raises TypeError "
-    "('len() of unsized object') instead of a UsageError saying the array needs a sample axis"))
 def test_npz_scalar_array_is_usage_error(tmp_path):
     path = npz(tmp_path, x=np.float32(3.0))
     with pytest.raises(UsageError):

@@ -80,7 +80,7 @@ def measure(sessions: dict[str, Session], feed: Feed, min_runs: int = 50, min_se
         done_runs = min(len(t) for t in times.values())
         if on_progress:
             need = min(done_runs / min_runs, elapsed / min_seconds if min_seconds else 1.0)
-            on_progress(min(1.0, max(need, elapsed / max_seconds)))
+            on_progress(min(1.0, max(need, elapsed / max_seconds if max_seconds > 0 else 1.0)))
         if (done_runs >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
             break
     return {name: _stats(t, first[name]) for name, t in times.items()}

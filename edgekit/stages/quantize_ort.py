@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,9 @@ def _pre_process(src: Path, dst: Path, fused: bool, notes: list[str]) -> Path:
     ]
     for label, kwargs in attempts:
         try:
-            quant_pre_process(str(src), str(dst), skip_optimization=fused, **kwargs)
+            # Its symbolic shape inference writes temporary files into the current directory.
+            with contextlib.chdir(dst.parent):
+                quant_pre_process(str(src), str(dst), skip_optimization=fused, **kwargs)
             if label != "full":
                 notes.append(f"quant_pre_process ran {label} (symbolic shape inference failed on this graph)")
             return dst

@@ -27,6 +27,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     b = b.astype(np.float64).ravel()
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return 0.0  # a non-finite output agrees with nothing
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+    if scale > 0:  # scale first: squares of huge values overflow float64
+        a, b = a / scale, b / scale
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na < _EPS and nb < _EPS:
         return 1.0
