@@ -131,5 +131,45 @@ def profiles() -> None:
         _fail(exc, False)
 
 
+@main.command()
+@click.argument("bundles", nargs=-1, required=True, metavar="BUNDLE [BUNDLE...]")
+@click.option("-f", "--format", "fmt", type=click.Choice(["md", "json", "html"]), default=None,
+              help="md: a table to paste into a pull request; json: every figure and setting; html: one self-contained "
+                   "page with latency and accuracy plots. Default: from the -o extension, else md.")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Write to FILE (atomically) instead of stdout.")
+@click.option("--baseline", type=click.Path(), default=None, metavar="OLD",
+              help="A bundle to compare against, target by target (matched by target and profile).")
+@click.option("--max-regression", default="5%", show_default=True, metavar="PCT",
+              help="Allowed rise of p50/p90 latency and size against --baseline, as 5% or 0.05.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def report(bundles, fmt, output, baseline, max_regression, debug) -> None:
+    """Review one or more bundles: one table across models, targets and profiles; with --baseline, what changed.
+
+    \b
+    Examples:
+      edgekit report out/my-bert                           # markdown table on stdout
+      edgekit report out/a out/b -o review.html            # one self-contained HTML page with plots
+      edgekit report out/new --baseline out/old --max-regression 5%
+
+    Exit codes: 0 done (and no regression against --baseline), 1 a regression beyond --max-regression
+    (p50/p90 latency or size up, or cosine min down by more than 0.005), 2 bad usage or input.
+    """
+    from .review import format_for, parse_fraction, review, write_atomic
+
+    try:
+        threshold = parse_fraction(max_regression, "--max-regression")
+        text, comparison = review(bundles, format_for(fmt, output), baseline, threshold)
+        if output:
+            written = write_atomic(output, text)
+            click.echo(f"report: {written}", err=True)
+        else:
+            click.echo(text, nl=False)
+    except Exception as exc:
+        _fail(exc, debug)
+    if comparison is not None and comparison.regressed:
+        click.echo(f"regression beyond {threshold:.1%} against {baseline}: {comparison.summary()}", err=True)
+        sys.exit(EXIT_BUDGET_MISSED)
+
+
 if __name__ == "__main__":
     main()

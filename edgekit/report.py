@@ -25,6 +25,7 @@ def latency_json(lat: Latency) -> dict[str, Any]:
         "latency_runs": lat.runs,
         "latency_cv": lat.cv,
         "latency_noisy": lat.noisy,
+        "latency_samples_ms": [round(x, 4) for x in lat.samples_ms],
     }
 
 

@@ -13,7 +13,7 @@ Rules:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -38,6 +38,7 @@ class Latency:
     runs: int
     first_ms: float
     noisy: bool
+    samples_ms: list[float] = field(default_factory=list)  # every timed run, in order
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +50,8 @@ def _stats(samples_ms: list[float], first_ms: float) -> Latency:
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
     p50, p90, p95, p99 = (float(np.percentile(a, q)) for q in (50, 90, 95, 99))
     cv = std / mean if mean > 0 else 0.0
-    return Latency(p50, p90, p95, p99, mean, std, float(a.min()), float(a.max()), cv, int(a.size), first_ms, cv > NOISY_CV)
+    return Latency(p50, p90, p95, p99, mean, std, float(a.min()), float(a.max()), cv, int(a.size), first_ms, cv > NOISY_CV,
+                   [float(x) for x in a])
 
 
 def _timed(session: Session, feed: Feed, n: int) -> list[float]:
