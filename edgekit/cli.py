@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -57,11 +58,27 @@ def main() -> None:
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...",
               help="Fix the free dimensions of an input, repeatable (e.g. --shape input=1,3,224,224).")
 @click.option("--data", type=click.Path(), default=None,
-              help="Calibration/evaluation samples: a text file (one per line), an image folder, or an .npz (one array per input).")
+              help="Calibration/evaluation samples: a text file (one per line), a .jsonl or .csv file (text and optional "
+                   "label column), an image folder (one subfolder per class for labels), or an .npz (one array per input, "
+                   "optional 'labels').")
+@click.option("--text-column", default="text", show_default=True, help="The text field of a .jsonl/.csv --data file.")
+@click.option("--label-column", default=None, help="The label field of a .jsonl/.csv --data file (default: 'label' when present).")
+@click.option("--calibration-samples", type=int, default=None, help="Override the profile's calibration sample count.")
+@click.option("--eval-samples", type=int, default=None, help="Override the profile's evaluation sample count.")
+@click.option("--seed", type=int, default=None, help="Override the profile's seed (shuffling and the split).")
+@click.option("--min-cosine", type=float, default=None, metavar="X", help="Budget: worst per-sample cosine against the original.")
+@click.option("--max-drop", "max_drop", multiple=True, metavar="METRIC=X",
+              help="Budget, repeatable: largest drop original − artifact, e.g. accuracy=0.01 (metrics: accuracy, macro_f1, "
+                   "top1_agreement, top5_agreement, retrieval_agreement_at_5).")
+@click.option("--max-latency-ms", type=float, default=None, metavar="X", help="Budget: p90 latency in milliseconds.")
+@click.option("--max-size-mb", type=float, default=None, metavar="X", help="Budget: artifact size in MB.")
+@click.option("--junit", type=click.Path(), default=None, metavar="PATH",
+              help="Also write a JUnit XML file: one test case per target and budget (written even when a budget fails).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: all available cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
-def compile(model, targets, profile, output, task, shapes, data, threads, quiet, debug) -> None:
+def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
+            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, threads, quiet, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -72,6 +89,7 @@ def compile(model, targets, profile, output, task, shapes, data, threads, quiet,
       edgekit compile --target cpu --target intel-cpu
       edgekit compile detector.onnx --shape input=1,3,640,640 --data images/ -o out/detector
       edgekit compile ./classifier --task text-classification --data reviews.txt --profile accurate
+      edgekit compile ./classifier --data reviews.jsonl --max-drop accuracy=0.01 --junit edgekit.xml
 
     Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure.
     """
@@ -83,7 +101,11 @@ def compile(model, targets, profile, output, task, shapes, data, threads, quiet,
     try:
         report = compile_model(model, targets=targets or ("cpu",), profile=profile, output=output, task=task,
                                shapes=shapes, data=data, threads=threads,
-                               progress=NullProgress() if quiet else ConsoleProgress())
+                               progress=NullProgress() if quiet else ConsoleProgress(),
+                               text_column=text_column, label_column=label_column, junit=junit,
+                               overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
+                                          "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
+                                          "eval_samples": eval_samples, "seed": seed})
     except KeyboardInterrupt:
         click.echo("interrupted: no bundle was written", err=True)
         sys.exit(130)
@@ -91,8 +113,10 @@ def compile(model, targets, profile, output, task, shapes, data, threads, quiet,
         _fail(exc, debug)
     click.echo(report.to_markdown())
     click.echo(f"bundle: {report.bundle}", err=True)
+    if junit:
+        click.echo(f"junit: {junit}", err=True)
     if not report.passed:
-        failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if not c.passed)})" for t in report.targets if t.verdict != "pass"]
+        failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False)})" for t in report.targets if t.verdict != "pass"]
         click.echo(f"budget missed: {'; '.join(failed)}", err=True)
         sys.exit(EXIT_BUDGET_MISSED)
 
@@ -169,6 +193,65 @@ def report(bundles, fmt, output, baseline, max_regression, debug) -> None:
     if comparison is not None and comparison.regressed:
         click.echo(f"regression beyond {threshold:.1%} against {baseline}: {comparison.summary()}", err=True)
         sys.exit(EXIT_BUDGET_MISSED)
+
+
+def _batches(ctx, param, value: str) -> list[int]:
+    try:
+        sizes = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter("expected batch sizes separated by commas, e.g. 1,8,32") from None
+    if not sizes or any(b < 1 or b > 4096 for b in sizes):
+        raise click.BadParameter("batch sizes must be between 1 and 4096, e.g. 1,8,32")
+    return sizes
+
+
+@main.command()
+@click.argument("path")
+@click.option("-t", "--target", "targets", multiple=True, metavar="NAME",
+              help="Which targets of a bundle to run, or which runtime(s) for an artifact or a model (repeatable).")
+@click.option("--batch", "batches", default="1", callback=_batches, show_default=True, metavar="B1,B2,...",
+              help="Batch sizes: latency at batch 1, throughput at each larger size.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=3.0, show_default=True, metavar="S",
+              help="Minimum timed seconds (at least 50 runs; bounded at 3×S or S+10 s).")
+@click.option("--original", is_flag=True, help="Also measure the original model, interleaved, for speedups.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...", help="Fix free input dimensions (as in compile).")
+@click.option("--sequence-length", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Tokens per input for text models.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: all cores).")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write every figure and setting to this JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def bench(path, targets, batches, duration, original, shapes, sequence_length, threads, json_path, quiet, debug) -> None:
+    """Benchmark a bundle, one artifact, or a model, with the same harness as compile.
+
+    \b
+    Examples:
+      edgekit bench out/minilm --original --batch 1,8,32     # every target of a bundle vs the original
+      edgekit bench out/minilm/intel-cpu/model.xml --duration 10
+      edgekit bench ./my-bert --target cpu --target intel-cpu --original   # FP32 export, on the fly
+    """
+    from .bench import bench as run_bench
+    from .bundle import write_json
+    from .progress import ConsoleProgress, NullProgress
+
+    try:
+        shape_map = dict(graph_shape(s) for s in shapes)
+        result = run_bench(path, list(targets) or None, batches, duration, original, threads, sequence_length, shape_map,
+                           NullProgress() if quiet else ConsoleProgress())
+        if json_path:
+            write_json(Path(json_path), result.to_dict())
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        _fail(exc, debug)
+    click.echo(result.to_markdown())
+
+
+def graph_shape(text: str):
+    from .graph import parse_shape_option
+
+    return parse_shape_option(text)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import UsageError
 
@@ -29,6 +29,9 @@ def _builtin_dir(kind: str) -> Path:
             return candidate
     raise FileNotFoundError(f"edgekit's built-in {kind}/ folder is missing from the installation")
 
+
+# Metrics a `max_drop` / `min_relative` budget may name (see edgekit/stages/metrics.py).
+BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5")
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("int8", "fp32")
@@ -56,12 +59,19 @@ class Target:
 
 @dataclass(frozen=True)
 class Budgets:
-    """What an artifact must meet for the verdict to be `pass`."""
+    """What an artifact must meet for the verdict to be `pass`.
+
+    `max_drop`: metric -> the largest allowed absolute drop (original − artifact), e.g. accuracy 0.01.
+    `min_relative`: metric -> the smallest allowed artifact / original, e.g. accuracy 0.99 (MLPerf's form).
+    Agreement metrics compare with the original, whose own agreement is 1.
+    """
 
     min_cosine: float = 0.99
     min_top1_agreement: float | None = None
     max_latency_ms: float | None = None  # p90
     max_size_mb: float | None = None
+    max_drop: dict[str, float] = field(default_factory=dict)
+    min_relative: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,26 @@ class Profile:
     bench_min_runs: int = 50
     bench_min_seconds: float = 2.0
     bench_max_seconds: float = 20.0
+    bench_batch_sizes: tuple[int, ...] = (1,)  # throughput is also measured at each size > 1
     source: str = ""
+
+
+def _metric_table(low: float, high: float | None):
+    """Validator of a {metric: number} table (max_drop, min_relative): known metrics, finite numbers in range."""
+
+    def check(path, key: str, table: dict) -> dict[str, float]:
+        out = {}
+        for metric, value in table.items():
+            if metric not in BUDGET_METRICS:
+                raise UsageError(f"{path}: unknown metric '{metric}' in '{key}'{_nearest(metric, list(BUDGET_METRICS), 'metrics')}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"{path}: '{key}.{metric}' must be a finite number, not {value!r}")
+            if value < low or (high is not None and value > high):
+                raise UsageError(f"{path}: '{key}.{metric}' = {value} is out of range [{low}, {high if high is not None else '∞'}]")
+            out[metric] = float(value)
+        return out
+
+    return check
 
 
 # Schema: key -> (expected python types, validator or None). Sections are one level deep.
@@ -107,6 +136,8 @@ _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "min_top1_agreement": ((float, int), (0.0, 1.0)),
         "max_latency_ms": ((float, int), (0.0, None)),
         "max_size_mb": ((float, int), (0.0, None)),
+        "max_drop": ((dict,), _metric_table(-1.0, 1.0)),
+        "min_relative": ((dict,), _metric_table(0.0, None)),
     },
     "data": {
         "calibration_samples": ((int,), (1, None)),
@@ -118,13 +149,14 @@ _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "min_runs": ((int,), (1, None)),
         "min_seconds": ((float, int), (0.0, None)),
         "max_seconds": ((float, int), (0.0, None)),
+        "batch_sizes": ((list,), "batch sizes"),
     },
 }
 
 
-def _nearest(key: str, valid: list[str]) -> str:
+def _nearest(key: str, valid: list[str], what: str = "keys") -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(sorted(valid))})"
+    return f" (did you mean '{match[0]}'?)" if match else f" (valid {what}: {', '.join(sorted(valid))})"
 
 
 def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[str, ...] = ()) -> dict:
@@ -136,6 +168,12 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             wanted = " or ".join(t.__name__ for t in types)
             raise UsageError(f"{path}: '{where}{key}' must be {wanted}, not {value!r}")
+        if rule == "batch sizes":
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
+                raise UsageError(f"{path}: '{where}{key}' must be a list of batch sizes from 1 to 4096, not {value!r}")
+            value = tuple(value)
+        if callable(rule):
+            value = rule(path, f"{where}{key}", value)
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"{path}: '{where}{key}' must be a finite number, not {value!r}")
         if isinstance(rule, tuple) and rule and isinstance(rule[0], str):
@@ -201,7 +239,7 @@ def load_profile(name_or_path: str) -> Profile:
     bench = {f"bench_{k}" if k != "sequence_length" else k: v
              for k, v in _check(path, "benchmark.", sections.get("benchmark", {}), _PROFILE_SECTIONS["benchmark"]).items()}
     floats = {f.name for f in fields(Budgets)}
-    budgets = {k: float(v) if k in floats and v is not None else v for k, v in budgets.items()}
+    budgets = {k: float(v) if k in floats and isinstance(v, (int, float)) else v for k, v in budgets.items()}
     return Profile(
         name=path.stem,
         description=data.pop("description", ""),
@@ -219,3 +257,60 @@ def list_targets() -> list[Target]:
 
 def list_profiles() -> list[Profile]:
     return [load_profile(name) for name in _names("profiles")]
+
+
+# ------------------------------------------------------------------ overrides (the command line's budgets and data sizes)
+
+_OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "max_drop", "min_relative")
+_OVERRIDE_DATA = ("calibration_samples", "eval_samples", "seed")
+
+
+def option_name(key: str) -> str:
+    """The command-line option for an override key: max_drop -> --max-drop."""
+    return "--" + key.replace("_", "-")
+
+
+def parse_metric_option(text: str, option: str) -> tuple[str, float]:
+    """`METRIC=X` (e.g. accuracy=0.01) -> ("accuracy", 0.01); the metric is checked later, with the range."""
+    name, sep, number = str(text).partition("=")
+    name = name.strip()
+    try:
+        value = float(number)
+    except ValueError:
+        value = None
+    if not sep or not name or value is None:
+        raise UsageError(f"{option} {text!r}: expected METRIC=NUMBER, e.g. accuracy=0.01 (metrics: {', '.join(BUDGET_METRICS)})")
+    return name, value
+
+
+def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Profile:
+    """The profile with `overrides` applied; None values are ignored.
+
+    Keys: min_cosine, min_top1_agreement, max_latency_ms, max_size_mb, calibration_samples, eval_samples,
+    seed (numbers), and max_drop, min_relative ({metric: number}, or `METRIC=X` strings), merged over the
+    profile's own tables. Every value is checked as strictly as a profile's; errors name the option.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and not (isinstance(v, (list, tuple)) and not v)}
+    for key in given:
+        if key not in _OVERRIDE_BUDGETS + _OVERRIDE_DATA:
+            raise UsageError(f"unknown override '{key}'{_nearest(key, list(_OVERRIDE_BUDGETS + _OVERRIDE_DATA))}")
+    budgets: dict[str, Any] = {}
+    for key in _OVERRIDE_BUDGETS:
+        if key not in given:
+            continue
+        value = given[key]
+        option = option_name(key)
+        if key in ("max_drop", "min_relative"):
+            if not isinstance(value, Mapping):
+                value = dict(parse_metric_option(item, option) for item in ([value] if isinstance(value, str) else value))
+            checked = _check("command line", "", {option: dict(value)}, {option: _PROFILE_SECTIONS["budgets"][key]})[option]
+            budgets[key] = {**getattr(profile.budgets, key), **checked}
+        else:
+            checked = _check("command line", "", {option: value}, {option: _PROFILE_SECTIONS["budgets"][key]})[option]
+            budgets[key] = float(checked)
+    data = {key: _check("command line", "", {option_name(key): given[key]},
+                        {option_name(key): _PROFILE_SECTIONS["data"][key]})[option_name(key)]
+            for key in _OVERRIDE_DATA if key in given}
+    if not budgets and not data:
+        return profile
+    return replace(profile, budgets=replace(profile.budgets, **budgets), **data)

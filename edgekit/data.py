@@ -1,21 +1,33 @@
 """Calibration, evaluation and benchmark inputs: one feed (batch 1) per sample.
 
 Rules:
-1. `--data` is a text file (one sample a line; text models), a folder of images (image models), or an
-   `.npz` with one array per model input, the first axis counting samples (any model).
-2. Without `--data`: text models use the built-in corpus of real English text; other models get
+1. `--data` is a text file (one sample a line; text models), a `.jsonl` or `.csv` file with a text
+   column and an optional label column (text models), a folder of images (image models), or an
+   `.npz` with one array per model input, the first axis counting samples, plus an optional `labels`
+   array (any model).
+2. Labels: a `.jsonl`/`.csv` label column (default `label`; present on every record or on none), the
+   subfolder of each image when every image sits in one of two or more subfolders of the folder (the
+   ImageFolder layout), or the `.npz` `labels` array (one integer id or class name per sample).
+   Classifiers map them to class ids through the model's id2label/label2id; integer ids are taken as
+   they are. Without a name map, ImageFolder names get ids in sorted order (torchvision's rule).
+   A label the model does not know is a usage error naming the file and the line or entry.
+3. Without `--data`: text models use the built-in corpus of real English text; other models get
    synthetic inputs that respect each input's dtype, and `synthetic` is set so the report says so.
-3. Samples are shuffled with the profile's seed, then split: evaluation first, calibration after.
-   The two sets never overlap. Too few samples shrink both sets in proportion (and the note says so).
-4. The benchmark feed is fixed: text at the profile's sequence length, other models at their shape.
+4. Samples are shuffled with the profile's seed, then split: evaluation first, calibration after.
+   The two sets never overlap; labels travel with their samples. Too few samples shrink both sets in
+   proportion (and the note says so).
+5. The benchmark feed is fixed: text at the profile's sequence length, other models at their shape.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,6 +51,83 @@ class Samples:
     origin: str  # human-readable: where the samples came from
     synthetic: bool
     notes: list[str]
+    evaluation_labels: list[int] | None = None  # class id of each evaluation sample, when the data is labelled
+    ignored_labels: bool = False  # the data has labels, but the model is not a classifier
+
+    @property
+    def labelled(self) -> bool:
+        return self.evaluation_labels is not None
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """A classifier's classes: class name -> id (from config.json) and how many there are (when known)."""
+
+    names: dict[str, int] = field(default_factory=dict)
+    num_labels: int | None = None
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LabelSpace":
+        names: dict[str, int] = {}
+        for key, value in (config.get("id2label") or {}).items():
+            try:
+                names[str(value)] = int(key)
+            except (TypeError, ValueError):
+                continue
+        for key, value in (config.get("label2id") or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                names.setdefault(str(key), value)
+        count = config.get("num_labels")
+        if not isinstance(count, int) or isinstance(count, bool):
+            count = max(names.values()) + 1 if names else None
+        return cls(names, count)
+
+    def known(self, limit: int = 5) -> str:
+        ordered = sorted(self.names, key=lambda n: (self.names[n], n))
+        return ", ".join(ordered[:limit]) + (", ..." if len(ordered) > limit else "")
+
+
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def resolve_labels(path: Path, raw: list[Any], where: list[str], space: LabelSpace, sorted_names: bool = False) -> tuple[list[int], str | None]:
+    """Class ids for `raw` labels (names or integer ids); `where[i]` names the line or entry for errors.
+
+    `sorted_names`: names the model does not map get ids in sorted order (ImageFolder without id2label).
+    Returns the ids and a note when ids were assigned by sorting.
+    """
+    order: dict[str, int] = {}
+    if sorted_names and not space.names:
+        names = sorted({str(v) for v in raw if not _INTEGER.match(str(v).strip())})
+        order = {name: i for i, name in enumerate(names)}
+    ids = []
+    for value, place in zip(raw, where):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, str, np.str_)):
+            raise UsageError(f"{path}: {place}: label {value!r} is neither a class name nor an integer class id")
+        text = str(value).strip()
+        if text in space.names:
+            ids.append(space.names[text])
+            continue
+        if text in order:
+            ids.append(order[text])
+            continue
+        if _INTEGER.match(text):
+            number = int(text)
+            if number < 0 or (space.num_labels is not None and number >= space.num_labels):
+                span = f"0..{space.num_labels - 1}" if space.num_labels else "0 or more"
+                raise UsageError(f"{path}: {place}: label {number} is not a class id of the model (expected {span})")
+            ids.append(number)
+            continue
+        if space.names:
+            ids_hint = f"; or an integer id 0..{space.num_labels - 1}" if space.num_labels else ""
+            raise UsageError(f"{path}: {place}: label {text!r} is not a class the model knows (known: {space.known()}{ids_hint})")
+        raise UsageError(f"{path}: {place}: label {text!r} is a class name, and the model has no id2label to map it; "
+                         "give integer class ids")
+    note = None
+    if order:
+        note = "class ids from the sorted subfolder names: " + ", ".join(f"{n}={i}" for n, i in list(order.items())[:8]) + (
+            ", ..." if len(order) > 8 else "")
+    return ids, note
 
 
 def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str]) -> tuple[list, list]:
@@ -62,6 +151,102 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (text data is one sample a line)") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _missing_label(path: Path, place: str, label_column: str, first: str) -> UsageError:
+    return UsageError(f"{path}: {place}: no '{label_column}' ({first} has one); label every record or none")
+
+
+def read_jsonl(path: Path, text_column: str = "text", label_column: str | None = None) -> tuple[list[str], list | None, list[str]]:
+    """(texts, labels or None, where each record is) from a JSON Lines file: one object a line.
+
+    `label_column` None: `label` when the records have it; a name: every record must have it.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text (JSON Lines: one JSON object a line)") from None
+    wanted = label_column or "label"
+    texts, labels, where = [], [], []
+    first_labelled = first_unlabelled = None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        place = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: {place}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                             f"expected one object a line, like {{\"{text_column}\": \"...\", \"{wanted}\": ...}}") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}: {place}: expected a JSON object like {{\"{text_column}\": \"...\"}}, "
+                             f"not {type(record).__name__}")
+        if text_column not in record:
+            raise UsageError(f"{path}: {place}: no '{text_column}' field (fields: {', '.join(record) or 'none'}); "
+                             "name the text field with --text-column")
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise UsageError(f"{path}: {place}: '{text_column}' must be a string, not {json.dumps(text)[:40]}")
+        label = record.get(wanted)
+        if label is None:
+            if label_column is not None:
+                raise UsageError(f"{path}: {place}: no '{wanted}' field (fields: {', '.join(record)}); "
+                                 "name the label field with --label-column")
+            first_unlabelled = first_unlabelled or place
+        else:
+            first_labelled = first_labelled or place
+        if first_labelled and first_unlabelled:
+            raise _missing_label(path, first_unlabelled if label is not None else place, wanted, first_labelled)
+        texts.append(text)
+        labels.append(label)
+        where.append(place)
+    return texts, (labels if first_labelled else None), where
+
+
+def read_csv(path: Path, text_column: str = "text", label_column: str | None = None) -> tuple[list[str], list | None, list[str]]:
+    """(texts, labels or None, where each row is) from a CSV file with a header row.
+
+    `label_column` None: `label` when the header has it; a name: the header must have it.
+    """
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text (CSV with a header row)") from None
+    reader = csv.reader(content.splitlines(keepends=True))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise UsageError(f"{path}: line 1: malformed CSV ({exc})") from None
+    if not header:
+        raise UsageError(f"{path}: empty; expected a header row with a '{text_column}' column")
+    header = [h.strip() for h in header]
+    if text_column not in header:
+        raise UsageError(f"{path}: no column '{text_column}' (columns: {', '.join(header)}); name the text column with --text-column")
+    wanted = label_column or "label"
+    if label_column is not None and wanted not in header:
+        raise UsageError(f"{path}: no column '{wanted}' (columns: {', '.join(header)}); name the label column with --label-column")
+    t_index = header.index(text_column)
+    l_index = header.index(wanted) if wanted in header else None
+    texts, labels, where = [], [], []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise UsageError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+        place = f"line {reader.line_num}"
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise UsageError(f"{path}: {place}: {len(row)} fields, the header has {len(header)} ({', '.join(header)})")
+        texts.append(row[t_index])
+        if l_index is not None:
+            if not row[l_index].strip():
+                raise UsageError(f"{path}: {place}: empty '{wanted}'; label every row or drop the column")
+            labels.append(row[l_index].strip())
+        where.append(place)
+    return texts, (labels if l_index is not None else None), where
 
 
 def text_feeds(tokenizer, texts: list[str], specs: list[InputSpec], max_length: int) -> list[Feed]:
@@ -103,6 +288,14 @@ def list_images(folder: Path) -> list[Path]:
     return images
 
 
+def image_classes(folder: Path, images: list[Path]) -> list[str] | None:
+    """Each image's subfolder name when the folder has the ImageFolder layout (rule 2), else None."""
+    parts = [p.relative_to(folder).parts for p in images]
+    if all(len(p) == 2 for p in parts) and len({p[0] for p in parts}) >= 2:
+        return [p[0] for p in parts]
+    return None
+
+
 def _open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
@@ -132,12 +325,23 @@ def image_feed_plain(image, spec: InputSpec) -> Feed:
 # ---------------------------------------------------------------- npz
 
 def npz_feeds(path: Path, specs: list[InputSpec]) -> list[Feed]:
+    return read_npz(path, specs)[0]
+
+
+def read_npz(path: Path, specs: list[InputSpec]) -> tuple[list[Feed], np.ndarray | None]:
+    """(one feed per sample, the `labels` array or None)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise UsageError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
     with archive:
-        arrays = {k: archive[k] for k in archive.files}
+        arrays = {}
+        for k in archive.files:
+            try:
+                arrays[k] = archive[k]
+            except Exception as exc:
+                raise UsageError(f"{path}: array '{k}' cannot be read ({str(exc).splitlines()[0]}); "
+                                 "store numbers (or, for labels, strings), not Python objects") from None
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
     if missing:
@@ -162,7 +366,19 @@ def npz_feeds(path: Path, specs: list[InputSpec]) -> list[Feed]:
                 raise UsageError(f"{path}: sample {i} of '{spec.name}' has shape {list(sample.shape)}, the input expects {format_shape(spec.shape)}")
             feed[spec.name] = np.ascontiguousarray(sample.astype(spec.dtype))
         feeds.append(feed)
-    return feeds
+    return feeds, _npz_labels(path, arrays.get("labels"), len(feeds))
+
+
+def _npz_labels(path: Path, labels: np.ndarray | None, count: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if labels.dtype.kind not in "iuU":
+        raise UsageError(f"{path}: 'labels' has dtype {labels.dtype}; expected integer class ids or class-name strings")
+    if labels.ndim != 1:
+        raise UsageError(f"{path}: 'labels' has shape {list(labels.shape)}; expected one label per sample, shape [{count}]")
+    if len(labels) != count:
+        raise UsageError(f"{path}: 'labels' has {len(labels)} entries, the input arrays hold {count} samples")
+    return labels
 
 
 # ---------------------------------------------------------------- synthetic
@@ -202,9 +418,17 @@ def build_samples(
     tokenizer=None,
     image_processor: Callable | None = None,
     max_length: int = 512,
+    label_space: LabelSpace | None = None,
+    text_column: str = "text",
+    label_column: str | None = None,
 ) -> Samples:
-    """All the feeds a compile needs, from `--data` or the built-in fallbacks."""
+    """All the feeds a compile needs, from `--data` or the built-in fallbacks.
+
+    `label_space`: the classifier's classes, to resolve labels found in `--data`; None for a model that
+    is not a classifier (labels are then ignored and `ignored_labels` is set).
+    """
     notes: list[str] = []
+    ignored: list[bool] = []
     rng = np.random.default_rng(seed)
     image_input = next((s for s in specs if len(s.shape) == 4 and s.dtype.kind == "f"), None)
     if modality == "tensor" and tokenizer is not None:
@@ -220,25 +444,52 @@ def build_samples(
     if data is not None:
         if not data.exists():
             raise UsageError(f"--data: no such file or folder: {data}")
-        if data.suffix.lower() == ".npz":
-            feeds = npz_feeds(data, specs)
-            ev, cal = _split(feeds, n_eval, n_calib, seed, notes)
-            return Samples(cal, ev, ev[0], f"{data.name} (.npz, {len(feeds)} samples)", False, notes)
+        def resolve(raw, where: list[str], sorted_names: bool = False) -> list[int] | None:
+            if raw is None:
+                return None
+            if label_space is None:
+                ignored.append(True)
+                return None
+            ids, note = resolve_labels(data, list(raw), where, label_space, sorted_names)
+            if note:
+                notes.append(note)
+            return ids
+
+        def split(items: list, ids: list[int] | None) -> tuple[list, list, list[int] | None]:
+            ev_i, cal_i = _split(list(range(len(items))), n_eval, n_calib, seed, notes)
+            return [items[i] for i in ev_i], [items[i] for i in cal_i], (None if ids is None else [ids[i] for i in ev_i])
+
+        tag = lambda ids: ", labelled" if ids is not None else ""  # noqa: E731
+        suffix = data.suffix.lower()
+        if suffix == ".npz":
+            feeds, raw = read_npz(data, specs)
+            ids = resolve(raw, [f"labels[{i}]" for i in range(len(feeds))])
+            ev, cal, ev_ids = split(feeds, ids)
+            return Samples(cal, ev, ev[0], f"{data.name} (.npz, {len(feeds)} samples{tag(ids)})", False, notes, ev_ids, bool(ignored))
         if data.is_dir():
             if modality != "image":
-                raise UsageError(f"--data {data}: a folder of images needs an image model; for this {modality} model give {'a text file or ' if modality == 'text' else ''}an .npz")
+                raise UsageError(f"--data {data}: a folder of images needs an image model; for this {modality} model give {'a text, .jsonl or .csv file or ' if modality == 'text' else ''}an .npz")
             images = list_images(data)
-            ev, cal = _split(images, n_eval, n_calib, seed, notes)
+            classes = image_classes(data, images)
+            ids = resolve(classes, [f"subfolder '{c}'" for c in classes or []], sorted_names=True)
+            ev, cal, ev_ids = split(images, ids)
             ev_feeds = [to_image_feed(_open_image(p)) for p in ev]
             return Samples([to_image_feed(_open_image(p)) for p in cal], ev_feeds, ev_feeds[0],
-                           f"{data.name}/ ({len(images)} images)", False, notes)
+                           f"{data.name}/ ({len(images)} images{tag(ids)})", False, notes, ev_ids, bool(ignored))
         if modality != "text":
-            raise UsageError(f"--data {data}: a text file needs a text model with a tokenizer; give {'a folder of images or ' if modality == 'image' else ''}an .npz with one array per input")
-        texts = read_lines(data)
-        ev, cal = _split(texts, n_eval, n_calib, seed, notes)
+            kind = f"a {suffix} file" if suffix in (".jsonl", ".csv") else "a text file"
+            raise UsageError(f"--data {data}: {kind} needs a text model with a tokenizer; give {'a folder of images or ' if modality == 'image' else ''}an .npz with one array per input")
+        if suffix in (".jsonl", ".csv"):
+            texts, raw, where = (read_jsonl if suffix == ".jsonl" else read_csv)(data, text_column, label_column)
+            ids = resolve(raw, where)
+            ev, cal, ev_ids = split(texts, ids)
+            origin = f"{data.name} ({len(texts)} records{tag(ids)})"
+        else:
+            texts = read_lines(data)
+            ev, cal, ev_ids = split(texts, None)
+            origin = f"{data.name} ({len(texts)} lines)"
         return Samples(text_feeds(tokenizer, cal, specs, max_length), text_feeds(tokenizer, ev, specs, max_length),
-                       benchmark_text(tokenizer, texts, specs, sequence_length),
-                       f"{data.name} ({len(texts)} lines)", False, notes)
+                       benchmark_text(tokenizer, texts, specs, sequence_length), origin, False, notes, ev_ids, bool(ignored))
 
     if modality == "text":
         texts = read_lines(CORPUS)

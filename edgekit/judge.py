@@ -1,31 +1,84 @@
 """Judge: each budget of the profile against the measured figure, and the verdict.
 
-A budget that cannot be measured for an artifact (top-1 agreement of an embedding model) is not
-applicable and does not count. The verdict is `pass` only when every applicable budget passes.
+Rules:
+1. Every budget the profile sets yields one check, with its limit, the measured figure and pass/fail.
+2. `max_drop.<metric>`: original − artifact ≤ limit. `min_relative.<metric>`: artifact ≥ limit × original
+   (measured = artifact / original, 1 when the original scores 0). Agreement metrics use original = 1.
+3. A budget whose figure cannot be measured for an artifact (accuracy without labels, top-1 agreement
+   of an embedding model) is listed as not applicable, with the reason; it neither passes nor fails.
+4. Limits are inclusive (within 1e-9, so 0.8 − 0.75 meets a drop budget of 0.05).
+5. The verdict is `pass` only when every applicable budget passes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Mapping
 
 from .config import Budgets
+
+TOLERANCE = 1e-9
 
 
 @dataclass
 class Check:
     budget: str
     limit: float
-    measured: float
-    passed: bool
+    measured: float | None  # None when not applicable
+    passed: bool | None  # None when not applicable
+    applicable: bool = True
+    reason: str = ""  # why it is not applicable
+    original: float | None = None  # max_drop / min_relative: the two figures compared
+    artifact: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {"budget": self.budget, "limit": self.limit, "measured": self.measured, "passed": self.passed,
+               "applicable": self.applicable}
+        if not self.applicable:
+            out["reason"] = self.reason
+        if self.original is not None:
+            out.update(original=self.original, artifact=self.artifact)
+        return out
+
+    @property
+    def operator(self) -> str:
+        return "≥" if self.budget.startswith("min") else "≤"
 
 
-def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float, size_bytes: int) -> list[Check]:
+def not_applicable(budget: str, limit: float, reason: str) -> Check:
+    return Check(budget, limit, None, None, applicable=False, reason=reason)
+
+
+def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple[float, float] | str]) -> list[Check]:
+    checks = []
+    for kind, table in (("max_drop", budgets.max_drop), ("min_relative", budgets.min_relative)):
+        for metric, limit in table.items():
+            name = f"{kind}.{metric}"
+            figure = metrics.get(metric, "not measured")
+            if isinstance(figure, str):
+                checks.append(not_applicable(name, limit, figure))
+                continue
+            original, artifact = figure
+            if kind == "max_drop":
+                drop = original - artifact
+                checks.append(Check(name, limit, drop, drop <= limit + TOLERANCE, original=original, artifact=artifact))
+            else:
+                ratio = artifact / original if original > 0 else 1.0
+                checks.append(Check(name, limit, ratio, artifact >= limit * original - TOLERANCE,
+                                    original=original, artifact=artifact))
+    return checks
+
+
+def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float, size_bytes: int,
+          metrics: Mapping[str, tuple[float, float] | str] | None = None) -> list[Check]:
+    """One check per budget. `metrics`: metric -> (original, artifact), or the reason it was not measured."""
     checks = [Check("min_cosine", budgets.min_cosine, cosine_min, cosine_min >= budgets.min_cosine)]
-    if budgets.min_top1_agreement is not None and top1 is not None:
-        checks.append(Check("min_top1_agreement", budgets.min_top1_agreement, top1, top1 >= budgets.min_top1_agreement))
+    if budgets.min_top1_agreement is not None:
+        if top1 is None:
+            checks.append(not_applicable("min_top1_agreement", budgets.min_top1_agreement, "not a classifier"))
+        else:
+            checks.append(Check("min_top1_agreement", budgets.min_top1_agreement, top1, top1 >= budgets.min_top1_agreement))
+    checks += _metric_checks(budgets, metrics or {})
     if budgets.max_latency_ms is not None:
         checks.append(Check("max_latency_ms", budgets.max_latency_ms, latency_p90_ms, latency_p90_ms <= budgets.max_latency_ms))
     if budgets.max_size_mb is not None:
@@ -35,4 +88,4 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
 
 
 def verdict(checks: list[Check]) -> str:
-    return "pass" if all(c.passed for c in checks) else "fail"
+    return "pass" if all(c.passed for c in checks if c.applicable) else "fail"

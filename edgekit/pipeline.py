@@ -7,6 +7,7 @@ The pipeline, per target: export (once) -> optimise -> quantise/convert -> verif
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import shutil
@@ -19,15 +20,16 @@ from typing import Iterable, Sequence
 
 from . import __version__, graph
 from .bundle import Bundle, write_json
-from .config import Profile, Target, load_profile, load_target
-from .data import Samples, build_samples
+from .config import Profile, Target, apply_overrides, load_profile, load_target
+from .data import LabelSpace, Samples, build_samples
 from .errors import InternalError, UsageError
 from .judge import judge, verdict
-from .progress import NullProgress
+from .junit import write_junit
+from .progress import NullProgress, fraction_bar
 from .report import Report, TargetResult
 from .runtimes import OrtSession, Session, TorchSession, default_threads, open_artifact
 from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
-from .stages import benchmark, verify
+from .stages import benchmark, metrics, verify
 from .stages.export import ExportResult, check_export, export_huggingface
 from .stages.optimize import fuse_transformer
 from .stages.quantize_ort import quantize_onnxruntime
@@ -122,7 +124,8 @@ def _load_preprocessors(folder: Path, modality: str):
 
 
 def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, ...]], data: Path | None,
-            threads: int, workdir: Path, progress) -> Prepared:
+            threads: int, workdir: Path, progress, label_space: LabelSpace | None = None,
+            text_column: str = "text", label_column: str | None = None) -> Prepared:
     export: ExportResult | None = None
     export_error = None
     if source.kind == "huggingface":
@@ -157,6 +160,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
         profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
         max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
+        label_space=label_space, text_column=text_column, label_column=label_column,
     )
     for note in samples.notes:
         progress.note(note)
@@ -217,6 +221,16 @@ def _copy_preprocessors(src: Path | None, dst: Path, source_kind: str) -> None:
             shutil.copy2(src / name, dst / name)
 
 
+def _check_labels(samples: Samples, reference_outputs: list, data: Path | None) -> None:
+    """Every evaluation label is a class the classifier outputs."""
+    if not samples.labelled or not reference_outputs:
+        return
+    classes = int(reference_outputs[0][0].size)
+    bad = [y for y in samples.evaluation_labels if not 0 <= y < classes]
+    if bad:
+        raise UsageError(f"{data}: label id {bad[0]} is not a class of the model, which outputs {classes} classes (ids 0..{classes - 1})")
+
+
 def compile(
     model: str | Path | None = None,
     targets: Sequence[str] = ("cpu",),
@@ -227,32 +241,54 @@ def compile(
     data: str | Path | None = None,
     threads: int | None = None,
     progress=None,
+    text_column: str = "text",
+    label_column: str | None = None,
+    overrides: dict | None = None,
+    junit: str | Path | None = None,
 ) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
     `model`: a Hugging Face model folder, a hub id, or an `.onnx` file; None for the embedded default.
+    `text_column` / `label_column`: the fields of a `.jsonl`/`.csv` `data` file (label: `label` if present).
+    `overrides`: budgets and data sizes that replace the profile's (see `config.apply_overrides`), e.g.
+    `{"min_cosine": 0.995, "max_drop": {"accuracy": 0.01}, "seed": 1}`.
+    `junit`: also write a JUnit XML file there (one test case per target and budget), even on `fail`.
     Raises UsageError (bad input) or InternalError; a missed budget is `report.verdict == "fail"`.
     """
     progress = progress or NullProgress()
     _quiet_libraries()
     target_list = [load_target(t) for t in dict.fromkeys(targets or ("cpu",))]
-    prof = load_profile(profile)
+    prof = apply_overrides(load_profile(profile), overrides)
     shape_map = _parse_shapes(shapes)
     data_path = Path(data) if data is not None else None
     if data_path is not None and not data_path.exists():
         raise UsageError(f"--data: no such file or folder: {data_path}")
+    junit_path = Path(junit) if junit is not None else None
+    if junit_path is not None and junit_path.is_dir():
+        raise UsageError(f"--junit {junit_path}: is a folder; give a file path, e.g. {junit_path / 'edgekit.xml'}")
     source = resolve_source(model, task)
     out = Path(output) if output is not None else default_output(source)
     threads = threads or default_threads()
     with Bundle(out) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
-        prep = prepare(source, prof, shape_map, data_path, threads, workdir, progress)
         classifier = source.task in CLASSIFICATION_TASKS
+        label_space = LabelSpace.from_config(source.config) if classifier else None
+        prep = prepare(source, prof, shape_map, data_path, threads, workdir, progress, label_space, text_column, label_column)
+        if prep.samples.ignored_labels:
+            prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
+                                      "(give --task text-classification or image-classification if it is one)")
         progress.stage(f"run the original ({prep.reference.runtime}) on {len(prep.samples.evaluation)} evaluation samples")
         reference_outputs = verify.run_all(prep.reference, prep.samples.evaluation)
+        task_kind = "classifier" if classifier else "embedding" if source.task == "feature-extraction" else "other"
+        if classifier:
+            _check_labels(prep.samples, reference_outputs, data_path)
+        masks = [feed.get("attention_mask") for feed in prep.samples.evaluation]
+        task_figures: dict[str, dict] = {}
 
         built: list[tuple[Target, Path, dict, list[str], Session, float, float, verify.Fidelity]] = []
+        memory_mb: dict[str, float] = {}
+        first_ms: dict[str, float] = {"original": float("nan")}  # the original ran before it could be timed cold
         for target in target_list:
             started = time.monotonic()
             progress.stage(f"{target.name}: build {prof.precision} artifact for {target.runtime} on {target.device}")
@@ -260,40 +296,51 @@ def compile(
             with muted():
                 artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir)
             _copy_preprocessors(prep.preprocess_dir, out_dir, source.kind)
+            rss_before = benchmark.resident_mb()
             load_start = time.perf_counter()
             session = open_artifact(artifact, target.runtime, threads, target.device, target.execution_provider or "CPUExecutionProvider",
                                     target.performance_hint)
             load_ms = (time.perf_counter() - load_start) * 1e3
+            first_start = time.perf_counter()
+            session.run(prep.samples.benchmark)
+            first_ms[target.name] = (time.perf_counter() - first_start) * 1e3
+            memory_mb[target.name] = max(0.0, benchmark.resident_mb() - rss_before)
             write_json(out_dir / "runtime.json", {"target": target.name, "artifact": artifact.name, **session.settings})
             progress.stage(f"{target.name}: verify against the original")
-            fidelity = verify.verify(reference_outputs, session, prep.samples.evaluation, prep.output_names, classifier)
+            candidate_outputs = verify.run_ordered(session, prep.samples.evaluation, prep.output_names)
+            fidelity = verify.compare(reference_outputs, candidate_outputs, prep.output_names, classifier)
+            task = metrics.evaluate(reference_outputs, candidate_outputs, prep.output_names, task_kind,
+                                    prep.samples.evaluation_labels, masks)
+            fidelity.add_task(task)
+            task_figures[target.name] = task.budget_figures()
             built.append((target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity))
 
         progress.stage(f"benchmark the original and {len(built)} artifact(s), interleaved")
         sessions: dict[str, Session] = {"original": prep.reference, **{b[0].name: b[4] for b in built}}
-        with progress.bar("benchmark", 100) as update:
-            state = {"done": 0}
-
-            def on_progress(fraction: float) -> None:
-                now = int(fraction * 100)
-                if now > state["done"]:
-                    update(now - state["done"])
-                    state["done"] = now
-
+        with fraction_bar(progress, "benchmark") as on_progress:
             latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
                                           prof.bench_max_seconds, on_progress)
+        latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
+        throughput = {name: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)}
+                      for name, lat in latencies.items()}
+        if any(b > 1 for b in prof.bench_batch_sizes):
+            progress.stage(f"throughput at batch {', '.join(str(b) for b in prof.bench_batch_sizes if b > 1)}")
+            for name, by_batch in benchmark.measure_throughput(sessions, prep.samples.benchmark, list(prof.bench_batch_sizes),
+                                                               max_seconds=prof.bench_max_seconds).items():
+                throughput[name].update(by_batch)
         original = latencies["original"]
         results = []
         for target, artifact, qsettings, notes, session, load_ms, seconds, fidelity in built:
             lat = latencies[target.name]
             size = _artifact_size(artifact)
-            checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90, size)
+            checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90, size, task_figures[target.name])
             results.append(TargetResult(
                 target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
                 precision=prof.precision, artifact=artifact.relative_to(bundle.root).as_posix(), size_bytes=size,
                 latency=lat, speedup_p50=original.p50 / lat.p50 if lat.p50 > 0 else 0.0, accuracy=fidelity,
                 checks=checks, verdict=verdict(checks), load_ms=load_ms, quantization=qsettings,
                 runtime_settings=session.settings, notes=notes, build_seconds=seconds,
+                throughput=throughput[target.name], memory_mb=memory_mb.get(target.name),
             ))
         source_info = {"kind": source.kind, "location": source.location, "revision": source.revision,
                        "weights_sha256": source.weight_files}
@@ -307,10 +354,11 @@ def compile(
                       "size_bytes": prep.onnx_fp32.stat().st_size, "settings": prep.reference.settings,
                       "export_check_max_abs_error": prep.export_error},
             original_latency=original,
+            original_throughput=throughput["original"],
             data={"origin": prep.samples.origin, "synthetic": prep.samples.synthetic,
                   "calibration_samples": len(prep.samples.calibration), "eval_samples": len(prep.samples.evaluation),
-                  "seed": prof.seed, "notes": prep.samples.notes},
-            benchmark={"batch": 1, "input": ", ".join(f"{k} {list(v.shape)}" for k, v in bench_feed.items()),
+                  "seed": prof.seed, "labelled": prep.samples.labelled, "notes": prep.samples.notes},
+            benchmark={"batch": 1, "batch_sizes": list(prof.bench_batch_sizes), "input": ", ".join(f"{k} {list(v.shape)}" for k, v in bench_feed.items()),
                        "threads": threads, "min_runs": prof.bench_min_runs, "min_seconds": prof.bench_min_seconds,
                        "max_seconds": prof.bench_max_seconds, "interleaved": True},
             targets=results,
@@ -321,4 +369,6 @@ def compile(
         bundle.write_manifest(source_info, {"edgekit": __version__, "task": report.task, "profile": prof.name,
                                             "targets": [t.name for t in target_list]})
         report.bundle = bundle.commit()
+    if junit_path is not None:
+        write_junit(report, junit_path)
     return report

@@ -48,3 +48,19 @@ class ConsoleProgress(NullProgress):
 
         with click.progressbar(length=total, label=f"          {label}", file=self.stream, width=30) as bar:
             yield bar.update
+
+
+@contextmanager
+def fraction_bar(progress, label: str) -> Iterator[Callable[[float], None]]:
+    """A bar fed with the fraction done (0..1), as the benchmark harness reports it."""
+    with progress.bar(label, 100) as update:
+        done = 0
+
+        def on_fraction(fraction: float) -> None:
+            nonlocal done
+            now = int(fraction * 100)
+            if now > done:
+                update(now - done)
+                done = now
+
+        yield on_fraction

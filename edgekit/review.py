@@ -849,7 +849,8 @@ def render_html(bundles: Sequence[LoadedBundle], comparison: Comparison | None =
             budgets = "".join(
                 f"<li>{_e(c.get('budget'))} {'≥' if str(c.get('budget', '')).startswith('min') else '≤'} {_e(_fmt(c.get('limit'), 'g'))}: "
                 f"measured {_e(_fmt(c.get('measured'), '.4f' if c.get('budget') == 'min_cosine' else '.4g'))} "
-                f"<span class=\"{'pass' if c.get('passed') else 'fail'}\">{'pass' if c.get('passed') else 'FAIL'}</span></li>"
+                + (f"<span class=\"muted\">not applicable ({_e(c.get('reason'))})</span></li>" if c.get("applicable") is False else
+                   f"<span class=\"{'pass' if c.get('passed') else 'fail'}\">{'pass' if c.get('passed') else 'FAIL'}</span></li>")
                 for c in t.get("budgets") or [] if isinstance(c, dict))
             if budgets:
                 body.append(f"<ul>{budgets}</ul>")

@@ -5,7 +5,7 @@
 3. An existing folder: a Hugging Face model folder; it must hold `config.json`.
 4. Anything that looks like a path but does not exist is a usage error (never a hub lookup).
 5. Otherwise a Hugging Face hub id `owner/name[@revision]`, downloaded when the machine is online.
-6. The task comes from `--task`, else from the model's architecture.
+6. The task comes from `--task`, else from the model's architecture (an ONNX file has one only through `--task`).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> 
         if text.lower().endswith(".onnx"):
             if not path.is_file():
                 raise UsageError(f"model file not found: {text}")
-            return SourceModel(kind="onnx", location=text, path=path.resolve(), name=path.stem,
+            return SourceModel(kind="onnx", location=text, path=path.resolve(), name=path.stem, task=task,
                                weight_files=_hash_weights(path.resolve()))
         if path.exists():
             if not path.is_dir():

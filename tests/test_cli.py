@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from cli_helpers import assert_usage_error
 
 from edgekit.cli import main
 from edgekit.source import sha256_file
@@ -18,16 +19,6 @@ from edgekit.source import sha256_file
 
 def run(*args: str):
     return CliRunner().invoke(main, ["compile", *args], catch_exceptions=False)
-
-
-def assert_usage_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def check_bundle(out: Path) -> dict:

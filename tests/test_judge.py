@@ -52,11 +52,13 @@ def test_none_budgets_are_skipped():
     assert verdict(checks) == "pass"
 
 
-def test_top1_budget_skipped_when_not_measurable():
+def test_top1_budget_not_applicable_when_not_measurable():
     checks = judge(ALL, cosine_min=0.99, top1=None, latency_p90_ms=8.0, size_bytes=1)
-    assert "min_top1_agreement" not in by_name(checks)
-    assert len(checks) == 3
-    assert verdict(checks) == "pass"
+    top1 = by_name(checks)["min_top1_agreement"]
+    assert (top1.applicable, top1.passed, top1.measured) == (False, None, None)
+    assert top1.reason
+    assert len(checks) == 4
+    assert verdict(checks) == "pass"  # listed, but it does not count
 
 
 def test_cosine_failure_still_reported_with_other_passes():
@@ -70,7 +72,7 @@ def test_cosine_failure_still_reported_with_other_passes():
 
 def test_check_to_dict():
     check = Check("max_latency_ms", 10.0, 12.0, False)
-    assert check.to_dict() == {"budget": "max_latency_ms", "limit": 10.0, "measured": 12.0, "passed": False}
+    assert check.to_dict() == {"budget": "max_latency_ms", "limit": 10.0, "measured": 12.0, "passed": False, "applicable": True}
 
 
 def test_verdict():

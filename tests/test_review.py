@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cli_helpers import assert_usage_error
 
 from edgekit import review
 from edgekit.cli import main
@@ -54,16 +55,6 @@ def variant(bundle: Path, dest: Path, edit=None) -> Path:
 
 def report_cli(*args: str):
     return CliRunner().invoke(main, ["report", *args], catch_exceptions=False)
-
-
-def assert_usage_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def table_rows(markdown: str) -> list[list[str]]:

@@ -8,10 +8,16 @@ Rules:
    has passed, or at `max_seconds`.
 3. Percentiles, mean, standard deviation, min, max and the coefficient of variation are reported;
    a coefficient of variation above 0.25 marks the figure as noisy.
+4. Throughput at batch B repeats the batch-1 feed B times along the first axis and times the
+   sessions interleaved the same way; a session whose input shape is fixed at batch 1 reports why it
+   has no figure instead of failing the run.
+5. Resident memory is the growth of this process's resident set from before a session is loaded to
+   after its first inference: what loading and serving that model costs.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -86,3 +92,49 @@ def measure(sessions: dict[str, Session], feed: Feed, min_runs: int = 50, min_se
         if (done_runs >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
             break
     return {name: _stats(t, first[name]) for name, t in times.items()}
+
+
+@dataclass
+class Throughput:
+    batch: int
+    per_second: float | None  # samples per second
+    p50_ms: float | None  # latency of one batch
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def batch_feed(feed: Feed, batch: int) -> Feed:
+    return {k: np.ascontiguousarray(np.repeat(v, batch, axis=0)) for k, v in feed.items()}
+
+
+def measure_throughput(sessions: dict[str, Session], feed: Feed, batches: list[int], min_runs: int = 10,
+                       min_seconds: float = 1.0, max_seconds: float = 10.0) -> dict[str, dict[int, Throughput]]:
+    """Samples per second at each batch size > 1, the sessions interleaved as for latency."""
+    result: dict[str, dict[int, Throughput]] = {name: {} for name in sessions}
+    for batch in sorted({b for b in batches if b > 1}):
+        feeds = batch_feed(feed, batch)
+        usable = {}
+        for name, session in sessions.items():
+            try:
+                session.run(feeds)
+            except Exception as exc:  # a static batch dimension, or a runtime limit
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                result[name][batch] = Throughput(batch, None, None, f"batch {batch} not runnable: {first[:160]}")
+            else:
+                usable[name] = session
+        if usable:
+            for name, lat in measure(usable, feeds, min_runs, min_seconds, max_seconds).items():
+                result[name][batch] = Throughput(batch, batch * 1e3 / lat.p50, lat.p50)
+    return result
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MB (0.0 where the platform does not say)."""
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).memory_info().rss / 1e6
+    except Exception:
+        return 0.0

@@ -42,8 +42,8 @@ class ExportResult:
     task: str
 
 
-def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
-    from optimum.exporters.onnx import onnx_export_from_model
+def load_model(source: SourceModel) -> tuple[Any, str, str]:
+    """The PyTorch model optimum would export: (model, library, task)."""
     from optimum.exporters.tasks import TasksManager
 
     task = source.task or "feature-extraction"
@@ -52,6 +52,21 @@ def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
         model = TasksManager.get_model_from_task(task, str(source.path), library_name=library, framework="pt")
     except (ValueError, KeyError, OSError) as exc:
         raise UsageError(f"cannot load {source.location} for task '{task}': {str(exc).splitlines()[0]}") from exc
+    return model, library, task
+
+
+def load_reference(source: SourceModel, output_names: list[str], threads: int):
+    """The original PyTorch model as a session whose outputs match an artifact's `output_names`."""
+    from ..runtimes import TorchSession
+
+    model, library, _ = load_model(source)
+    return TorchSession(model, library, output_names, threads)
+
+
+def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    model, library, task = load_model(source)
     folder = workdir / "export"
     try:
         onnx_export_from_model(model, folder, task=task, library_name=library, do_validation=False)

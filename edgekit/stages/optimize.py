@@ -38,7 +38,7 @@ def fuse_transformer(src: Path, dst: Path, model_type: str | None, num_heads: in
         options.enable_attention = False
     try:
         optimized = optimize_model(str(src), model_type=ort_type, num_heads=num_heads, hidden_size=hidden_size,
-                                   optimization_options=options, opt_level=0)
+                                   optimization_options=options)
         stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(dst))
     except Exception as exc:  # the fusion scripts are pattern matchers; they fail on unusual graphs

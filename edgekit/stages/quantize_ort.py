@@ -105,6 +105,29 @@ def activation_only_nodes(model: onnx.ModelProto) -> list[str]:
             or (n.op_type == "Gather" and n.input[0] not in constants)]
 
 
+GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "Erf", "Tanh"}
+
+
+ELEMENTWISE = {"Mul", "Add", "Div", "Sub", "Pow", "Sqrt", "Cast", "Identity"}
+
+
+def gelu_fed_matmuls(model: onnx.ModelProto, hops: int = 4) -> list[str]:
+    """MatMuls whose activation comes from a GELU: a fused GELU op, or an Erf/Tanh reached through at
+    most `hops` elementwise ops (the exported x*0.5*(1+erf(x/sqrt2)) form) — a transformer's
+    feed-forward down projection. GELU outputs are long-tailed; per-tensor UINT8 ranges lose them."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def near_gelu(tensor: str, depth: int) -> bool:
+        node = producer.get(tensor)
+        if node is None or depth == 0:
+            return False
+        if node.op_type in GELU_OPS:
+            return True
+        return node.op_type in ELEMENTWISE and any(near_gelu(i, depth - 1) for i in node.input)
+
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and near_gelu(n.input[0], hops)]
+
+
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
                          transformer: bool, fused: bool) -> QuantizeResult:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

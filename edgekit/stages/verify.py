@@ -7,6 +7,8 @@ Rules:
 3. Figures: cosine min and mean over every output of every sample, max absolute error, signal-to-
    quantisation-noise ratio (dB, capped at 200 when the outputs are identical), and top-1 agreement
    when the first output is a classifier's logits.
+4. Task figures (accuracy, macro-F1, top-5 and retrieval agreement) come from `metrics.py` and are
+   carried here, so report.json holds every figure of an artifact under its `accuracy`.
 """
 
 from __future__ import annotations
@@ -52,9 +54,22 @@ class Fidelity:
     samples: int
     top1_agreement: float | None = None
     per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+    top5_agreement: float | None = None
+    retrieval_agreement_at_5: float | None = None
+    retrieval_k: int | None = None  # below 5 only for tiny evaluation sets
+    task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
+    labelled_samples: int | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def add_task(self, task) -> None:
+        """Carry the task figures of a `metrics.TaskMetrics`."""
+        self.top5_agreement = task.top5_agreement
+        self.retrieval_agreement_at_5 = task.retrieval_agreement_at_5
+        self.retrieval_k = task.retrieval_k
+        self.task_metrics = task.task_metrics or None
+        self.labelled_samples = task.labelled_samples
 
 
 def compare(references: list[list[np.ndarray]], candidates: list[list[np.ndarray]], output_names: list[str],
@@ -109,9 +124,13 @@ def run_all(session: Session, feeds: list[Feed]) -> list[list[np.ndarray]]:
     return [session.run(feed) for feed in feeds]
 
 
-def verify(reference_outputs: list[list[np.ndarray]], session: Session, feeds: list[Feed], output_names: list[str],
-           classifier: bool) -> Fidelity:
+def run_ordered(session: Session, feeds: list[Feed], output_names: list[str]) -> list[list[np.ndarray]]:
+    """The session's outputs for each feed, in the order of `output_names` (the original's)."""
     candidate = run_all(session, feeds)
     by_name = dict(zip(session.output_names, range(len(session.output_names))))
-    ordered = [[outs[by_name[n]] if n in by_name else outs[i] for i, n in enumerate(output_names)] for outs in candidate]
-    return compare(reference_outputs, ordered, output_names, classifier)
+    return [[outs[by_name[n]] if n in by_name else outs[i] for i, n in enumerate(output_names)] for outs in candidate]
+
+
+def verify(reference_outputs: list[list[np.ndarray]], session: Session, feeds: list[Feed], output_names: list[str],
+           classifier: bool) -> Fidelity:
+    return compare(reference_outputs, run_ordered(session, feeds, output_names), output_names, classifier)

@@ -1,0 +1,242 @@
+"""`edgekit bench`: the compile's latency harness, on its own.
+
+What PATH may be:
+1. A bundle (a folder with manifest.json): each target's artifact, run with the settings recorded in
+   its runtime.json; `--original` adds the source model named in the manifest.
+2. One artifact: `model.onnx` (ONNX Runtime, or OpenVINO with `--target intel-cpu`) or `model.xml`.
+3. A model (a Hugging Face folder or hub id): exported to FP32 ONNX on the fly and run on each
+   target's runtime; `--original` adds the PyTorch model.
+
+Inputs: text from the built-in corpus at `--sequence-length` tokens when a tokenizer sits beside the
+artifact or model, else synthetic inputs of each input's dtype at its fixed shape (`--shape` fixes
+free dimensions). Every session is measured interleaved, with the same statistics as `compile`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import graph
+from .config import load_target
+from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
+from .errors import UsageError
+from .progress import NullProgress, fraction_bar
+from .report import latency_json, throughput_json
+from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
+from .source import DEFAULT_MODEL_ID, resolve_source
+from .stages import benchmark
+
+
+@dataclass
+class Measured:
+    name: str
+    runtime: str
+    artifact: str
+    latency: benchmark.Latency
+    throughput: dict[int, benchmark.Throughput]
+    load_ms: float | None
+    memory_mb: float | None
+    settings: dict[str, Any]
+    speedup_p50: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "runtime": self.runtime, "artifact": self.artifact, **latency_json(self.latency),
+                "throughput": throughput_json(self.throughput), "load_ms": self.load_ms, "memory_mb": self.memory_mb,
+                "speedup_p50": self.speedup_p50, "settings": self.settings}
+
+
+@dataclass
+class BenchReport:
+    path: str
+    input: str
+    threads: int
+    batches: list[int]
+    results: list[Measured]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "input": self.input, "threads": self.threads, "batches": self.batches,
+                "interleaved": True, "results": [r.to_dict() for r in self.results], "notes": self.notes}
+
+    def to_markdown(self) -> str:
+        batches = [b for b in self.batches if b > 1]
+        head = "| session | runtime | p50 ms | p90 ms | p99 ms | std ms | runs | speedup p50 | load ms | first ms | memory MB |"
+        head += "".join(f" batch {b} /s |" for b in batches)
+        lines = [f"# edgekit bench: {self.path}", "",
+                 f"- input {self.input}, {self.threads} threads, batch-1 latency; sessions interleaved in one run", "",
+                 head, "|---|---|" + "---:|" * (9 + len(batches))]
+        for r in self.results:
+            lat = r.latency
+            row = (f"| {r.name} | {r.runtime} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p99:.2f} | {lat.std:.2f} | {lat.runs} | "
+                   f"{'—' if r.speedup_p50 is None else f'{r.speedup_p50:.2f}×'} | "
+                   f"{'—' if r.load_ms is None else f'{r.load_ms:.0f}'} | {lat.first_ms:.1f} | "
+                   f"{'—' if r.memory_mb is None else f'{r.memory_mb:.0f}'} |")
+            for b in batches:
+                t = r.throughput.get(b)
+                row += f" {'—' if t is None or t.per_second is None else f'{t.per_second:.1f}'} |"
+            lines.append(row)
+        noisy = [r.name for r in self.results if r.latency.noisy]
+        notes = list(self.notes) + [f"{r.name}: {t.note}" for r in self.results for t in r.throughput.values() if t.note]
+        if noisy:
+            notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}")
+        if notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+        return "\n".join(lines) + "\n"
+
+
+def _specs_of(path: Path) -> list[graph.InputSpec]:
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        specs = []
+        for item in model.inputs:
+            dims = tuple(d.get_length() if d.is_static else None for d in item.get_partial_shape())
+            specs.append(graph.InputSpec(item.get_any_name(), np.dtype(item.get_element_type().to_dtype()), dims))
+        return specs
+    return graph.input_specs(graph.load(path, load_external_data=False))
+
+
+def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[int, ...]], sequence_length: int) -> Feed:
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return benchmark_text(tokenizer, read_lines(CORPUS), graph.resolve_shapes(specs, shapes), sequence_length)
+    fixed = graph.resolve_shapes(specs, shapes)
+    graph.require_static(fixed)
+    return synthetic_feed(fixed, np.random.default_rng(0))
+
+
+def _timed_open(name: str, opener) -> tuple[Session, float, float]:
+    before = benchmark.resident_mb()
+    start = time.perf_counter()
+    session = opener()
+    return session, (time.perf_counter() - start) * 1e3, before
+
+
+def bench(path: str | Path, targets: list[str] | None = None, batches: list[int] | None = None, duration: float = 3.0,
+          with_original: bool = False, threads: int | None = None, sequence_length: int = 128,
+          shapes: dict[str, tuple[int, ...]] | None = None, progress=None) -> BenchReport:
+    progress = progress or NullProgress()
+    threads = threads or default_threads()
+    batches = sorted(set(batches or [1]) | {1})
+    shapes = shapes or {}
+    text = str(path)
+    p = Path(text)
+    openers: list[tuple[str, str, str, Any]] = []  # (name, runtime, artifact, opener)
+    folder_for_inputs: Path
+    artifact_for_specs: Path
+    notes: list[str] = []
+    workdir = tempfile.TemporaryDirectory(prefix="edgekit-bench-")
+    try:
+        if p.is_dir() and (p / "manifest.json").is_file():
+            manifest = json.loads((p / "manifest.json").read_text())
+            found = sorted(d for d in p.iterdir() if (d / "runtime.json").is_file())
+            wanted = set(targets or [d.name for d in found])
+            unknown = wanted - {d.name for d in found}
+            if unknown:
+                raise UsageError(f"{p}: the bundle has no target {', '.join(sorted(unknown))} (it has {', '.join(d.name for d in found)})")
+            for d in found:
+                if d.name not in wanted:
+                    continue
+                settings = json.loads((d / "runtime.json").read_text())
+                artifact = d / settings["artifact"]
+                openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
+                                lambda a=artifact, s=settings: open_artifact(a, s["runtime"], threads, s.get("device", "CPU"),
+                                                                             s.get("execution_provider", "CPUExecutionProvider"),
+                                                                             s.get("PERFORMANCE_HINT", "LATENCY"))))
+            first = p / openers[0][2]
+            folder_for_inputs, artifact_for_specs = first.parent, first
+            if with_original:
+                source = manifest.get("source", {})
+                location = source.get("location")
+                if source.get("kind") == "onnx":
+                    openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))
+                else:
+                    openers.insert(0, ("original", "pytorch", location,
+                                       lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, artifact_for_specs, threads)))
+        elif p.suffix in (".onnx", ".xml"):
+            if not p.is_file():
+                raise UsageError(f"no such artifact: {p}")
+            runtimes = [load_target(t).runtime for t in targets] if targets else ["onnxruntime" if p.suffix == ".onnx" else "openvino"]
+            if p.suffix == ".xml" and "onnxruntime" in runtimes:
+                raise UsageError(f"{p}: an OpenVINO IR runs on openvino targets only (e.g. --target intel-cpu)")
+            for runtime in dict.fromkeys(runtimes):
+                openers.append((f"{p.name} on {runtime}", runtime, p.name, lambda r=runtime: open_artifact(p, r, threads)))
+            folder_for_inputs, artifact_for_specs = p.parent, p
+            if with_original:
+                notes.append("--original needs a bundle or a model; a lone artifact has no original to compare with")
+        else:
+            source = resolve_source(text if text else None)
+            from .pipeline import muted
+            from .stages.export import export_huggingface
+
+            progress.stage(f"export {source.location} to ONNX (FP32) for benchmarking")
+            with muted():
+                export = export_huggingface(source, Path(workdir.name))
+            for t in targets or ["cpu"]:
+                runtime = load_target(t).runtime
+                openers.append((f"fp32 on {runtime}", runtime, "model.onnx (fp32 export)",
+                                lambda r=runtime: open_artifact(export.onnx_path, r, threads)))
+            folder_for_inputs, artifact_for_specs = export.folder, export.onnx_path
+            if with_original:
+                names = [o.name for o in graph.load(export.onnx_path, load_external_data=False).graph.output]
+                openers.insert(0, ("original", "pytorch", source.location,
+                                   lambda: TorchSession(export.model, export.library, names, threads)))
+        feed = _feed(_specs_of(artifact_for_specs), folder_for_inputs, shapes, sequence_length)
+        sessions: dict[str, Session] = {}
+        loads: dict[str, float] = {}
+        memory: dict[str, float] = {}
+        first: dict[str, float] = {}
+        for name, runtime, artifact, opener in openers:
+            progress.stage(f"load {name}")
+            session, load_ms, before = _timed_open(name, opener)
+            start = time.perf_counter()
+            session.run(feed)
+            first[name] = (time.perf_counter() - start) * 1e3
+            sessions[name], loads[name] = session, load_ms
+            memory[name] = max(0.0, benchmark.resident_mb() - before)
+        progress.stage(f"measure {len(sessions)} session(s) interleaved for at least {duration:g} s")
+        with fraction_bar(progress, "latency") as on_progress:
+            latencies = benchmark.measure(sessions, feed, 50, duration, max(duration * 3, duration + 10), on_progress)
+        latencies = {n: dataclasses.replace(lat, first_ms=first[n]) for n, lat in latencies.items()}
+        throughput = {n: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)} for n, lat in latencies.items()}
+        if len(batches) > 1:
+            progress.stage(f"throughput at batch {', '.join(str(b) for b in batches if b > 1)}")
+            for n, by_batch in benchmark.measure_throughput(sessions, feed, batches, 10, duration / 2, duration * 2).items():
+                throughput[n].update(by_batch)
+        original = latencies.get("original")
+        results = [
+            Measured(name, runtime, artifact, latencies[name], throughput[name],
+                     loads[name],
+                     memory[name], sessions[name].settings,
+                     (original.p50 / latencies[name].p50) if original is not None and latencies[name].p50 > 0 else None)
+            for name, runtime, artifact, _ in openers
+        ]
+        return BenchReport(text, ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items()), threads, batches, results, notes)
+    finally:
+        workdir.cleanup()
+
+
+def _torch_original(model: str | None, artifact: Path, threads: int) -> Session:
+    from .stages.export import load_reference
+
+    source = resolve_source(model)
+    return load_reference(source, [o for o in _output_names(artifact)], threads)
+
+
+def _output_names(artifact: Path) -> list[str]:
+    if artifact.suffix == ".xml":
+        import openvino as ov
+
+        return [o.get_any_name() for o in ov.Core().read_model(str(artifact)).outputs]
+    return [o.name for o in graph.load(artifact, load_external_data=False).graph.output]

@@ -1,0 +1,89 @@
+"""JUnit XML of a report's verdict, so CI systems show each missed budget natively.
+
+Rules:
+1. One <testsuite> per target (name `edgekit.<target>`), one <testcase> per budget of that target:
+   classname `edgekit.<target>`, name the budget (e.g. `min_cosine`, `max_drop.accuracy`).
+2. A missed budget has a <failure> with the measured value and the limit; a budget that is not
+   applicable (e.g. accuracy without labels) is <skipped> with the reason.
+3. The file is written atomically (a temporary file beside it, then `os.replace`): a CI job never
+   reads half a file, and it is written whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .errors import UsageError
+from .judge import Check
+
+
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _case(suite: ET.Element, target: str, check: Check) -> None:
+    case = ET.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=check.budget, time="0")
+    if not check.applicable:
+        ET.SubElement(case, "skipped", message=f"not applicable: {check.reason}")
+    elif not check.passed:
+        message = f"measured {_figure(check.measured)}, limit {check.operator} {_figure(check.limit)}"
+        failure = ET.SubElement(case, "failure", message=message, type="BudgetMissed")
+        detail = f"{target}: {check.budget} {check.operator} {check.limit:g}: measured {_figure(check.measured)}"
+        if check.original is not None:
+            detail += f" (original {_figure(check.original)}, artifact {_figure(check.artifact)})"
+        failure.text = detail
+
+
+def to_junit(report) -> str:
+    """The report's budgets as a JUnit XML document (a string)."""
+    root = ET.Element("testsuites", name=f"edgekit {report.source.get('location')}")
+    totals = {"tests": 0, "failures": 0, "skipped": 0}
+    for target in report.targets:
+        checks = target.checks
+        counts = {"tests": len(checks),
+                  "failures": sum(1 for c in checks if c.applicable and not c.passed),
+                  "skipped": sum(1 for c in checks if not c.applicable)}
+        suite = ET.SubElement(root, "testsuite", name=f"edgekit.{target.target}", errors="0",
+                              time=f"{target.build_seconds:.3f}", **{k: str(v) for k, v in counts.items()})
+        properties = ET.SubElement(suite, "properties")
+        for name, value in (("profile", target.profile), ("runtime", target.runtime), ("precision", target.precision),
+                            ("verdict", target.verdict)):
+            ET.SubElement(properties, "property", name=name, value=str(value))
+        for check in checks:
+            _case(suite, target.target, check)
+        for key in totals:
+            totals[key] += counts[key]
+    root.set("errors", "0")
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(report, path: str | os.PathLike[str]) -> Path:
+    """Write `to_junit(report)` to PATH atomically."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--junit {target}: is a folder; give a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--junit {target}: cannot create its folder ({exc.strerror or exc})") from exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(to_junit(report))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"--junit {target}: cannot write it ({exc.strerror or exc})") from exc
+        raise
+    return target

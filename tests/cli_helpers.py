@@ -1,0 +1,12 @@
+"""Assertions shared by the CLI tests."""
+
+
+def assert_usage_error(result, *fragments: str) -> None:
+    """Exit 2, exactly one line on stderr starting with `error: `, no traceback, and each fragment in it."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
