@@ -182,10 +182,10 @@ def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Pa
     if target.runtime == "onnxruntime":
         base = prep.onnx_fp32
         settings: dict = {}
-        if target.graph_fusions and prep.source.kind == "huggingface":
+        if target.graph_fusions and prep.source.kind == "huggingface" and profile.precision != "int8":
             cfg = prep.source.config
             fused = fuse_transformer(base, work / "fused.onnx", cfg.get("model_type"), cfg.get("num_attention_heads", 0) or 0,
-                                     cfg.get("hidden_size", 0) or 0, for_quantization=profile.precision == "int8")
+                                     cfg.get("hidden_size", 0) or 0)
             base = fused.path
             if fused.fused:
                 settings["fusions"] = ", ".join(f"{k}×{v}" for k, v in sorted(fused.fused.items()))
