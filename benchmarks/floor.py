@@ -1,7 +1,7 @@
 """The floor: how fast a model could possibly run on this CPU.
 
-1. `count_macs` counts the multiply-accumulates of every MatMul, Gemm and Conv of an ONNX graph at
-   fixed input shapes (ONNX shape inference with data propagation resolves the intermediate shapes).
+1. `count_macs` counts the multiply-accumulates of every MatMul, Gemm and Conv of an ONNX graph for
+   one input (the operand shapes are read off a real run, so symbolic shapes need no inference).
 2. `isa_peaks` gives the CPU's theoretical peaks in MACs per second from its instruction set, core
    count and clock: AVX-512 FP32 (2 FMA ports x 16 lanes), AVX-512 VNNI INT8 (2 x 64), AMX INT8
    (1024 per cycle per core), AMX BF16 (512).
@@ -23,52 +23,46 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _shape(value_info) -> list[int] | None:
-    dims = value_info.type.tensor_type.shape.dim
-    out = []
-    for d in dims:
-        if not d.HasField("dim_value"):
-            return None
-        out.append(d.dim_value)
-    return out
+def count_macs(model_path: Path, feed: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(MACs, operators whose shapes could not be read) of one run on `feed`.
 
+    The shapes come from running the graph: every MatMul/Gemm/Conv operand becomes a graph output
+    for one ONNX Runtime run, so symbolic dimensions and shape arithmetic need no inference.
+    """
+    import onnxruntime as ort
 
-def count_macs(model_path: Path, input_shapes: dict[str, list[int]]) -> tuple[int, int]:
-    """(MACs, operators whose shape stayed unknown) at the given input shapes."""
     model = onnx.load(str(model_path))
-    for value in model.graph.input:
-        if value.name in input_shapes:
-            for dim, size in zip(value.type.tensor_type.shape.dim, input_shapes[value.name]):
-                dim.Clear()
-                dim.dim_value = size
-    del model.graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    shapes = {v.name: _shape(v) for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
-    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    initial = {i.name: list(i.dims) for i in model.graph.initializer}
+    wanted = []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm", "Conv"):
+            wanted += [t for t in (node.input[0], node.input[1], node.output[0]) if t and t not in initial]
+    existing = {o.name for o in model.graph.output}
+    for name in dict.fromkeys(wanted):
+        if name not in existing:
+            model.graph.output.append(helper.make_value_info(name, onnx.TypeProto()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(model, str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(None, {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}})
+    shapes = dict(initial)
+    shapes.update({n: list(v.shape) for n, v in zip(names, values)})
     macs, unknown = 0, 0
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Conv"):
             continue
-        a = shapes.get(node.input[0])
-        b = shapes.get(node.input[1])
-        out = shapes.get(node.output[0])
-        if node.op_type == "MatMul" and a and b:
-            k = a[-1]
-            n = b[-1]
-            rows = int(np.prod(out[:-1])) if out else int(np.prod(a[:-1]))
-            macs += rows * k * n
-        elif node.op_type == "Gemm" and a and b:
-            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
-            trans_b = next((x.i for x in node.attribute if x.name == "transB"), 0)
-            m, k = (a[1], a[0]) if trans_a else (a[0], a[1])
-            n = b[0] if trans_b else b[1]
-            macs += m * k * n
-        elif node.op_type == "Conv" and b and out:
-            group = next((x.i for x in node.attribute if x.name == "group"), 1)
-            macs += int(np.prod(out)) * (b[1]) * int(np.prod(b[2:])) // 1 * 1
-            _ = group  # weight shape [Cout, Cin/group, kh, kw] already divides by group
-        else:
+        a, b, out = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+        if a is None or b is None or out is None:
             unknown += 1
+        elif node.op_type == "MatMul":
+            macs += int(np.prod(out)) * a[-1]
+        elif node.op_type == "Gemm":
+            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
+            macs += int(np.prod(out)) * (a[0] if trans_a else a[1])
+        else:  # Conv: weight [Cout, Cin/group, kh, kw]; each output element needs Cin/group*kh*kw MACs
+            macs += int(np.prod(out)) * int(np.prod(b[1:]))
     return macs, unknown
 
 

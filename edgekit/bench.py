@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import graph
-from .config import load_target
+from .config import Target, load_target
+from .devices import availability
 from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
 from .progress import NullProgress, fraction_bar
@@ -150,10 +151,17 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                     continue
                 settings = json.loads((d / "runtime.json").read_text())
                 artifact = d / settings["artifact"]
+                here = availability(Target(d.name, "", settings["runtime"], settings.get("device", "CPU"),
+                                           settings.get("execution_provider", "")))
+                if not here.present and not targets:  # named with --target: let it fail, saying why
+                    notes.append(f"{d.name}: not benchmarked: {here.reason}")
+                    continue
                 openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
                                 lambda a=artifact, s=settings: open_artifact(a, s["runtime"], threads, s.get("device", "CPU"),
                                                                              s.get("execution_provider", "CPUExecutionProvider"),
                                                                              s.get("PERFORMANCE_HINT", "LATENCY"))))
+            if not openers:
+                raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
             first = p / openers[0][2]
             folder_for_inputs, artifact_for_specs = first.parent, first
             if with_original:

@@ -74,11 +74,14 @@ def main() -> None:
 @click.option("--max-size-mb", type=float, default=None, metavar="X", help="Budget: artifact size in MB.")
 @click.option("--junit", type=click.Path(), default=None, metavar="PATH",
               help="Also write a JUnit XML file: one test case per target and budget (written even when a budget fails).")
+@click.option("--require-measured", is_flag=True,
+              help="Fail a target whose device is not on this machine (latency not measured). Without it such a target "
+                   "is built, verified on the CPU and judged on what was measured.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: all available cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
-            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, threads, quiet, debug) -> None:
+            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, quiet, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -90,6 +93,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
       edgekit compile detector.onnx --shape input=1,3,640,640 --data images/ -o out/detector
       edgekit compile ./classifier --task text-classification --data reviews.txt --profile accurate
       edgekit compile ./classifier --data reviews.jsonl --max-drop accuracy=0.01 --junit edgekit.xml
+      edgekit compile --target intel-npu --target cuda --target intel-gpu   # built and verified without the devices
 
     Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure.
     """
@@ -103,6 +107,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
                                shapes=shapes, data=data, threads=threads,
                                progress=NullProgress() if quiet else ConsoleProgress(),
                                text_column=text_column, label_column=label_column, junit=junit,
+                               require_measured=require_measured,
                                overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
                                           "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
                                           "eval_samples": eval_samples, "seed": seed})
@@ -115,6 +120,8 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
     click.echo(f"bundle: {report.bundle}", err=True)
     if junit:
         click.echo(f"junit: {junit}", err=True)
+    for item in report.unmeasured:
+        click.echo(f"not measured: {item['target']}: {item['reason']}", err=True)
     if not report.passed:
         failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False)})" for t in report.targets if t.verdict != "pass"]
         click.echo(f"budget missed: {'; '.join(failed)}", err=True)
@@ -122,20 +129,48 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
 
 
 @main.command()
-def targets() -> None:
-    """List the built-in targets.
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def targets(as_json) -> None:
+    """List the built-in targets: runtime, device, precision, and whether the device is on this machine.
+
+    A target whose device is absent still compiles here: its artifact is verified on the CPU and its
+    latency is marked not measured (see `compile --require-measured`).
 
     \b
-    Example:
+    Examples:
       edgekit targets
+      edgekit targets --json
     """
+    import json
+
     from .config import list_targets
+    from .devices import probe_all
 
     try:
-        for t in list_targets():
-            click.echo(f"{t.name:<12} {t.runtime:<12} {t.device:<6} {t.description}")
+        rows = []
+        listed = list_targets()
+        found = probe_all(listed)
+        for t in listed:
+            here = found[t.name]
+            rows.append({"name": t.name, "runtime": t.runtime, "device": t.device,
+                         "execution_provider": t.execution_provider or None,
+                         # a target without its own precision builds the profile's (int8 or fp32)
+                         "precision": t.precision, "precision_from": "target" if t.precision else "profile",
+                         "precisions": list(t.precisions) or ["int8", "fp32"],
+                         "static_shapes": t.static_shapes, "max_opset": t.max_opset, "max_ir_version": t.max_ir_version,
+                         "present": here.present, "reason": here.reason or None, "description": t.description})
     except Exception as exc:
         _fail(exc, False)
+    if as_json:
+        click.echo(json.dumps({"targets": rows}, indent=2))
+        return
+    click.echo(f"{'target':<11} {'runtime':<12} {'device':<6} {'precision':<16} {'here':<5} description / why not here")
+    for r in rows:
+        precision = r["precision"] or "profile's"
+        if len(r["precisions"]) > 1 and r["precision"]:
+            precision += f" (or {', '.join(p for p in r['precisions'] if p != r['precision'])})"
+        click.echo(f"{r['name']:<11} {r['runtime']:<12} {r['device']:<6} {precision:<16} {'yes' if r['present'] else 'no':<5} "
+                   f"{r['description'] if r['present'] else r['reason']}")
 
 
 @main.command()
@@ -150,7 +185,8 @@ def profiles() -> None:
 
     try:
         for p in list_profiles():
-            click.echo(f"{p.name:<10} {p.precision:<5} min_cosine {p.budgets.min_cosine:<6g} {p.description}")
+            devices = f" (device targets: {p.device_precision})" if p.device_precision else ""
+            click.echo(f"{p.name:<10} {p.precision:<5} min_cosine {p.budgets.min_cosine:<6g} {p.description}{devices}")
     except Exception as exc:
         _fail(exc, False)
 

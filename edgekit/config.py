@@ -6,6 +6,10 @@ Rules:
 2. Every key is known: an unknown key is rejected with the nearest valid one, never ignored.
 3. Every value has its type and range checked; the error names the file and the key.
 4. `list_targets()` / `list_profiles()` read the same folders the compiler uses.
+5. Precision: a target without its own `precision` (cpu, intel-cpu) builds the profile's `precision`.
+   A target with one (cuda, intel-gpu, intel-npu: what its device executes) builds it, unless the
+   profile sets `device_precision`, which must be one of the target's `precisions` (else a usage error
+   naming both). `resolve_precision()` applies this rule.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "r
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("int8", "fp32")
+TARGET_PRECISIONS = ("fp16", "int8", "fp32")  # what a device target may build (rule 5)
 ACTIVATIONS = ("asymmetric", "symmetric")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -51,6 +56,13 @@ class Target:
     graph_fusions: bool = False  # apply onnxruntime's transformer fusions before quantising
     performance_hint: str = "LATENCY"  # OpenVINO only
     source: str = ""  # the file it came from
+    precision: str | None = None  # the target's own precision (rule 5); None: the profile's
+    precisions: tuple[str, ...] = ()  # what a profile's `device_precision` may ask of it
+    static_shapes: bool = False  # every input dimension fixed at compile time (NPUs)
+    max_opset: int | None = None  # the highest ONNX opset the deployed runtime accepts
+    max_ir_version: int | None = None  # the highest ONNX IR version it accepts
+    verify_device: str = "CPU"  # where numerics are verified when the target's device is absent
+    precompiled_blob: bool = False  # OpenVINO: also export the compiled model when the device is present
 
     @property
     def artifact_name(self) -> str:
@@ -82,6 +94,7 @@ class Profile:
     description: str
     precision: str  # "int8" | "fp32"
     budgets: Budgets
+    device_precision: str | None = None  # asked of targets with their own precision (config rule 5)
     activations: str = "asymmetric"
     per_channel: bool = True
     calibration_method: str = "minmax"
@@ -122,6 +135,13 @@ _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "execution_provider": ((str,), None),
     "graph_fusions": ((bool,), None),
     "performance_hint": ((str,), ("LATENCY", "THROUGHPUT")),
+    "precision": ((str,), TARGET_PRECISIONS),
+    "precisions": ((list,), "precisions"),
+    "static_shapes": ((bool,), None),
+    "max_opset": ((int,), (1, None)),
+    "max_ir_version": ((int,), (1, None)),
+    "verify_device": ((str,), ("CPU",)),
+    "precompiled_blob": ((bool,), None),
 }
 _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
@@ -129,6 +149,7 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "activations": ((str,), ACTIVATIONS),
     "per_channel": ((bool,), None),
     "calibration_method": ((str,), CALIBRATION_METHODS),
+    "device_precision": ((str,), TARGET_PRECISIONS),
 }
 _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "budgets": {
@@ -171,6 +192,10 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
         if rule == "batch sizes":
             if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
                 raise UsageError(f"{path}: '{where}{key}' must be a list of batch sizes from 1 to 4096, not {value!r}")
+            value = tuple(value)
+        if rule == "precisions":
+            if not value or not all(isinstance(v, str) and v in TARGET_PRECISIONS for v in value) or len(set(value)) != len(value):
+                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct precisions from {', '.join(TARGET_PRECISIONS)}, not {value!r}")
             value = tuple(value)
         if callable(rule):
             value = rule(path, f"{where}{key}", value)
@@ -222,6 +247,14 @@ def load_target(name_or_path: str) -> Target:
     data = _check(path, "", _read_toml(path), _TARGET_KEYS, required=("runtime", "device"))
     if data["runtime"] == "onnxruntime":
         data.setdefault("execution_provider", "CPUExecutionProvider")
+    if "precisions" in data and "precision" not in data:
+        raise UsageError(f"{path}: 'precisions' needs 'precision' (the one the target builds by default)")
+    if "precision" in data:
+        data.setdefault("precisions", (data["precision"],))
+        if data["precision"] not in data["precisions"]:
+            raise UsageError(f"{path}: 'precision' = {data['precision']!r} is not one of its 'precisions' ({', '.join(data['precisions'])})")
+    if data.get("precompiled_blob") and data["runtime"] != "openvino":
+        raise UsageError(f"{path}: 'precompiled_blob' is for OpenVINO targets only")
     return Target(name=path.stem, description=data.pop("description", ""), source=str(path), **data)
 
 
@@ -249,6 +282,18 @@ def load_profile(name_or_path: str) -> Profile:
         **dataset,
         **{k: float(v) if k.endswith("seconds") else v for k, v in bench.items()},
     )
+
+
+def resolve_precision(target: Target, profile: Profile) -> str:
+    """What `target` builds under `profile` (rule 5); a precision the target cannot build is a usage error."""
+    if target.precision is None:
+        return profile.precision
+    if profile.device_precision is None:
+        return target.precision
+    if profile.device_precision not in target.precisions:
+        raise UsageError(f"profile {profile.name} asks device_precision '{profile.device_precision}', which target {target.name} "
+                         f"does not support (it builds: {', '.join(target.precisions)}); choose another profile or target")
+    return profile.device_precision
 
 
 def list_targets() -> list[Target]:

@@ -8,6 +8,9 @@ Rules:
    of an embedding model) is listed as not applicable, with the reason; it neither passes nor fails.
 4. Limits are inclusive (within 1e-9, so 0.8 − 0.75 meets a drop budget of 0.05).
 5. The verdict is `pass` only when every applicable budget passes.
+6. A target whose device is not on this machine has no latency: a latency budget on it is listed as
+   not checked, with the reason, and does not decide the verdict; with `require_measured` the target
+   gets a failing `require_measured` check instead, so the verdict is `fail`.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ class Check:
     reason: str = ""  # why it is not applicable
     original: float | None = None  # max_drop / min_relative: the two figures compared
     artifact: float | None = None
+    not_checked: bool = False  # applicable, but its figure was not measured here (rule 6)
 
     def to_dict(self) -> dict:
         out = {"budget": self.budget, "limit": self.limit, "measured": self.measured, "passed": self.passed,
                "applicable": self.applicable}
-        if not self.applicable:
+        if self.not_checked:
+            out["not_checked"] = True
+        if not self.applicable or self.reason:
             out["reason"] = self.reason
         if self.original is not None:
             out.update(original=self.original, artifact=self.artifact)
@@ -69,9 +75,13 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple[float, float] |
     return checks
 
 
-def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float, size_bytes: int,
-          metrics: Mapping[str, tuple[float, float] | str] | None = None) -> list[Check]:
-    """One check per budget. `metrics`: metric -> (original, artifact), or the reason it was not measured."""
+def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
+          metrics: Mapping[str, tuple[float, float] | str] | None = None, not_measured: str = "",
+          require_measured: bool = False) -> list[Check]:
+    """One check per budget. `metrics`: metric -> (original, artifact), or the reason it was not measured.
+
+    `latency_p90_ms` None: latency was not measured (`not_measured` says why; rule 6).
+    """
     checks = [Check("min_cosine", budgets.min_cosine, cosine_min, cosine_min >= budgets.min_cosine)]
     if budgets.min_top1_agreement is not None:
         if top1 is None:
@@ -80,10 +90,16 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
             checks.append(Check("min_top1_agreement", budgets.min_top1_agreement, top1, top1 >= budgets.min_top1_agreement))
     checks += _metric_checks(budgets, metrics or {})
     if budgets.max_latency_ms is not None:
-        checks.append(Check("max_latency_ms", budgets.max_latency_ms, latency_p90_ms, latency_p90_ms <= budgets.max_latency_ms))
+        if latency_p90_ms is None:
+            checks.append(Check("max_latency_ms", budgets.max_latency_ms, None, None, applicable=False,
+                                reason=f"latency not measured: {not_measured or 'no device here'}", not_checked=True))
+        else:
+            checks.append(Check("max_latency_ms", budgets.max_latency_ms, latency_p90_ms, latency_p90_ms <= budgets.max_latency_ms))
     if budgets.max_size_mb is not None:
         size_mb = size_bytes / 1e6
         checks.append(Check("max_size_mb", budgets.max_size_mb, size_mb, size_mb <= budgets.max_size_mb))
+    if require_measured and latency_p90_ms is None:
+        checks.append(Check("require_measured", 1.0, 0.0, False, reason=f"latency not measured: {not_measured or 'no device here'}"))
     return checks
 
 

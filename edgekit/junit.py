@@ -4,7 +4,8 @@ Rules:
 1. One <testsuite> per target (name `edgekit.<target>`), one <testcase> per budget of that target:
    classname `edgekit.<target>`, name the budget (e.g. `min_cosine`, `max_drop.accuracy`).
 2. A missed budget has a <failure> with the measured value and the limit; a budget that is not
-   applicable (e.g. accuracy without labels) is <skipped> with the reason.
+   applicable (e.g. accuracy without labels), or not checked (latency of a target whose device is not
+   here), is <skipped> with the reason.
 3. The file is written atomically (a temporary file beside it, then `os.replace`): a CI job never
    reads half a file, and it is written whatever the verdict.
 """
@@ -27,9 +28,9 @@ def _figure(value: float | None) -> str:
 def _case(suite: ET.Element, target: str, check: Check) -> None:
     case = ET.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=check.budget, time="0")
     if not check.applicable:
-        ET.SubElement(case, "skipped", message=f"not applicable: {check.reason}")
+        ET.SubElement(case, "skipped", message=f"{'not checked' if check.not_checked else 'not applicable'}: {check.reason}")
     elif not check.passed:
-        message = f"measured {_figure(check.measured)}, limit {check.operator} {_figure(check.limit)}"
+        message = check.reason or f"measured {_figure(check.measured)}, limit {check.operator} {_figure(check.limit)}"
         failure = ET.SubElement(case, "failure", message=message, type="BudgetMissed")
         detail = f"{target}: {check.budget} {check.operator} {check.limit:g}: measured {_figure(check.measured)}"
         if check.original is not None:

@@ -1,7 +1,9 @@
 """`compile`: one model to verified, benchmarked artifacts for each target, in one bundle.
 
-The pipeline, per target: export (once) -> optimise -> quantise/convert -> verify -> benchmark
-(all artifacts and the original, interleaved) -> judge. `edgekit compile` is a thin layer over this.
+The pipeline, per target: export (once) -> caps (opset/IR, every target, before anything is built) ->
+static shapes (targets that need them) -> optimise -> quantise/convert -> verify (on the target's
+device, or, when it is not on this machine, the same artifact on the CPU) -> benchmark (the original and
+every artifact whose device is here, interleaved) -> judge. `edgekit compile` is a thin layer over this.
 """
 
 from __future__ import annotations
@@ -16,21 +18,25 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from . import __version__, graph
 from .bundle import Bundle, write_json
-from .config import Profile, Target, apply_overrides, load_profile, load_target
+from .config import Profile, Target, apply_overrides, load_profile, load_target, resolve_precision
+from .devices import Availability, probe_all
 from .data import LabelSpace, Samples, build_samples
 from .errors import InternalError, UsageError
 from .judge import judge, verdict
 from .junit import write_junit
 from .progress import NullProgress, fraction_bar
 from .report import Report, TargetResult
-from .runtimes import OrtSession, Session, TorchSession, default_threads, open_artifact
+from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
 from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
-from .stages import benchmark, metrics, verify
+from .stages import benchmark, metrics, static_shapes, verify
+from .stages.caps import check_caps
 from .stages.export import ExportResult, check_export, export_huggingface
+from .stages.fp16 import convert_fp16
+from .stages.openvino_device import convert_openvino_device
 from .stages.optimize import fuse_transformer
 from .stages.quantize_ort import quantize_onnxruntime
 from .stages.quantize_ov import convert_openvino
@@ -54,6 +60,9 @@ class Prepared:
     preprocess_dir: Path | None
     transformer: bool
     export_error: float | None
+    modality: str = "tensor"
+    # The same samples for other input shapes (a static-shape target's fixed ones): same data, split and seed.
+    resample: Callable[[list[graph.InputSpec]], Samples] | None = None
 
 
 def default_output(source: SourceModel) -> Path:
@@ -156,12 +165,16 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     if source.kind == "onnx" and tokenizer is None and image_processor is None:
         modality = "tensor"
     progress.stage("prepare calibration and evaluation data")
-    samples = build_samples(
-        specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
-        profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
-        max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
-        label_space=label_space, text_column=text_column, label_column=label_column,
-    )
+
+    def resample(for_specs: list[graph.InputSpec]) -> Samples:
+        return build_samples(
+            for_specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
+            profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
+            max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
+            label_space=label_space, text_column=text_column, label_column=label_column,
+        )
+
+    samples = resample(specs)
     for note in samples.notes:
         progress.note(note)
     if export is not None:
@@ -170,15 +183,22 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         progress.stage("check the ONNX export against PyTorch")
         export_error = check_export(reference, OrtSession(onnx_path, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
     output_names = reference.output_names
-    return Prepared(source, onnx_path, specs, reference, output_names, samples, preprocess_dir, transformer, export_error)
+    return Prepared(source, onnx_path, specs, reference, output_names, samples, preprocess_dir, transformer, export_error,
+                    modality, resample)
 
 
-def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Path, workdir: Path) -> tuple[Path, dict, list[str]]:
-    """Write the target's artifact into `out_dir`; return its path, quantisation settings and notes."""
+def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Path, workdir: Path,
+                   variant: "Variant | None" = None) -> tuple[Path, dict, list[str]]:
+    """Write the target's artifact into `out_dir`; return its path, quantisation settings and notes.
+
+    `variant`: the graph and samples of a static-shape target (the prepared ones when None).
+    """
     work = workdir / target.name
     work.mkdir(parents=True, exist_ok=True)
     artifact = out_dir / target.artifact_name
     notes: list[str] = []
+    if target.precision is not None:  # a device target: its own precision (config rule 5)
+        return _build_device_artifact(target, profile, prep, artifact, work, variant)
     if target.runtime == "onnxruntime":
         base = prep.onnx_fp32
         settings: dict = {}
@@ -206,6 +226,34 @@ def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Pa
     raise UsageError(f"target {target.name}: unknown runtime '{target.runtime}'")
 
 
+@dataclass
+class Variant:
+    """A static-shape target's inputs: its fixed graph, samples padded to it and the original's outputs on them."""
+
+    onnx_path: Path
+    samples: Samples
+    reference_outputs: list
+    static: static_shapes.StaticShapes | None = None
+
+
+def _build_device_artifact(target: Target, profile: Profile, prep: Prepared, artifact: Path, work: Path,
+                           variant: Variant | None) -> tuple[Path, dict, list[str]]:
+    precision = resolve_precision(target, profile)
+    src = variant.onnx_path if variant is not None else prep.onnx_fp32
+    calibration = variant.samples.calibration if variant is not None else prep.samples.calibration
+    static = variant.static if variant is not None else None
+    if target.runtime == "onnxruntime":
+        if precision == "fp16":
+            result = convert_fp16(src, artifact)
+            return artifact, result.settings, result.notes
+        if precision == "fp32":
+            shutil.copyfile(src, artifact)
+            return artifact, {"format": "FP32 ONNX"}, []
+        raise UsageError(f"target {target.name}: ONNX Runtime targets build fp16 or fp32, not {precision}")
+    result = convert_openvino_device(src, artifact, target, precision, calibration, profile, prep.transformer, static)
+    return artifact, result.settings, result.notes
+
+
 def _artifact_size(artifact: Path) -> int:
     files = [artifact] + ([artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [])
     return sum(p.stat().st_size for p in files if p.exists())
@@ -231,6 +279,93 @@ def _check_labels(samples: Samples, reference_outputs: list, data: Path | None) 
         raise UsageError(f"{data}: label id {bad[0]} is not a class of the model, which outputs {classes} classes (ids 0..{classes - 1})")
 
 
+@dataclass
+class _Built:
+    """One target's artifact, built and verified, waiting for the benchmark."""
+
+    target: Target
+    artifact: Path
+    qsettings: dict
+    notes: list[str]
+    session: Session
+    load_ms: float
+    seconds: float
+    fidelity: verify.Fidelity
+    present: Availability  # is the target's device here (else: verified on `device`, latency not measured)
+    device: str  # where the artifact ran
+    variant: Variant | None
+    precompiled: dict | None
+
+
+BLOB_NOTE = ("a precompiled blob loads only on the same device with the same OpenVINO and driver versions (listed here); "
+             "elsewhere compile model.xml on the device instead")
+
+
+def _export_blob(session: Session, target: Target, out_dir: Path) -> dict:
+    """The compiled model as the device holds it (`export_model`), with the versions it is bound to."""
+    blob = out_dir / "model.blob"
+    export = getattr(session, "export_blob", None)
+    if export is None:
+        return {"written": False, "reason": f"{target.runtime} cannot export a compiled model"}
+    versions = export(blob)
+    return {"written": True, "file": f"{target.name}/{blob.name}", **versions, "portable": False, "note": BLOB_NOTE}
+
+
+def _runtime_json(target: Target, artifact: Path, session: Session, present: Availability) -> dict:
+    """How to run the artifact: the settings it ran with, or, without its device, the device's and why."""
+    if present.present:
+        return {"target": target.name, "artifact": artifact.name, **session.settings}
+    device = ({"execution_provider": target.execution_provider} if target.runtime == "onnxruntime"
+              else {"PERFORMANCE_HINT": target.performance_hint})
+    return {"target": target.name, "artifact": artifact.name, "runtime": target.runtime, "device": target.device, **device,
+            "measured": False, "not_measured": present.reason, "verified_with": session.settings}
+
+
+def _static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepared, reference_outputs: list,
+                     workdir: Path, progress) -> dict[str, Variant]:
+    """For each static-shape target, its fixed graph and padded samples, and the original's outputs on them.
+
+    Targets with the same shapes share one; shapes that are already the prepared ones reuse its samples.
+    """
+    variants: dict[str, Variant] = {}
+    by_shape: dict[tuple, Variant] = {}
+    for name, static in fixed.items():
+        key = tuple((s.name, tuple(s.shape)) for s in static.specs)
+        if key not in by_shape:
+            if [tuple(s.shape) for s in static.specs] == [tuple(s.shape) for s in prep.specs] or prep.resample is None:
+                by_shape[key] = Variant(prep.onnx_fp32, prep.samples, reference_outputs, static)
+            else:
+                progress.stage(f"static shapes {static.describe()}: padded samples, and the original run on them")
+                path = static_shapes.write_static_onnx(prep.onnx_fp32, workdir / f"static-{len(by_shape)}.onnx", static)
+                samples = prep.resample(static.specs)
+                by_shape[key] = Variant(path, samples, verify.run_all(prep.reference, samples.evaluation), static)
+        variants[name] = dataclasses.replace(by_shape[key], static=static)
+    return variants
+
+
+class _OwnFeed:
+    """A session timed on its own benchmark feed: a static-shape artifact cannot take the shared one when
+    the shapes differ. Batched feeds (throughput) are refused, as its batch is fixed."""
+
+    def __init__(self, session: Session, feed: Feed, shared: Feed):
+        self._session, self._feed, self._shared = session, feed, shared
+        self.runtime, self.output_names, self.settings = session.runtime, session.output_names, session.settings
+
+    def run(self, feed: Feed) -> list:
+        if feed is not self._shared:
+            raise UsageError("static shapes: this artifact's batch is fixed at 1")
+        return self._session.run(self._feed)
+
+
+def _own_feed(session: Session, variant: Variant | None, shared: Feed) -> Session:
+    if variant is None or variant.samples.benchmark is shared:
+        return session
+    own = variant.samples.benchmark
+    if {k: v.shape for k, v in own.items()} == {k: v.shape for k, v in shared.items() if k in own}:
+        return session
+    return _OwnFeed(session, own, shared)
+
+
 def compile(
     model: str | Path | None = None,
     targets: Sequence[str] = ("cpu",),
@@ -245,6 +380,7 @@ def compile(
     label_column: str | None = None,
     overrides: dict | None = None,
     junit: str | Path | None = None,
+    require_measured: bool = False,
 ) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
@@ -253,12 +389,15 @@ def compile(
     `overrides`: budgets and data sizes that replace the profile's (see `config.apply_overrides`), e.g.
     `{"min_cosine": 0.995, "max_drop": {"accuracy": 0.01}, "seed": 1}`.
     `junit`: also write a JUnit XML file there (one test case per target and budget), even on `fail`.
+    `require_measured`: a target whose device is absent here (latency not measured) fails the verdict;
+    without it such a target is judged on what was measured and listed in `report.json`'s `unmeasured`.
     Raises UsageError (bad input) or InternalError; a missed budget is `report.verdict == "fail"`.
     """
     progress = progress or NullProgress()
     _quiet_libraries()
     target_list = [load_target(t) for t in dict.fromkeys(targets or ("cpu",))]
     prof = apply_overrides(load_profile(profile), overrides)
+    precisions = {t.name: resolve_precision(t, prof) for t in target_list}  # one a target cannot build: exit 2 now
     shape_map = _parse_shapes(shapes)
     data_path = Path(data) if data is not None else None
     if data_path is not None and not data_path.exists():
@@ -267,6 +406,8 @@ def compile(
     if junit_path is not None and junit_path.is_dir():
         raise UsageError(f"--junit {junit_path}: is a folder; give a file path, e.g. {junit_path / 'edgekit.xml'}")
     source = resolve_source(model, task)
+    if source.kind == "onnx":
+        check_caps(source.path, target_list, source.path.name)
     out = Path(output) if output is not None else default_output(source)
     threads = threads or default_threads()
     with Bundle(out) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, warnings.catch_warnings():
@@ -275,6 +416,12 @@ def compile(
         classifier = source.task in CLASSIFICATION_TASKS
         label_space = LabelSpace.from_config(source.config) if classifier else None
         prep = prepare(source, prof, shape_map, data_path, threads, workdir, progress, label_space, text_column, label_column)
+        if source.kind == "huggingface":
+            check_caps(prep.onnx_fp32, target_list, "the exported graph")
+        fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
+                                               prof.sequence_length, frozenset(shape_map))
+                 for t in target_list if t.static_shapes}
+        here = probe_all(target_list)
         if prep.samples.ignored_labels:
             prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
                                       "(give --task text-classification or image-classification if it is one)")
@@ -283,40 +430,57 @@ def compile(
         task_kind = "classifier" if classifier else "embedding" if source.task == "feature-extraction" else "other"
         if classifier:
             _check_labels(prep.samples, reference_outputs, data_path)
-        masks = [feed.get("attention_mask") for feed in prep.samples.evaluation]
         task_figures: dict[str, dict] = {}
+        variants = _static_variants(fixed, prep, reference_outputs, workdir, progress)
 
-        built: list[tuple[Target, Path, dict, list[str], Session, float, float, verify.Fidelity]] = []
+        built: list[_Built] = []
         memory_mb: dict[str, float] = {}
         first_ms: dict[str, float] = {"original": float("nan")}  # the original ran before it could be timed cold
         for target in target_list:
             started = time.monotonic()
-            progress.stage(f"{target.name}: build {prof.precision} artifact for {target.runtime} on {target.device}")
+            present = here[target.name]
+            variant = variants.get(target.name)
+            samples = variant.samples if variant is not None else prep.samples
+            expected = variant.reference_outputs if variant is not None else reference_outputs
+            progress.stage(f"{target.name}: build {precisions[target.name]} artifact for {target.runtime} on {target.device}")
             out_dir = bundle.folder(target.name)
             with muted():
-                artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir)
+                artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir, variant)
             _copy_preprocessors(prep.preprocess_dir, out_dir, source.kind)
+            # Without its device, the same artifact file runs on the verify device (FP32 there): numerics only.
+            device = target.device if present.present else target.verify_device
+            provider = (target.execution_provider or "CPUExecutionProvider") if present.present else "CPUExecutionProvider"
             rss_before = benchmark.resident_mb()
             load_start = time.perf_counter()
-            session = open_artifact(artifact, target.runtime, threads, target.device, target.execution_provider or "CPUExecutionProvider",
-                                    target.performance_hint)
+            session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint)
             load_ms = (time.perf_counter() - load_start) * 1e3
             first_start = time.perf_counter()
-            session.run(prep.samples.benchmark)
+            session.run(samples.benchmark)
             first_ms[target.name] = (time.perf_counter() - first_start) * 1e3
             memory_mb[target.name] = max(0.0, benchmark.resident_mb() - rss_before)
-            write_json(out_dir / "runtime.json", {"target": target.name, "artifact": artifact.name, **session.settings})
-            progress.stage(f"{target.name}: verify against the original")
-            candidate_outputs = verify.run_ordered(session, prep.samples.evaluation, prep.output_names)
-            fidelity = verify.compare(reference_outputs, candidate_outputs, prep.output_names, classifier)
-            task = metrics.evaluate(reference_outputs, candidate_outputs, prep.output_names, task_kind,
-                                    prep.samples.evaluation_labels, masks)
+            precompiled = None
+            if target.precompiled_blob:
+                precompiled = (_export_blob(session, target, out_dir) if present.present else
+                               {"written": False, "reason": f"not written: no {target.device} on this machine; the blob is "
+                                                             "compiled on the device (rerun there, or compile model.xml on it)"})
+            write_json(out_dir / "runtime.json", _runtime_json(target, artifact, session, present))
+            progress.stage(f"{target.name}: verify against the original"
+                           + ("" if present.present else f" on {device} ({target.device} not present here)"))
+            candidate_outputs = verify.run_ordered(session, samples.evaluation, prep.output_names)
+            fidelity = verify.compare(expected, candidate_outputs, prep.output_names, classifier)
+            task = metrics.evaluate(expected, candidate_outputs, prep.output_names, task_kind,
+                                    samples.evaluation_labels, [feed.get("attention_mask") for feed in samples.evaluation])
             fidelity.add_task(task)
             task_figures[target.name] = task.budget_figures()
-            built.append((target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity))
+            built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
+                                present, device, variant, precompiled))
 
-        progress.stage(f"benchmark the original and {len(built)} artifact(s), interleaved")
-        sessions: dict[str, Session] = {"original": prep.reference, **{b[0].name: b[4] for b in built}}
+        measured = [b for b in built if b.present.present]
+        unmeasured = [b.target.name for b in built if not b.present.present]
+        progress.stage(f"benchmark the original and {len(measured)} artifact(s), interleaved"
+                       + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
+        sessions: dict[str, Session] = {"original": prep.reference,
+                                        **{b.target.name: _own_feed(b.session, b.variant, prep.samples.benchmark) for b in measured}}
         with fraction_bar(progress, "benchmark") as on_progress:
             latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
                                           prof.bench_max_seconds, on_progress)
@@ -330,17 +494,22 @@ def compile(
                 throughput[name].update(by_batch)
         original = latencies["original"]
         results = []
-        for target, artifact, qsettings, notes, session, load_ms, seconds, fidelity in built:
-            lat = latencies[target.name]
-            size = _artifact_size(artifact)
-            checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90, size, task_figures[target.name])
+        for b in built:
+            target, fidelity = b.target, b.fidelity
+            lat = latencies.get(target.name)  # None: the device is not here, latency not measured
+            size = _artifact_size(b.artifact)
+            checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90 if lat else None, size,
+                           task_figures[target.name], not_measured=b.present.reason, require_measured=require_measured)
             results.append(TargetResult(
                 target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
-                precision=prof.precision, artifact=artifact.relative_to(bundle.root).as_posix(), size_bytes=size,
-                latency=lat, speedup_p50=original.p50 / lat.p50 if lat.p50 > 0 else 0.0, accuracy=fidelity,
-                checks=checks, verdict=verdict(checks), load_ms=load_ms, quantization=qsettings,
-                runtime_settings=session.settings, notes=notes, build_seconds=seconds,
-                throughput=throughput[target.name], memory_mb=memory_mb.get(target.name),
+                precision=precisions[target.name], artifact=b.artifact.relative_to(bundle.root).as_posix(), size_bytes=size,
+                latency=lat, speedup_p50=(original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat else None, accuracy=fidelity,
+                checks=checks, verdict=verdict(checks), load_ms=b.load_ms if lat else None, quantization=b.qsettings,
+                runtime_settings=b.session.settings, notes=b.notes, build_seconds=b.seconds,
+                throughput=throughput.get(target.name, {}), memory_mb=memory_mb.get(target.name) if lat else None,
+                not_measured="" if lat else b.present.reason, verified_on=f"{target.runtime} {b.device}",
+                static_shapes=b.variant.static.to_dict() if b.variant is not None and b.variant.static is not None else None,
+                precompiled=b.precompiled,
             ))
         source_info = {"kind": source.kind, "location": source.location, "revision": source.revision,
                        "weights_sha256": source.weight_files}
@@ -366,8 +535,11 @@ def compile(
         )
         write_json(bundle.root / "report.json", report.to_dict())
         (bundle.root / "report.md").write_text(report.to_markdown())
+        precompiled = {b.target.name: b.precompiled for b in built if b.precompiled is not None}
         bundle.write_manifest(source_info, {"edgekit": __version__, "task": report.task, "profile": prof.name,
-                                            "targets": [t.name for t in target_list]})
+                                            "targets": [t.name for t in target_list],
+                                            **({"unmeasured": report.unmeasured} if report.unmeasured else {}),
+                                            **({"precompiled": precompiled} if precompiled else {})})
         report.bundle = bundle.commit()
     if junit_path is not None:
         write_junit(report, junit_path)

@@ -22,7 +22,11 @@ def throughput_json(by_batch: dict[int, Throughput]) -> dict[str, Any]:
     return {str(b): t.to_dict() for b, t in sorted(by_batch.items())}
 
 
-def latency_json(lat: Latency) -> dict[str, Any]:
+def latency_json(lat: Latency | None, not_measured: str = "") -> dict[str, Any]:
+    if lat is None:  # the device is not on this machine: nothing was timed
+        return {"latency_measured": False, "latency_not_measured": not_measured, "latency_ms": None,
+                "first_inference_ms": None, "latency_runs": 0, "latency_cv": None, "latency_noisy": False,
+                "latency_samples_ms": []}
     return {
         "latency_ms": {k: getattr(lat, k) for k in LATENCY_KEYS},
         "first_inference_ms": lat.first_ms,
@@ -42,20 +46,33 @@ class TargetResult:
     precision: str
     artifact: str  # relative to the bundle
     size_bytes: int
-    latency: Latency
-    speedup_p50: float
+    latency: Latency | None  # None: not measured (the device is not here; `not_measured` says why)
+    speedup_p50: float | None
     accuracy: Fidelity
     checks: list[Check]
     verdict: str
-    load_ms: float
+    load_ms: float | None
     quantization: dict[str, Any] = field(default_factory=dict)
     runtime_settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
     throughput: dict[int, Throughput] = field(default_factory=dict)
     memory_mb: float | None = None  # resident memory added by loading and first-serving the artifact
+    not_measured: str = ""  # why latency was not measured ("" when it was)
+    verified_on: str = ""  # the runtime and device the accuracy figures come from
+    static_shapes: dict[str, Any] | None = None  # input -> fixed shape and where each dimension came from
+    precompiled: dict[str, Any] | None = None  # the device's compiled blob and the versions it is bound to
+
+    @property
+    def measured(self) -> bool:
+        return self.latency is not None
 
     def to_dict(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.static_shapes is not None:
+            extra["static_shapes"] = self.static_shapes
+        if self.precompiled is not None:
+            extra["precompiled"] = self.precompiled
         return {
             "target": self.target,
             "profile": self.profile,
@@ -64,7 +81,8 @@ class TargetResult:
             "precision": self.precision,
             "artifact": self.artifact,
             "size_bytes": self.size_bytes,
-            **latency_json(self.latency),
+            **({"latency_measured": True} if self.latency is not None else {}),
+            **latency_json(self.latency, self.not_measured),
             "load_ms": self.load_ms,
             "memory_mb": self.memory_mb,
             "throughput": throughput_json(self.throughput),
@@ -76,6 +94,8 @@ class TargetResult:
             "runtime_settings": self.runtime_settings,
             "notes": self.notes,
             "build_seconds": self.build_seconds,
+            "verified_on": self.verified_on,
+            **extra,
         }
 
 
@@ -102,6 +122,11 @@ class Report:
     def passed(self) -> bool:
         return self.verdict == "pass"
 
+    @property
+    def unmeasured(self) -> list[dict[str, str]]:
+        """Targets whose latency was not measured (their device is not here), with the reason."""
+        return [{"target": t.target, "reason": t.not_measured} for t in self.targets if not t.measured]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "edgekit_version": self.edgekit_version,
@@ -114,6 +139,7 @@ class Report:
             "data": self.data,
             "benchmark": self.benchmark,
             "targets": [t.to_dict() for t in self.targets],
+            "unmeasured": self.unmeasured,
             "notes": self.notes,
         }
 
@@ -139,12 +165,42 @@ class Report:
         return ["", "## Task metrics", "", head, "", "| target | metric | original | artifact | drop |",
                 "|---|---|---:|---:|---:|"] + rows
 
+    def _device_markdown(self) -> list[str]:
+        """Where accuracy was verified and why latency was not measured; static shapes; precompiled blobs."""
+        lines = []
+        if self.unmeasured:
+            lines += ["", "## Not measured here", "",
+                      "The device is not on this machine: each artifact was built, and its accuracy verified by running the "
+                      "same file on the CPU; latency is measured where the device is.", ""]
+            lines += [f"- {t.target}: accuracy from {t.verified_on}; latency not measured: {t.not_measured}"
+                      for t in self.targets if not t.measured]
+        static = [t for t in self.targets if t.static_shapes]
+        if static:
+            lines += ["", "## Static shapes", ""]
+            for t in static:
+                parts = [f"`{name}` {entry['shape']} ({', '.join(dict.fromkeys(w for w in entry['from'] if w))})"
+                         for name, entry in t.static_shapes.items()]
+                lines.append(f"- {t.target}: " + "; ".join(parts))
+        blobs = [t for t in self.targets if t.precompiled]
+        if blobs:
+            lines += ["", "## Precompiled blobs", ""]
+            for t in blobs:
+                b = t.precompiled
+                if b.get("written"):
+                    versions = ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("written", "file", "portable", "note"))
+                    lines.append(f"- {t.target}: `{b['file']}` — {versions}; {b.get('note', '')}")
+                else:
+                    lines.append(f"- {t.target}: {b.get('reason', 'not written')}")
+        return lines
+
     def to_markdown(self) -> str:
         o = self.original_latency
         lines = [
             f"# edgekit report: {self.source.get('location')}",
             "",
-            f"- task: `{self.task}` · profile: `{self.profile}` · verdict: **{self.verdict.upper()}**",
+            f"- task: `{self.task}` · profile: `{self.profile}` · verdict: **{self.verdict.upper()}**"
+            + (f" on what was measured; latency **not measured** for {', '.join(u['target'] for u in self.unmeasured)} "
+               "(device not on this machine)" if self.unmeasured else ""),
             f"- original: {self.original['runtime']} {self.original['precision']}",
             f"- accuracy data: {self.data['origin']} — {self.data['eval_samples']} evaluation, "
             f"{self.data['calibration_samples']} calibration samples (disjoint), seed {self.data['seed']}",
@@ -162,16 +218,19 @@ class Report:
         ]
         for t in self.targets:
             a, lat = t.accuracy, t.latency
+            timing = (f"{lat.p50:.2f} | {lat.p90:.2f} | {lat.p99:.2f} | {t.speedup_p50:.2f}×" if lat is not None
+                      else "not measured | not measured | not measured | —")
             lines.append(
-                f"| {t.target} | {t.runtime} | {t.precision} | {_mb(t.size_bytes)} | {lat.p50:.2f} | {lat.p90:.2f} | "
-                f"{lat.p99:.2f} | {t.speedup_p50:.2f}× | {a.cosine_min:.4f} | {a.cosine_mean:.4f} | {a.max_abs_error:.3g} | "
+                f"| {t.target} | {t.runtime} | {t.precision} | {_mb(t.size_bytes)} | {timing} | "
+                f"{a.cosine_min:.4f} | {a.cosine_mean:.4f} | {a.max_abs_error:.3g} | "
                 f"{'✅ pass' if t.verdict == 'pass' else '❌ FAIL'} |"
             )
         lines += ["", "## Cold start and memory", "",
                   "| target | load/compile ms | first inference ms | resident memory MB |", "|---|---:|---:|---:|",
                   f"| original | — | {'—' if o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
         lines += [f"| {t.target} | {t.load_ms:.0f} | {t.latency.first_ms:.1f} | "
-                  f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" for t in self.targets]
+                  f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" if t.latency is not None and t.load_ms is not None
+                  else f"| {t.target} | not measured | not measured | not measured |" for t in self.targets]
         batches = sorted({b for t in self.targets for b in t.throughput} | set(self.original_throughput))
         if any(b > 1 for b in batches):
             def cell(tp: dict, b: int) -> str:
@@ -186,14 +245,21 @@ class Report:
         lines += ["", "## Budgets", ""]
         for t in self.targets:
             for c in t.checks:
+                if c.budget == "require_measured":
+                    lines.append(f"- {t.target}: latency measured on the device (--require-measured) — FAIL: {c.reason}")
+                    continue
                 head = f"- {t.target}: {c.budget} {c.operator} {c.limit:g} — "
+                if c.not_checked:
+                    lines.append(head + "**not checked**: latency not measured here (see below), does not count")
+                    continue
                 if not c.applicable:
                     lines.append(head + f"**not applicable** ({c.reason}): not measured, does not count")
                     continue
                 figures = f" (original {c.original:.4g}, artifact {c.artifact:.4g})" if c.original is not None else ""
                 lines.append(head + f"measured {c.measured:.4g}{figures} — {'pass' if c.passed else 'FAIL'}")
         lines += self._task_markdown()
-        noisy = [name for name, lat in [("original", o)] + [(t.target, t.latency) for t in self.targets] if lat.noisy]
+        lines += self._device_markdown()
+        noisy = [name for name, lat in [("original", o)] + [(t.target, t.latency) for t in self.targets] if lat is not None and lat.noisy]
         notes = list(self.notes) + [f"{t.target}: {n}" for t in self.targets for n in t.notes]
         if noisy:
             notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}; rerun on a quieter machine")

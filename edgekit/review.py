@@ -38,6 +38,7 @@ DEFAULT_MAX_REGRESSION = 0.05
 DEFAULT_MAX_COSINE_DROP = 0.005
 _EPS = 1e-12  # "more than 5%" must not trip on the rounding of exactly 5%
 _DASH = "—"
+NOT_MEASURED = "not measured"
 
 
 # ------------------------------------------------------------------ loading
@@ -95,7 +96,7 @@ def _require(report: dict[str, Any], where: Path) -> None:
     for i, t in enumerate(report["targets"]):
         if not isinstance(t, dict) or not isinstance(t.get("target"), str):
             raise missing(f"targets[{i}].target")
-        if not isinstance(t.get("latency_ms"), dict):
+        if not isinstance(t.get("latency_ms"), dict) and not (t.get("latency_ms") is None and t.get("latency_measured") is False):
             raise missing(f"targets[{i}].latency_ms")
         if t.get("accuracy") is not None and not isinstance(t["accuracy"], dict):
             raise missing(f"targets[{i}].accuracy")
@@ -389,13 +390,19 @@ def _rows(bundles: Sequence[LoadedBundle]) -> list[Row]:
                         bool(o.get("latency_noisy"))))
         for t in b.targets:
             top1 = _acc(t, "top1_agreement")
+            timed = [_ms(_lat(t, k)) for k in ("p50", "p90", "p99")] if _measured(t) else [NOT_MEASURED] * 3
             rows.append(Row(b.name, t["target"], str(t.get("profile") or b.report.get("profile") or ""),
                             str(t.get("runtime") or ""), str(t.get("precision") or ""), _mb(t.get("size_bytes")),
-                            _ms(_lat(t, "p50")), _ms(_lat(t, "p90")), _ms(_lat(t, "p99")),
+                            *timed,
                             _fmt(t.get("speedup_p50"), ".2f", "×"), _fmt(_acc(t, "cosine_min"), ".4f"),
                             _DASH if top1 is None else f"{top1:.1%}", str(t.get("verdict") or ""),
                             bool(t.get("latency_noisy"))))
     return rows
+
+
+def _measured(entry: dict[str, Any]) -> bool:
+    """False for a target whose device was not on the compiling machine (no latency in its report)."""
+    return entry.get("latency_measured") is not False
 
 
 def _has_top1(bundles: Sequence[LoadedBundle]) -> bool:
@@ -613,6 +620,8 @@ def latency_svg(name: str, original: dict[str, Any], target: dict[str, Any], col
     Without samples (older reports) the line spans min..max with the reported percentiles marked.
     The axis is logarithmic when the slowest run is more than 20 times the fastest.
     """
+    if not _measured(target):
+        return f'<p class="muted">{_e(name)}: latency {NOT_MEASURED} ({_e(target.get("latency_not_measured") or "device not present")}).</p>'
     series = [("original", _series(original), ORIGINAL_COLOR), (name, _series(target), color)]
     values = [v for _, s, _ in series for v in list(s["stats"].values()) + s["samples"] if v is not None and v > 0]
     if not values:
@@ -849,7 +858,8 @@ def render_html(bundles: Sequence[LoadedBundle], comparison: Comparison | None =
             budgets = "".join(
                 f"<li>{_e(c.get('budget'))} {'≥' if str(c.get('budget', '')).startswith('min') else '≤'} {_e(_fmt(c.get('limit'), 'g'))}: "
                 f"measured {_e(_fmt(c.get('measured'), '.4f' if c.get('budget') == 'min_cosine' else '.4g'))} "
-                + (f"<span class=\"muted\">not applicable ({_e(c.get('reason'))})</span></li>" if c.get("applicable") is False else
+                + (f"<span class=\"muted\">{'not checked' if c.get('not_checked') else 'not applicable'} ({_e(c.get('reason'))})</span></li>"
+                   if c.get("applicable") is False else
                    f"<span class=\"{'pass' if c.get('passed') else 'fail'}\">{'pass' if c.get('passed') else 'FAIL'}</span></li>")
                 for c in t.get("budgets") or [] if isinstance(c, dict))
             if budgets:

@@ -55,10 +55,15 @@ class OrtSession:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # A GPU provider runs what it has kernels for; ONNX Runtime places the rest on the CPU.
+        providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=[self.provider])
+            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:
             raise InternalError(f"ONNX Runtime could not load {self.path.name}: {str(exc).splitlines()[0]}") from exc
+        if self._session.get_providers()[0] != self.provider:  # onnxruntime-gpu falls back silently without a GPU
+            raise UsageError(f"ONNX Runtime could not start {self.provider} here (it fell back to "
+                             f"{', '.join(self._session.get_providers())}); no device or driver for it")
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._input_names = {i.name for i in self._session.get_inputs()}
         self.settings = {
@@ -107,6 +112,25 @@ class OpenVinoSession:
         self._input_names = {n for i in self._compiled.inputs for n in i.get_names()}
         self.settings = {"runtime": "openvino", "version": ov.get_version(), "device": self.device,
                          **{k: str(v) for k, v in config.items()}}
+        self._core = core
+
+    def export_blob(self, dst: Path) -> dict[str, Any]:
+        """Write the compiled model (`export_model`): it loads on the same device, OpenVINO and driver only.
+
+        Returns the versions it is bound to, read from the device's plugin.
+        """
+        import openvino as ov
+
+        blob = self._compiled.export_model()  # bytes, or a BytesIO in recent releases
+        dst.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
+        device = self.device.split(".")[0]
+        versions: dict[str, Any] = {"openvino": ov.get_version(), "device": self.device}
+        for key in ("FULL_DEVICE_NAME", f"{device}_DRIVER_VERSION", f"{device}_COMPILER_VERSION", "DEVICE_ARCHITECTURE"):
+            try:
+                versions[key.lower()] = str(self._core.get_property(self.device, key))
+            except Exception:
+                continue
+        return versions
 
     def run(self, feed: Feed) -> list[np.ndarray]:
         result = self._request.infer({k: v for k, v in feed.items() if k in self._input_names})

@@ -79,3 +79,21 @@ def images(folder: Path, count: int = 12, size: int = 48) -> Path:
         draw.ellipse([int(x0), int(y0), int(x0) + size // 3, int(y0) + size // 3], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
         image.save(folder / f"img_{i:02d}.png")
     return folder
+
+
+def outlier_mlp_onnx(path: Path) -> Path:
+    """A 3-layer MLP whose middle layer reads one huge activation channel: per-tensor INT8 of that
+    layer's input crushes every other channel, so that one layer ruins the output unless it stays FP32."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    first, middle, last = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 8)
+    with torch.no_grad():
+        first.weight[0] *= 2000.0  # channel 0 of the middle layer's input is ~2000x the others
+        first.bias[0] = 50.0
+        middle.weight[:, 0] *= 1e-4  # ... and barely matters to its output
+    model = nn.Sequential(first, nn.ReLU(), middle, nn.ReLU(), last).eval()
+    torch.onnx.export(model, torch.randn(1, 16), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=13, dynamo=False)
+    return path

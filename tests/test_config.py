@@ -81,7 +81,7 @@ def test_builtin_profiles(name, precision, activations, min_cosine, calibration_
 
 
 def test_list_targets_and_profiles():
-    assert [t.name for t in list_targets()] == ["cpu", "intel-cpu"]
+    assert [t.name for t in list_targets()] == ["cpu", "cuda", "intel-cpu", "intel-gpu", "intel-npu"]
     assert [p.name for p in list_profiles()] == ["accurate", "balanced", "fast"]
     assert all(isinstance(t, Target) for t in list_targets())
     assert all(isinstance(p, Profile) for p in list_profiles())
@@ -180,7 +180,7 @@ def test_unknown_key_top_level_min_cosin(tmp_path):
         load_profile(path)
     msg = str(info.value)
     assert "unknown key 'min_cosin'" in msg
-    assert "valid keys: activations, calibration_method, description, per_channel, precision" in msg
+    assert "valid keys: activations, calibration_method, description, device_precision, per_channel, precision" in msg
 
 
 def test_unknown_target_key_suggests_nearest(tmp_path):
@@ -328,7 +328,7 @@ def test_unknown_target_name_lists_known():
         load_target("gpu")
     msg = str(info.value)
     assert "unknown target 'gpu'" in msg
-    assert "cpu, intel-cpu" in msg
+    assert "cpu, cuda, intel-cpu, intel-gpu, intel-npu" in msg
 
 
 def test_unknown_profile_name_lists_known():

@@ -4,8 +4,10 @@ Rules:
 1. Each session runs once untimed for its first-inference latency (reported apart), then warms up in
    rounds of 5 until the median of a round is within 10% of the round before (at most 10 rounds).
 2. Timed runs go round-robin, a block of 5 iterations per session in turn, so drift of a shared
-   machine hits every session alike. Timing stops when every session has `min_runs` and `min_seconds`
-   has passed, or at `max_seconds`.
+   machine hits every session alike. Each block starts with 2 untimed runs: runtimes keep their
+   worker threads spinning for a while after a run (ONNX Runtime, OpenMP in PyTorch), and the next
+   session must not be timed against them. Timing stops when every session has `min_runs` and
+   `min_seconds` has passed, or at `max_seconds`.
 3. Percentiles, mean, standard deviation, min, max and the coefficient of variation are reported;
    a coefficient of variation above 0.25 marks the figure as noisy.
 4. Throughput at batch B repeats the batch-1 feed B times along the first axis and times the
@@ -27,6 +29,7 @@ import numpy as np
 from ..runtimes import Feed, Session
 
 BLOCK = 5
+SETTLE = 2
 NOISY_CV = 0.25
 
 
@@ -83,6 +86,7 @@ def measure(sessions: dict[str, Session], feed: Feed, min_runs: int = 50, min_se
     start = time.perf_counter()
     while True:
         for name, session in sessions.items():
+            _timed(session, feed, SETTLE)  # untimed: the previous session's threads may still be spinning
             times[name] += _timed(session, feed, BLOCK)
         elapsed = time.perf_counter() - start
         done_runs = min(len(t) for t in times.values())

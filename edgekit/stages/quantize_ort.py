@@ -19,6 +19,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import onnx
 
@@ -131,8 +132,65 @@ def gelu_fed_matmuls(model: onnx.ModelProto, hops: int = 4) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and near_gelu(n.input[0], hops)]
 
 
+PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Reshape", "Transpose", "Squeeze",
+                "Unsqueeze", "Flatten", "MaxPool", "AveragePool", "Resize", "Split", "Slice"}
+
+
+def _with_feeding_activations(model: onnx.ModelProto, keep: Sequence[str]) -> list[str]:
+    """`keep` plus the weightless producers (ReLU, reshapes, pooling) whose every consumer is kept FP32:
+    otherwise their quantised output would still round the kept layer's input."""
+    kept = set(keep)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
+    frontier = [n for n in model.graph.node if n.name in kept]
+    while frontier:
+        node = frontier.pop()
+        for name in node.input:
+            source = producer.get(name)
+            if (source is not None and source.name not in kept and source.op_type in PASS_THROUGH
+                    and all(c in kept for c in consumers.get(source.output[0], []))):
+                kept.add(source.name)
+                frontier.append(source)
+    return list(keep) + sorted(kept - set(keep))
+
+
+def strip_rounding_before(path: Path, kept: set[str]) -> int:
+    """Remove activation QuantizeLinear->DequantizeLinear pairs whose every consumer is kept FP32
+    (the quantiser still rounds a tensor when its producer is quantised). Returns how many."""
+    model = onnx.load(str(path))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in model.graph.output}
+    removed = []
+    for dq in list(model.graph.node):
+        if dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        users = consumers.get(dq.output[0], [])
+        if (q is None or q.op_type != "QuantizeLinear" or not users or dq.output[0] in graph_outputs
+                or not all(u.name in kept for u in users) or len(consumers.get(q.output[0], [])) != 1):
+            continue
+        for user in users:
+            for i, name in enumerate(user.input):
+                if name == dq.output[0]:
+                    user.input[i] = q.input[0]
+        removed += [q, dq]
+    if removed:
+        for node in removed:
+            model.graph.node.remove(node)
+        onnx.save(model, str(path))
+    return len(removed) // 2
+
+
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
-                         transformer: bool, fused: bool) -> QuantizeResult:
+                         transformer: bool, fused: bool, keep_fp32: Sequence[str] = ()) -> QuantizeResult:
+    """Quantise `src` into `dst`; nodes named in `keep_fp32` stay FP32 (accuracy recovery uses this)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     notes: list[str] = []
@@ -149,6 +207,8 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
     prepared_model = onnx.load(str(prepared), load_external_data=False)
     input_names = {i.name for i in prepared_model.graph.input}
     excluded = activation_only_nodes(prepared_model) + gelu_fed_matmuls(prepared_model) if transformer else []
+    kept = _with_feeding_activations(prepared_model, keep_fp32)
+    excluded += [name for name in kept if name not in excluded]
     settings = {
         "format": "QDQ",
         "weights": "int8, symmetric, " + ("per-channel" if per_channel else "per-tensor"),
@@ -192,4 +252,6 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
             run(quantize_bias=False)
     except Exception as exc:
         raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
+    if keep_fp32:
+        strip_rounding_before(dst, set(kept))
     return QuantizeResult(dst, notes, settings)

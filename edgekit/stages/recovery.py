@@ -1,0 +1,265 @@
+"""Recovery: when an INT8 artifact misses an accuracy budget, keep its most sensitive layers in FP32.
+
+Rules:
+1. Sensitivity (ONNX Runtime): for each quantised layer, the INT8 graph is run with that layer alone
+   computing in FP32 (its weight and activation inputs without rounding), and the worst-case output
+   cosine against FP32 on a few evaluation feeds is compared with the all-INT8 graph's. Layers are
+   ranked by that gain, largest first: a measure of each layer's effect on what the budget judges,
+   at the cost of one session per layer and no re-quantisation.
+2. Search: the `k` most sensitive layers stay FP32 and the artifact is rebuilt and re-evaluated, with
+   k = 1, 2, 4, ... until the budget is met; then the smallest k between the last miss and the first
+   hit is found by bisection. Fewest layers first: the artifact stays as INT8 as the budget allows.
+3. Bounds: at most `max_layers` layers in FP32 and `seconds` of wall time. When neither is enough,
+   the best artifact found (highest score) is kept and the verdict stays `fail`, with every attempt
+   recorded.
+4. OpenVINO: NNCF's accuracy-control search does the same job natively
+   (`nncf.quantize_with_accuracy_control`), with the same metric and bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ..runtimes import Feed
+
+log = logging.getLogger(__name__)
+
+QUANTISED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather")
+
+
+@dataclass
+class Attempt:
+    fp32_layers: int
+    score: float  # higher is better (e.g. cosine_min)
+    passed: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Recovery:
+    method: str
+    recovered: bool
+    kept_fp32: list[str]
+    candidates: int
+    before: float
+    after: float
+    attempts: list[Attempt] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "recovered": self.recovered, "kept_fp32": self.kept_fp32,
+                "kept_fp32_count": len(self.kept_fp32), "candidates": self.candidates,
+                "int8_fraction": 1 - len(self.kept_fp32) / self.candidates if self.candidates else 1.0,
+                "score_before": self.before, "score_after": self.after,
+                "attempts": [a.to_dict() for a in self.attempts], "note": self.note}
+
+
+def quantised_layers(qdq_path: Path) -> list[onnx.NodeProto]:
+    """Layers of a QDQ graph that were quantised: a quantisable op with a DequantizeLinear input."""
+    model = onnx.load(str(qdq_path), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return [n for n in model.graph.node if n.op_type in QUANTISED_OPS
+            and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)]
+
+
+def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
+    """A copy of the QDQ graph in which `layer` computes in FP32.
+
+    Its weight inputs read the FP32 initializers of the float graph. Its activation inputs skip the
+    rounding but keep the clamp: Q->DQ becomes a Clip to the quantised range, because the quantiser
+    may have removed a ReLU whose work the clamp now does.
+    """
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    float_inits = {i.name: i for i in float_model.graph.initializer}
+    original = next((n for n in float_model.graph.node if n.name == layer), None)
+    node = next(n for n in model.graph.node if n.name == layer)
+    new_nodes = []
+    for index, name in enumerate(list(node.input)):
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            scale = numpy_helper.to_array(inits[q.input[1]]).astype(np.float64)
+            zero = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 and q.input[2] in inits else np.zeros((), np.uint8)
+            info = np.iinfo(zero.dtype)
+            low = float(np.min((info.min - zero.astype(np.float64)) * scale))
+            high = float(np.max((info.max - zero.astype(np.float64)) * scale))
+            bounds = [numpy_helper.from_array(np.array(v, np.float32), f"{layer}__in{index}_{tag}") for v, tag in ((low, "min"), (high, "max"))]
+            model.graph.initializer.extend(bounds)
+            clipped = f"{layer}__in{index}_fp32"
+            new_nodes.append(helper.make_node("Clip", [q.input[0], bounds[0].name, bounds[1].name], [clipped]))
+            node.input[index] = clipped
+        elif original is not None and index < len(original.input) and original.input[index] in float_inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(float_inits[original.input[index]])
+            copy.name = f"{original.input[index]}__fp32"
+            model.graph.initializer.append(copy)
+            node.input[index] = copy.name
+    nodes = list(model.graph.node)
+    position = nodes.index(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:position] + new_nodes + nodes[position:])
+    return model
+
+
+def _score(session, feeds: list[Feed], reference: list[list[np.ndarray]]) -> float:
+    from .verify import cosine
+
+    inputs = {i.name for i in session.get_inputs()}
+    worst = 1.0
+    for feed, ref in zip(feeds, reference):
+        got = session.run(None, {k: v for k, v in feed.items() if k in inputs})
+        worst = min([worst] + [cosine(r, g) for r, g in zip(ref, got)])
+    return worst
+
+
+def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed]) -> list[tuple[str, float]]:
+    """Quantised layers by how much the worst-case output cosine on `feeds` improves when that layer
+    alone goes back to FP32 (largest first). One session per layer; no re-quantisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    float_model = onnx.load(str(float_path))
+    qdq = onnx.load(str(qdq_path))
+    float_names = {n.name for n in float_model.graph.node}
+    reference_session = ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in reference_session.get_inputs()}
+    reference = [reference_session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds]
+    base = _score(ort.InferenceSession(str(qdq_path), options, providers=["CPUExecutionProvider"]), feeds, reference)
+    ranked = []
+    for layer in quantised_layers(qdq_path):
+        if layer.name not in float_names:
+            continue
+        reverted = _revert(qdq, float_model, layer.name)
+        session = ort.InferenceSession(reverted.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ranked.append((layer.name, _score(session, feeds, reference) - base))
+    ranked.sort(key=lambda item: item[1], reverse=True)
+    return ranked
+
+
+def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Callable[[Path], tuple[float, bool]],
+           before: float, max_layers: int, seconds: float, on_attempt: Callable[[Attempt], None] | None = None) -> tuple[Recovery, Path | None]:
+    """Find the fewest top-ranked layers to keep FP32 so that `evaluate` passes (rule 2)."""
+    deadline = time.monotonic() + seconds
+    attempts: list[Attempt] = []
+    best: tuple[float, int, Path | None] = (before, 0, None)
+    passing: dict[int, Path] = {}
+
+    def attempt(k: int) -> bool:
+        nonlocal best
+        started = time.monotonic()
+        path = rebuild(ranked[:k])
+        score, ok = evaluate(path)
+        record = Attempt(k, score, ok, time.monotonic() - started)
+        attempts.append(record)
+        if on_attempt:
+            on_attempt(record)
+        if ok:
+            passing[k] = path
+        if score > best[0] or (ok and k < best[1]):
+            best = (score, k, path)
+        return ok
+
+    limit = min(max_layers, len(ranked))
+    low, high, k = 0, None, 1
+    while k <= limit and time.monotonic() < deadline:
+        if attempt(k):
+            high = k
+            break
+        low = k
+        k = min(k * 2, limit) if k < limit else limit + 1
+    while high is not None and high - low > 1 and time.monotonic() < deadline:
+        mid = (low + high) // 2
+        if attempt(mid):
+            high = mid
+        else:
+            low = mid
+    if high is not None:
+        chosen = passing[high]
+        score = next(a.score for a in attempts if a.fp32_layers == high)
+        return Recovery("layer fallback by sensitivity", True, ranked[:high], 0, before, score, attempts), chosen
+    note = ("time bound reached" if time.monotonic() >= deadline else f"budget not met with {limit} layers in FP32 (the profile's limit)")
+    return Recovery("layer fallback by sensitivity", False, ranked[:best[1]], 0, before, best[0], attempts, note), best[2]
+
+
+def _quantised_ops(model) -> set[str]:
+    """OpenVINO ops fed by a FakeQuantize (the quantised inputs of a quantised model)."""
+    names = set()
+    for op in model.get_ops():
+        if op.get_type_name() == "FakeQuantize":
+            for output in op.outputs():
+                for target in output.get_target_inputs():
+                    names.add(target.get_node().get_friendly_name())
+    return names
+
+
+def recover_openvino(src: Path, dst: Path, calibration: list[Feed], evaluation: list[Feed],
+                     reference: list[list[np.ndarray]], min_score: float, transformer: bool, preset: str,
+                     max_iterations: int) -> tuple[Recovery, Path]:
+    """NNCF accuracy control with the worst-case output cosine as the metric (rule 4)."""
+    import nncf
+    import openvino as ov
+
+    from .verify import cosine
+
+    model = ov.Core().read_model(str(src))
+    input_names = [next(iter(i.get_names())) for i in model.inputs]
+
+    def feed_of(item):
+        return {k: item[1][k] for k in input_names if k in item[1]}
+
+    def validate(compiled, items) -> tuple[float, list[float]]:
+        values = []
+        for index, feed in items:
+            result = compiled({k: feed[k] for k in input_names if k in feed})
+            got = [np.asarray(result[o]) for o in compiled.outputs]
+            values.append(min(cosine(r, g) for r, g in zip(reference[index], got)))
+        return min(values), values
+
+    started = time.monotonic()
+    before_model = nncf.quantize(model, nncf.Dataset(list(enumerate(calibration)), feed_of),
+                                 preset=getattr(nncf.QuantizationPreset, preset),
+                                 model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                                 subset_size=len(calibration))
+    before_score = validate(ov.Core().compile_model(before_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+                            list(enumerate(evaluation)))[0]
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    restored = nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(list(enumerate(calibration)), feed_of),
+        nncf.Dataset(list(enumerate(evaluation)), feed_of),
+        validate,
+        max_drop=max(0.0, 1.0 - min_score),
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=getattr(nncf.QuantizationPreset, preset),
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+        subset_size=len(calibration),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=max_iterations),
+    )
+    after_score = validate(ov.Core().compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+                           list(enumerate(evaluation)))[0]
+    ov.save_model(restored, str(dst), compress_to_fp16=False)
+    quantised_before, quantised_after = _quantised_ops(before_model), _quantised_ops(restored)
+    kept = sorted(quantised_before - quantised_after)
+    recovery = Recovery("NNCF accuracy control", after_score >= min_score, kept, len(quantised_before), before_score,
+                        after_score, [Attempt(len(kept), after_score, after_score >= min_score, time.monotonic() - started)],
+                        "" if after_score >= min_score else f"NNCF stopped after at most {max_iterations} iterations")
+    return recovery, dst

@@ -1,0 +1,106 @@
+"""Accuracy recovery: sensitivity ranking and the fewest-layers search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import models
+from edgekit.config import load_profile
+from edgekit.runtimes import OrtSession
+from edgekit.stages import recovery, verify
+from edgekit.stages.quantize_ort import quantize_onnxruntime
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outlier")
+    path = models.outlier_mlp_onnx(root / "mlp.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(24)]
+    qdq = root / "q.onnx"
+    quantize_onnxruntime(path, root, qdq, feeds[8:], load_profile("balanced"), transformer=False, fused=False)
+    return path, qdq, feeds[:8], root
+
+
+def worst_cosine(float_path: Path, candidate: Path, feeds) -> float:
+    ref = verify.run_all(OrtSession(float_path, 1), feeds)
+    got = verify.run_all(OrtSession(candidate, 1), feeds)
+    return verify.compare(ref, got, ["y"], classifier=False).cosine_min
+
+
+def test_the_outlier_layer_ruins_plain_int8(outlier):
+    path, qdq, feeds, _ = outlier
+    assert worst_cosine(path, qdq, feeds) < 0.5
+    assert len(recovery.quantised_layers(qdq)) == 3
+
+
+def test_ranking_puts_the_outlier_layer_first(outlier):
+    path, qdq, feeds, _ = outlier
+    ranked = recovery.rank_onnxruntime(path, qdq, feeds)
+    middle = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Gemm", "MatMul")][1]
+    assert ranked[0][0] == middle
+    assert ranked[0][1] > 0 and ranked[0][1] > ranked[-1][1]
+
+
+def test_search_keeps_the_fewest_layers(outlier):
+    path, qdq, feeds, root = outlier
+    ranked = [name for name, _ in recovery.rank_onnxruntime(path, qdq, feeds)]
+    built = []
+
+    def rebuild(keep):
+        out = root / f"r{len(built)}.onnx"
+        built.append(list(keep))
+        quantize_onnxruntime(path, root, out, feeds, load_profile("balanced"), transformer=False, fused=False, keep_fp32=keep)
+        return out
+
+    def evaluate(candidate):
+        score = worst_cosine(path, candidate, feeds)
+        return score, score >= 0.95
+
+    before = worst_cosine(path, qdq, feeds)
+    result, artifact = recovery.search(ranked, rebuild, evaluate, before, max_layers=3, seconds=60)
+    assert result.recovered and result.kept_fp32 == ranked[:1]
+    assert built[0] == ranked[:1]  # fewest first: one layer was enough
+    assert result.after >= 0.95 > 0.5 > result.before
+    assert worst_cosine(path, artifact, feeds) >= 0.95
+
+
+def test_search_bisects_to_the_smallest_passing_count():
+    calls = []
+
+    def rebuild(keep):
+        calls.append(len(keep))
+        return Path(f"/nonexistent/{len(keep)}")
+
+    def evaluate(path):
+        k = int(path.name)
+        return 0.9 + 0.01 * k, k >= 5
+
+    result, artifact = recovery.search([f"l{i}" for i in range(16)], rebuild, evaluate, 0.9, max_layers=16, seconds=60)
+    assert calls == [1, 2, 4, 8, 6, 5]
+    assert result.recovered and len(result.kept_fp32) == 5 and artifact == Path("/nonexistent/5")
+
+
+def test_search_gives_up_at_the_layer_limit_with_the_best_found():
+    def evaluate(path):
+        k = int(path.name)
+        return 0.9 + 0.01 * k, False
+
+    result, artifact = recovery.search([f"l{i}" for i in range(10)], lambda keep: Path(f"/x/{len(keep)}"), evaluate, 0.9,
+                                       max_layers=4, seconds=60)
+    assert not result.recovered and "4 layers" in result.note
+    assert [a.fp32_layers for a in result.attempts] == [1, 2, 4]
+    assert artifact == Path("/x/4") and result.after == pytest.approx(0.94)
+
+
+def test_search_respects_its_time_bound():
+    def evaluate(path):
+        return 0.5, False
+
+    result, _ = recovery.search([f"l{i}" for i in range(64)], lambda keep: Path(f"/x/{len(keep)}"), evaluate, 0.4,
+                                max_layers=64, seconds=0.0)
+    assert not result.recovered and result.attempts == [] and result.note == "time bound reached"
