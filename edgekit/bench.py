@@ -159,7 +159,8 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                 openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
                                 lambda a=artifact, s=settings: open_artifact(a, s["runtime"], threads, s.get("device", "CPU"),
                                                                              s.get("execution_provider", "CPUExecutionProvider"),
-                                                                             s.get("PERFORMANCE_HINT", "LATENCY"))))
+                                                                             s.get("PERFORMANCE_HINT", "LATENCY"),
+                                                                             s.get("INFERENCE_PRECISION_HINT", "f32"))))
             if not openers:
                 raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
             first = p / openers[0][2]

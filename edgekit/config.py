@@ -41,6 +41,7 @@ RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("int8", "fp32")
 TARGET_PRECISIONS = ("fp16", "int8", "fp32")  # what a device target may build (rule 5)
 ACTIVATIONS = ("asymmetric", "symmetric")
+FLOAT_PRECISIONS = ("f32", "bf16")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -63,6 +64,7 @@ class Target:
     max_ir_version: int | None = None  # the highest ONNX IR version it accepts
     verify_device: str = "CPU"  # where numerics are verified when the target's device is absent
     precompiled_blob: bool = False  # OpenVINO: also export the compiled model when the device is present
+    activations: str | None = None  # INT8 activations on this runtime, overriding the profile's (None: the profile's)
 
     @property
     def artifact_name(self) -> str:
@@ -96,6 +98,7 @@ class Profile:
     budgets: Budgets
     device_precision: str | None = None  # asked of targets with their own precision (config rule 5)
     activations: str = "asymmetric"
+    float_precision: str = "f32"  # layers left unquantised, where the runtime may choose (OpenVINO CPU: bf16)
     per_channel: bool = True
     calibration_method: str = "minmax"
     calibration_samples: int = 64
@@ -106,6 +109,9 @@ class Profile:
     bench_min_seconds: float = 2.0
     bench_max_seconds: float = 20.0
     bench_batch_sizes: tuple[int, ...] = (1,)  # throughput is also measured at each size > 1
+    recovery: bool = True  # an INT8 artifact that misses an accuracy budget keeps its most sensitive layers FP32
+    recovery_max_fp32_fraction: float = 0.5  # at most this share of the quantised layers goes back to FP32
+    recovery_seconds: float = 180.0  # wall-time bound of the search, per target
     source: str = ""
 
 
@@ -142,6 +148,7 @@ _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "max_ir_version": ((int,), (1, None)),
     "verify_device": ((str,), ("CPU",)),
     "precompiled_blob": ((bool,), None),
+    "activations": ((str,), ACTIVATIONS),
 }
 _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
@@ -150,6 +157,7 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "per_channel": ((bool,), None),
     "calibration_method": ((str,), CALIBRATION_METHODS),
     "device_precision": ((str,), TARGET_PRECISIONS),
+    "float_precision": ((str,), FLOAT_PRECISIONS),
 }
 _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "budgets": {
@@ -171,6 +179,11 @@ _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "min_seconds": ((float, int), (0.0, None)),
         "max_seconds": ((float, int), (0.0, None)),
         "batch_sizes": ((list,), "batch sizes"),
+    },
+    "recovery": {
+        "enabled": ((bool,), None),
+        "max_fp32_fraction": ((float, int), (0.0, 1.0)),
+        "seconds": ((float, int), (0.0, None)),
     },
 }
 
@@ -271,6 +284,8 @@ def load_profile(name_or_path: str) -> Profile:
     dataset = _check(path, "data.", sections.get("data", {}), _PROFILE_SECTIONS["data"])
     bench = {f"bench_{k}" if k != "sequence_length" else k: v
              for k, v in _check(path, "benchmark.", sections.get("benchmark", {}), _PROFILE_SECTIONS["benchmark"]).items()}
+    recovery = {("recovery" if k == "enabled" else f"recovery_{k}"): (float(v) if k != "enabled" else v)
+                for k, v in _check(path, "recovery.", sections.get("recovery", {}), _PROFILE_SECTIONS["recovery"]).items()}
     floats = {f.name for f in fields(Budgets)}
     budgets = {k: float(v) if k in floats and isinstance(v, (int, float)) else v for k, v in budgets.items()}
     return Profile(
@@ -281,6 +296,7 @@ def load_profile(name_or_path: str) -> Profile:
         **data,
         **dataset,
         **{k: float(v) if k.endswith("seconds") else v for k, v in bench.items()},
+        **recovery,
     )
 
 

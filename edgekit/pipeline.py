@@ -32,7 +32,7 @@ from .progress import NullProgress, fraction_bar
 from .report import Report, TargetResult
 from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
 from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
-from .stages import benchmark, metrics, static_shapes, verify
+from .stages import benchmark, metrics, recovery, static_shapes, verify
 from .stages.caps import check_caps
 from .stages.export import ExportResult, check_export, export_huggingface
 from .stages.fp16 import convert_fp16
@@ -221,7 +221,8 @@ def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Pa
             settings["format"] = "FP32 ONNX"
         return artifact, settings, notes
     if target.runtime == "openvino":
-        result = convert_openvino(prep.onnx_fp32, artifact, prep.samples.calibration, profile, prep.transformer)
+        recipe = dataclasses.replace(profile, activations=target.activations) if target.activations else profile
+        result = convert_openvino(prep.onnx_fp32, artifact, prep.samples.calibration, recipe, prep.transformer)
         return artifact, result.settings, notes + result.notes
     raise UsageError(f"target {target.name}: unknown runtime '{target.runtime}'")
 
@@ -252,6 +253,51 @@ def _build_device_artifact(target: Target, profile: Profile, prep: Prepared, art
         raise UsageError(f"target {target.name}: ONNX Runtime targets build fp16 or fp32, not {precision}")
     result = convert_openvino_device(src, artifact, target, precision, calibration, profile, prep.transformer, static)
     return artifact, result.settings, result.notes
+
+
+def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool:
+    """Whether every applicable accuracy budget (not latency or size) passes."""
+    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures)
+    return all(c.passed for c in checks if c.applicable and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
+
+
+def _recover_onnxruntime(target: Target, profile: Profile, prep: Prepared, samples: Samples, artifact: Path,
+                         workdir: Path, threads: int, evaluate, progress) -> recovery.Recovery:
+    """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
+    (stages/recovery.py); the best artifact found is written over `artifact`."""
+    ranked = recovery.rank_onnxruntime(prep.onnx_fp32, artifact, samples.evaluation[:8])
+    candidates = len(recovery.quantised_layers(artifact))
+    before, _ = evaluate(open_artifact(artifact, "onnxruntime", threads))
+
+    def rebuild(keep: list[str]) -> Path:
+        folder = workdir / target.name / f"recovery-{len(keep)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        quantize_onnxruntime(prep.onnx_fp32, folder, folder / "model.onnx", samples.calibration, profile, prep.transformer,
+                             fused=False, keep_fp32=keep)
+        return folder / "model.onnx"
+
+    def score(candidate: Path) -> tuple[float, bool]:
+        fid, figures = evaluate(open_artifact(candidate, "onnxruntime", threads))
+        return fid.cosine_min, accuracy_met(profile.budgets, fid, figures)
+
+    def show(attempt: recovery.Attempt) -> None:
+        progress.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
+                      f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+
+    found, best = recovery.search([name for name, _ in ranked], rebuild, score, before.cosine_min,
+                                  max(1, int(profile.recovery_max_fp32_fraction * candidates)), profile.recovery_seconds, show)
+    found.candidates = candidates
+    if best is not None and found.kept_fp32:
+        shutil.copyfile(best, artifact)
+    return found
+
+
+def _recovery_note(found: recovery.Recovery) -> str:
+    share = f"{len(found.kept_fp32)} of {found.candidates} quantised layers kept FP32"
+    if found.recovered:
+        return f"recovered: {share}; cosine_min {found.before:.4f} -> {found.after:.4f}"
+    return (f"recovery could not meet the budget ({found.note}); best found: {share}, "
+            f"cosine_min {found.before:.4f} -> {found.after:.4f}")
 
 
 def _artifact_size(artifact: Path) -> int:
@@ -452,7 +498,8 @@ def compile(
             provider = (target.execution_provider or "CPUExecutionProvider") if present.present else "CPUExecutionProvider"
             rss_before = benchmark.resident_mb()
             load_start = time.perf_counter()
-            session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint)
+            float_precision = prof.float_precision if target.precision is None and device == "CPU" else "f32"
+            session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision)
             load_ms = (time.perf_counter() - load_start) * 1e3
             first_start = time.perf_counter()
             session.run(samples.benchmark)
@@ -466,12 +513,29 @@ def compile(
             write_json(out_dir / "runtime.json", _runtime_json(target, artifact, session, present))
             progress.stage(f"{target.name}: verify against the original"
                            + ("" if present.present else f" on {device} ({target.device} not present here)"))
-            candidate_outputs = verify.run_ordered(session, samples.evaluation, prep.output_names)
-            fidelity = verify.compare(expected, candidate_outputs, prep.output_names, classifier)
-            task = metrics.evaluate(expected, candidate_outputs, prep.output_names, task_kind,
-                                    samples.evaluation_labels, [feed.get("attention_mask") for feed in samples.evaluation])
-            fidelity.add_task(task)
-            task_figures[target.name] = task.budget_figures()
+
+            def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
+                outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
+                fid = verify.compare(expected, outputs, prep.output_names, classifier)
+                task = metrics.evaluate(expected, outputs, prep.output_names, task_kind, samples.evaluation_labels,
+                                        [feed.get("attention_mask") for feed in samples.evaluation])
+                fid.add_task(task)
+                return fid, task.budget_figures()
+
+            fidelity, task_figures[target.name] = evaluate(session)
+            if (prof.recovery and target.precision is None and precisions[target.name] == "int8"
+                    and target.runtime == "onnxruntime" and not accuracy_met(prof.budgets, fidelity, task_figures[target.name])):
+                progress.stage(f"{target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
+                               f"searching for the fewest layers to keep FP32 (at most {prof.recovery_seconds:g} s)")
+                with muted():
+                    found = _recover_onnxruntime(target, prof, prep, samples, artifact, workdir, threads, evaluate, progress)
+                qsettings["recovery"] = found.to_dict()
+                notes.append(_recovery_note(found))
+                if found.kept_fp32:  # the best artifact found replaces the plain one
+                    session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint,
+                                            float_precision)
+                    fidelity, task_figures[target.name] = evaluate(session)
+                    session.run(samples.benchmark)
             built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
                                 present, device, variant, precompiled))
 

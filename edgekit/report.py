@@ -242,6 +242,20 @@ class Report:
                       "|---|" + "---:|" * len(batches),
                       "| original | " + " | ".join(cell(self.original_throughput, b) for b in batches) + " |"]
             lines += ["| " + t.target + " | " + " | ".join(cell(t.throughput, b) for b in batches) + " |" for t in self.targets]
+        recovered = [(t.target, t.quantization["recovery"]) for t in self.targets if t.quantization.get("recovery")]
+        if recovered:
+            lines += ["", "## Accuracy recovery", "",
+                      "| target | method | result | cosine min before → after | layers kept FP32 | INT8 share | attempts |",
+                      "|---|---|---|---|---:|---:|---:|"]
+            for name, r in recovered:
+                lines.append(f"| {name} | {r['method']} | {'met the budget' if r['recovered'] else 'FAILED: ' + r['note']} | "
+                             f"{r['score_before']:.4f} → {r['score_after']:.4f} | {r['kept_fp32_count']} of {r['candidates']} | "
+                             f"{r['int8_fraction']:.0%} | {len(r['attempts'])} |")
+            for name, r in recovered:
+                if r["kept_fp32"]:
+                    shown = ", ".join(f"`{n}`" for n in r["kept_fp32"][:12])
+                    more = f" and {len(r['kept_fp32']) - 12} more" if len(r["kept_fp32"]) > 12 else ""
+                    lines.append(f"- {name} kept FP32: {shown}{more}")
         lines += ["", "## Budgets", ""]
         for t in self.targets:
             for c in t.checks:

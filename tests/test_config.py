@@ -180,7 +180,7 @@ def test_unknown_key_top_level_min_cosin(tmp_path):
         load_profile(path)
     msg = str(info.value)
     assert "unknown key 'min_cosin'" in msg
-    assert "valid keys: activations, calibration_method, description, device_precision, per_channel, precision" in msg
+    assert "valid keys: activations, calibration_method, description, device_precision, float_precision, per_channel, precision" in msg
 
 
 def test_unknown_target_key_suggests_nearest(tmp_path):
@@ -354,3 +354,29 @@ def test_nan_budget_rejected(tmp_path, line):
     path = write(tmp_path, f'precision = "int8"\n[budgets]\n{line}\n')
     with pytest.raises(UsageError, match="finite number"):
         load_profile(path)
+
+
+def test_recovery_section_and_float_precision(tmp_path):
+    path = write(tmp_path, 'precision = "int8"\nfloat_precision = "bf16"\n[budgets]\nmin_cosine = 0.9\n'
+                           "[recovery]\nenabled = false\nmax_fp32_fraction = 0.25\nseconds = 30\n")
+    profile = load_profile(path)
+    assert (profile.float_precision, profile.recovery, profile.recovery_max_fp32_fraction, profile.recovery_seconds) == \
+        ("bf16", False, 0.25, 30.0)
+    assert load_profile("accurate").float_precision == "f32" and load_profile("balanced").float_precision == "bf16"
+    bad = write(tmp_path, 'precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[recovery]\nmax_fp32_fraction = 1.5\n')
+    with pytest.raises(UsageError, match="recovery.max_fp32_fraction"):
+        load_profile(bad)
+    typo = write(tmp_path, 'precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[recovery]\nenable = true\n')
+    with pytest.raises(UsageError, match="did you mean 'enabled'"):
+        load_profile(typo)
+    with pytest.raises(UsageError, match="float_precision"):
+        load_profile(write(tmp_path, 'precision = "int8"\nfloat_precision = "fp8"\n[budgets]\nmin_cosine = 0.9\n'))
+
+
+def test_target_activation_override(tmp_path):
+    assert load_target("intel-cpu").activations == "symmetric"
+    assert load_target("cpu").activations is None
+    path = tmp_path / "mine.toml"
+    path.write_text('runtime = "openvino"\ndevice = "CPU"\nactivations = "signed"\n')
+    with pytest.raises(UsageError, match="activations"):
+        load_target(str(path))

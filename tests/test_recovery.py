@@ -92,7 +92,7 @@ def test_search_gives_up_at_the_layer_limit_with_the_best_found():
 
     result, artifact = recovery.search([f"l{i}" for i in range(10)], lambda keep: Path(f"/x/{len(keep)}"), evaluate, 0.9,
                                        max_layers=4, seconds=60)
-    assert not result.recovered and "4 layers" in result.note
+    assert not result.recovered and "4 layer(s)" in result.note
     assert [a.fp32_layers for a in result.attempts] == [1, 2, 4]
     assert artifact == Path("/x/4") and result.after == pytest.approx(0.94)
 
@@ -104,3 +104,51 @@ def test_search_respects_its_time_bound():
     result, _ = recovery.search([f"l{i}" for i in range(64)], lambda keep: Path(f"/x/{len(keep)}"), evaluate, 0.4,
                                 max_layers=64, seconds=0.0)
     assert not result.recovered and result.attempts == [] and result.note == "time bound reached"
+
+
+def _profile(tmp_path, enabled: bool) -> Path:
+    path = tmp_path / f"recover-{enabled}.toml"
+    path.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 16\neval_samples = 8\n'
+                    "[benchmark]\nmin_runs = 5\nmin_seconds = 0.1\nmax_seconds = 2.0\n"
+                    f"[recovery]\nenabled = {'true' if enabled else 'false'}\nmax_fp32_fraction = 1.0\nseconds = 60\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def outlier_data(outlier):
+    path, _, _, root = outlier
+    rng = np.random.default_rng(3)
+    npz = root / "samples.npz"
+    np.savez(npz, x=rng.standard_normal((24, 1, 16)).astype(np.float32))
+    return path, npz
+
+
+def _compile(outlier_data, tmp_path, enabled: bool):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    path, npz = outlier_data
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["compile", str(path), "--shape", "x=1,16", "--data", str(npz), "-p",
+                                       str(_profile(tmp_path, enabled)), "-o", str(out), "-q"])
+    return result, json.loads((out / "report.json").read_text())["targets"][0], out
+
+
+def test_compile_recovers_and_reports_it(outlier_data, tmp_path):
+    result, target, out = _compile(outlier_data, tmp_path, enabled=True)
+    assert result.exit_code == 0, result.output
+    found = target["quantization"]["recovery"]
+    assert found["recovered"] is True and found["kept_fp32"][0] == "/2/Gemm"
+    assert found["score_before"] < 0.9 <= found["score_after"] == pytest.approx(target["accuracy"]["cosine_min"])
+    assert found["kept_fp32_count"] < found["candidates"]
+    assert "## Accuracy recovery" in (out / "report.md").read_text()
+    assert any(n.startswith("recovered:") for n in target["notes"])
+
+
+def test_recovery_disabled_fails_the_budget(outlier_data, tmp_path):
+    result, target, _ = _compile(outlier_data, tmp_path, enabled=False)
+    assert result.exit_code == 1, result.output
+    assert "recovery" not in target["quantization"] and target["verdict"] == "fail"

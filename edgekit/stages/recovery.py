@@ -195,7 +195,7 @@ def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Ca
         chosen = passing[high]
         score = next(a.score for a in attempts if a.fp32_layers == high)
         return Recovery("layer fallback by sensitivity", True, ranked[:high], 0, before, score, attempts), chosen
-    note = ("time bound reached" if time.monotonic() >= deadline else f"budget not met with {limit} layers in FP32 (the profile's limit)")
+    note = ("time bound reached" if time.monotonic() >= deadline else f"budget not met with {limit} layer(s) in FP32 (the profile's limit)")
     return Recovery("layer fallback by sensitivity", False, ranked[:best[1]], 0, before, best[0], attempts, note), best[2]
 
 
