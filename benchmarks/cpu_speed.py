@@ -49,7 +49,7 @@ from edgekit.stages.verify import cosine  # noqa: E402
 class StaticOpenVino(OpenVinoSession):
     """The same IR reshaped to fixed input shapes before compiling."""
 
-    def __init__(self, path: Path, threads: int, shapes: dict[str, list[int]]):
+    def __init__(self, path: Path, threads: int, shapes: dict[str, list[int]], precision: str):
         import openvino as ov
 
         core = ov.Core()
@@ -57,7 +57,7 @@ class StaticOpenVino(OpenVinoSession):
         model.reshape(shapes)
         self.path, self.threads, self.runtime = path, threads, "openvino"
         self._compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                                           "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1})
+                                                           "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1})
         self._request = self._compiled.create_infer_request()
         self.output_names = [next(iter(o.get_names())) for o in self._compiled.outputs]
         self._input_names = {n for i in self._compiled.inputs for n in i.get_names()}
@@ -101,14 +101,17 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
     feeds = text_feeds(tokenizer, unseen, specs, 512)
     bench_feed = benchmark.batch_feed(report_feed(tokenizer, texts, specs), 1)
 
+    # The artifact runs with the settings its bundle records for the device (runtime.json).
+    ov_precision = json.loads((bundle / "intel-cpu" / "runtime.json").read_text()).get("INFERENCE_PRECISION_HINT", "f32")
     sessions = {
         "PyTorch FP32 (original)": load_reference(source, names, threads),
         "ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads),
         "OpenVINO FP32 (plain export)": OpenVinoSession(export.onnx_path, threads),
         "edgekit cpu (ONNX Runtime INT8)": OrtSession(bundle / "cpu" / "model.onnx", threads),
-        "edgekit intel-cpu (OpenVINO INT8)": OpenVinoSession(bundle / "intel-cpu" / "model.xml", threads),
+        "edgekit intel-cpu (OpenVINO INT8)": OpenVinoSession(bundle / "intel-cpu" / "model.xml", threads,
+                                                             inference_precision=ov_precision),
         "edgekit intel-cpu, static 1x128 (OpenVINO INT8)": StaticOpenVino(bundle / "intel-cpu" / "model.xml", threads,
-                                                          {k: [1, 128] for k in bench_feed}),
+                                                                          {k: [1, 128] for k in bench_feed}, ov_precision),
     }
     out_index = names.index("sentence_embedding") if "sentence_embedding" in names else 0
     reference = [sessions["PyTorch FP32 (original)"].run(f)[out_index] for f in feeds]

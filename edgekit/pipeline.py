@@ -524,11 +524,18 @@ def compile(
 
             fidelity, task_figures[target.name] = evaluate(session)
             if (prof.recovery and target.precision is None and precisions[target.name] == "int8"
-                    and target.runtime == "onnxruntime" and not accuracy_met(prof.budgets, fidelity, task_figures[target.name])):
+                    and not accuracy_met(prof.budgets, fidelity, task_figures[target.name])):
                 progress.stage(f"{target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
-                               f"searching for the fewest layers to keep FP32 (at most {prof.recovery_seconds:g} s)")
+                               f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
                 with muted():
-                    found = _recover_onnxruntime(target, prof, prep, samples, artifact, workdir, threads, evaluate, progress)
+                    if target.runtime == "onnxruntime":
+                        found = _recover_onnxruntime(target, prof, prep, samples, artifact, workdir, threads, evaluate, progress)
+                    else:
+                        found = recovery.recover_openvino(
+                            prep.onnx_fp32, artifact, samples.calibration, samples.evaluation, expected,
+                            prof.budgets.min_cosine, fidelity.cosine_min, prep.transformer,
+                            "PERFORMANCE" if (target.activations or prof.activations) == "symmetric" else "MIXED",
+                            max(1, int(prof.recovery_seconds // 60)))
                 qsettings["recovery"] = found.to_dict()
                 notes.append(_recovery_note(found))
                 if found.kept_fp32:  # the best artifact found replaces the plain one

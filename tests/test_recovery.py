@@ -123,7 +123,7 @@ def outlier_data(outlier):
     return path, npz
 
 
-def _compile(outlier_data, tmp_path, enabled: bool):
+def _compile(outlier_data, tmp_path, enabled: bool, target: str = "cpu"):
     import json
 
     from click.testing import CliRunner
@@ -132,7 +132,7 @@ def _compile(outlier_data, tmp_path, enabled: bool):
 
     path, npz = outlier_data
     out = tmp_path / "bundle"
-    result = CliRunner().invoke(main, ["compile", str(path), "--shape", "x=1,16", "--data", str(npz), "-p",
+    result = CliRunner().invoke(main, ["compile", str(path), "-t", target, "--shape", "x=1,16", "--data", str(npz), "-p",
                                        str(_profile(tmp_path, enabled)), "-o", str(out), "-q"])
     return result, json.loads((out / "report.json").read_text())["targets"][0], out
 
@@ -152,3 +152,13 @@ def test_recovery_disabled_fails_the_budget(outlier_data, tmp_path):
     result, target, _ = _compile(outlier_data, tmp_path, enabled=False)
     assert result.exit_code == 1, result.output
     assert "recovery" not in target["quantization"] and target["verdict"] == "fail"
+
+
+def test_openvino_recovery_through_nncf_accuracy_control(outlier_data, tmp_path):
+    result, target, out = _compile(outlier_data, tmp_path, enabled=True, target="intel-cpu")
+    assert result.exit_code == 0, result.output
+    found = target["quantization"]["recovery"]
+    assert found["method"].startswith("NNCF accuracy control") and found["recovered"] is True
+    assert found["kept_fp32"] == ["/2/Gemm/WithoutBiases"] and found["candidates"] == 3
+    assert found["score_before"] < 0.9 <= found["score_after"] == pytest.approx(target["accuracy"]["cosine_min"], abs=1e-6)
+    assert "FakeQuantize" in (out / "intel-cpu" / "model.xml").read_text()  # still INT8 elsewhere
