@@ -69,7 +69,7 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         batches = [b for b in self.batches if b > 1]
-        head = "| session | runtime | p50 ms | p90 ms | p99 ms | std ms | runs | speedup p50 | load ms | first ms | memory MB |"
+        head = "| session | runtime | p50 ms | p90 ms | p99 ms | std ms | runs | speedup p50 | load ms | first ms | memory added MB |"
         head += "".join(f" batch {b} /s |" for b in batches)
         lines = [f"# edgekit bench: {self.path}", "",
                  f"- input {self.input}, {self.threads} threads, batch-1 latency; sessions interleaved in one run", "",

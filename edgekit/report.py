@@ -226,7 +226,7 @@ class Report:
                 f"{'✅ pass' if t.verdict == 'pass' else '❌ FAIL'} |"
             )
         lines += ["", "## Cold start and memory", "",
-                  "| target | load/compile ms | first inference ms | resident memory MB |", "|---|---:|---:|---:|",
+                  "| target | load/compile ms | first inference ms | resident memory added MB |", "|---|---:|---:|---:|",
                   f"| original | — | {'—' if o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
         lines += [f"| {t.target} | {t.load_ms:.0f} | {t.latency.first_ms:.1f} | "
                   f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" if t.latency is not None and t.load_ms is not None
@@ -249,7 +249,7 @@ class Report:
                       "|---|---|---|---|---:|---:|---:|"]
             for name, r in recovered:
                 lines.append(f"| {name} | {r['method']} | {'met the budget' if r['recovered'] else 'FAILED: ' + r['note']} | "
-                             f"{r['score_before']:.4f} → {r['score_after']:.4f} | {r['kept_fp32_count']} of {r['candidates']} | "
+                             f"{r['score_before']:.5f} → {r['score_after']:.5f} | {r['kept_fp32_count']} of {r['candidates']} | "
                              f"{r['int8_fraction']:.0%} | {len(r['attempts'])} |")
             for name, r in recovered:
                 if r["kept_fp32"]:
