@@ -3,8 +3,11 @@
 1. Everything is written into a temporary folder beside OUT (same file system, so the final move is a
    rename). `commit()` swaps it into place; an existing OUT is replaced only then.
 2. Any failure or interruption (Ctrl-C included) removes the temporary folder: no half-written OUT.
-3. An existing OUT that is not an edgekit bundle (no manifest.json) is never replaced: that would
-   lose the user's files.
+3. An existing OUT that is not an edgekit bundle (no manifest.json), or a bundle holding files its
+   manifest does not list, is never replaced: that would lose the user's files. `/` and the home
+   folder itself are refused outright.
+   With `force`, such an OUT is left untouched and the bundle goes into its subfolder `edgekit-bundle`
+   (checked by the same rules, without force): edgekit never deletes files it did not write.
 4. `manifest.json` lists every file with its sha256 and size, paths relative to OUT, so the bundle is
    relocatable and verifiable.
 """
@@ -37,11 +40,48 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+FORCED_SUBFOLDER = "edgekit-bundle"
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Files in an existing bundle that its manifest does not list (the user's, not edgekit's)."""
+    try:
+        listed = {f["path"] for f in json.loads((out / "manifest.json").read_text()).get("files", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ["manifest.json (unreadable)"]
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name != "manifest.json" and p.relative_to(out).as_posix() not in listed)
+
+
 def check_output(out: Path) -> None:
+    resolved = out.resolve()
+    if resolved == Path(resolved.anchor):
+        raise UsageError(f"-o {out}: is the file system root; give a folder of its own, e.g. -o out/my-model")
+    if resolved == Path.home().resolve():
+        raise UsageError(f"-o {out}: is your home folder itself; give a folder of its own, e.g. -o ~/edgekit-out/my-model")
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise UsageError(f"-o {out}: exists and is not an edgekit bundle (no manifest.json); choose another folder or remove it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file():
+            raise UsageError(f"-o {out}: exists and is not an edgekit bundle (no manifest.json); choose another folder or remove it")
+        foreign = _foreign_files(out)
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise UsageError(f"-o {out}: an edgekit bundle that also holds files it did not write ({', '.join(foreign[:3])}{more}); "
+                             "move them or choose another folder")
+
+
+def output_folder(out: Path, force: bool = False) -> Path:
+    """Where the bundle goes: `out`, or with `force` and an `out` that may not be replaced, `out/edgekit-bundle`."""
+    try:
+        check_output(out)
+        return out
+    except UsageError:
+        if not force or (out.exists() and not out.is_dir()):
+            raise
+    inner = out / FORCED_SUBFOLDER
+    check_output(inner)
+    return inner
 
 
 def clean_json(value: Any) -> Any:
@@ -62,9 +102,8 @@ def write_json(path: Path, data: Any) -> None:
 class Bundle:
     """A bundle being written; use as a context manager and call `commit()` at the end."""
 
-    def __init__(self, out: Path):
-        self.out = out.resolve()
-        check_output(self.out)
+    def __init__(self, out: Path, force: bool = False):
+        self.out = output_folder(out.resolve(), force)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         self._committed = False

@@ -78,10 +78,16 @@ def main() -> None:
               help="Fail a target whose device is not on this machine (latency not measured). Without it such a target "
                    "is built, verified on the CPU and judged on what was measured.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: all available cores).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Let a Hugging Face model run the Python files it ships (auto_map). Without it such a model is refused.")
+@click.option("--force", is_flag=True,
+              help="Accept an -o that is /, your home folder or a folder of other files: the bundle goes into its "
+                   "subfolder edgekit-bundle; nothing there is deleted.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
-            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, quiet, debug) -> None:
+            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, trust_remote_code, force,
+            quiet, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -107,7 +113,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
                                shapes=shapes, data=data, threads=threads,
                                progress=NullProgress() if quiet else ConsoleProgress(),
                                text_column=text_column, label_column=label_column, junit=junit,
-                               require_measured=require_measured,
+                               require_measured=require_measured, trust_remote_code=trust_remote_code, force=force,
                                overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
                                           "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
                                           "eval_samples": eval_samples, "seed": seed})
@@ -288,6 +294,64 @@ def graph_shape(text: str):
     from .graph import parse_shape_option
 
     return parse_shape_option(text)
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for each runtime.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def verify(bundle, threads, debug) -> None:
+    """Check a bundle: every file's sha256 and size, and each artifact rerunning its stored reference.
+
+    Each target's artifact is loaded in its runtime with its runtime.json settings (on the CPU when
+    the target's device is not here) and run on the input stored at build time; its outputs must match
+    the stored ones within the recorded tolerance. Firmware builds run this before `edgekit embed`.
+
+    \b
+    Example:
+      edgekit verify out/minilm
+
+    Exit codes: 0 intact, 1 a mismatch (the first one is named), 2 not a bundle or a path leaving it.
+    """
+    from .verify_bundle import verify as verify_bundle
+
+    try:
+        result = verify_bundle(bundle, threads)
+    except Exception as exc:
+        _fail(exc, debug)
+    if not result.ok:
+        click.echo(f"mismatch: {result.mismatch}", err=True)
+        sys.exit(EXIT_BUDGET_MISSED)
+    for line in result.targets:
+        click.echo(f"ok  {line}")
+    click.echo(f"intact: {result.files} files match manifest.json; {len(result.targets)} target(s) reproduce their reference")
+
+
+@main.command()
+@click.argument("target", metavar="BUNDLE/TARGET")
+@click.option("-f", "--format", "fmt", type=click.Choice(["c", "bin"]), default="c", show_default=True,
+              help="c: a header and source holding the artifact as a byte array; bin: the raw files plus the manifest.")
+@click.option("-o", "--output", required=True, type=click.Path(), metavar="DIR",
+              help="Folder to write (atomically); replaced only if an earlier embed wrote it.")
+@click.option("--align", type=int, default=64, show_default=True, help="Alignment of the C arrays in bytes (a power of two).")
+@click.option("--name", default=None, metavar="PREFIX", help="C identifier prefix (default: edgekit_<target>).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def embed(target, fmt, output, align, name, debug) -> None:
+    """Turn one target of a bundle into files a firmware build consumes.
+
+    \b
+    Examples:
+      edgekit embed out/minilm/cpu --format c -o firmware/model          # edgekit_cpu.h and edgekit_cpu.c
+      edgekit embed out/minilm/intel-cpu -f c -o fw --align 128 --name minilm
+      edgekit embed out/minilm/cpu --format bin -o rootfs/models/minilm
+    """
+    from .embed import embed as embed_target
+
+    try:
+        out = embed_target(target, fmt, output, align, name)
+    except Exception as exc:
+        _fail(exc, debug)
+    click.echo(f"embedded: {out}", err=True)
 
 
 if __name__ == "__main__":

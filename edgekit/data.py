@@ -11,6 +11,8 @@ Rules:
    Classifiers map them to class ids through the model's id2label/label2id; integer ids are taken as
    they are. Without a name map, ImageFolder names get ids in sorted order (torchvision's rule).
    A label the model does not know is a usage error naming the file and the line or entry.
+   Hostile sizes are refused before they are read in full (see `safety`): a text line over
+   EDGEKIT_MAX_LINE_BYTES, an image declaring more than EDGEKIT_MAX_IMAGE_PIXELS pixels.
 3. Without `--data`: text models use the built-in corpus of real English text; other models get
    synthetic inputs that respect each input's dtype, and `synthetic` is set so the report says so.
 4. Samples are shuffled with the profile's seed, then split: evaluation first, calibration after.
@@ -33,6 +35,7 @@ import numpy as np
 
 from .errors import UsageError
 from .graph import InputSpec, format_shape
+from .safety import check_image_size, read_text_bounded
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str]) 
 
 def read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path, "utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (text data is one sample a line)") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -163,7 +166,7 @@ def read_jsonl(path: Path, text_column: str = "text", label_column: str | None =
     `label_column` None: `label` when the records have it; a name: every record must have it.
     """
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text_bounded(path, "utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (JSON Lines: one JSON object a line)") from None
     wanted = label_column or "label"
@@ -209,7 +212,7 @@ def read_csv(path: Path, text_column: str = "text", label_column: str | None = N
     `label_column` None: `label` when the header has it; a name: the header must have it.
     """
     try:
-        content = path.read_text(encoding="utf-8-sig")
+        content = read_text_bounded(path, "utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (CSV with a header row)") from None
     reader = csv.reader(content.splitlines(keepends=True))
@@ -300,9 +303,12 @@ def _open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is checked before decoding
+            check_image_size(image, path)
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"{path}: image too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"{path}: not a readable image ({exc})") from None
 
 

@@ -41,13 +41,26 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
 
 
 def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file, turning every way it can be unreadable into one usage error."""
+    """Load an ONNX file, turning every way it can be unreadable into one usage error.
+
+    External-data paths and declared sizes are checked (`safety.check_onnx`) before any data is read.
+    """
+    from .safety import check_onnx
+
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ValueError ... depending on damage
         raise UsageError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
     if not model.graph.node and not model.graph.input:
         raise UsageError(f"{path}: not a readable ONNX model (empty file or no graph)")
+    if not model.graph.output:
+        raise UsageError(f"{path}: not a usable ONNX model (the graph has no outputs)")
+    check_onnx(model, Path(path))  # external data inside the folder, sizes under the limit: before reading any data
+    if load_external_data:
+        try:
+            onnx.load_external_data_for_model(model, str(Path(path).parent))
+        except Exception as exc:
+            raise UsageError(f"{path}: its external data cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'missing file'})") from exc
     return model
 
 
@@ -58,7 +71,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:  # old exporters list weights as inputs
             continue
         tensor = value.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"input '{value.name}' has no tensor type edgekit can feed (element type {tensor.elem_type}); "
+                             "is the model complete?") from None
         dims: list[Dim] = []
         for dim in tensor.shape.dim:
             if dim.HasField("dim_value") and dim.dim_value > 0:

@@ -40,6 +40,7 @@ from .stages.openvino_device import convert_openvino_device
 from .stages.optimize import fuse_transformer
 from .stages.quantize_ort import quantize_onnxruntime
 from .stages.quantize_ov import convert_openvino
+from .verify_bundle import write_reference
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +428,8 @@ def compile(
     overrides: dict | None = None,
     junit: str | Path | None = None,
     require_measured: bool = False,
+    trust_remote_code: bool = False,
+    force: bool = False,
 ) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
@@ -437,6 +440,9 @@ def compile(
     `junit`: also write a JUnit XML file there (one test case per target and budget), even on `fail`.
     `require_measured`: a target whose device is absent here (latency not measured) fails the verdict;
     without it such a target is judged on what was measured and listed in `report.json`'s `unmeasured`.
+    `trust_remote_code`: let a Hugging Face model run the Python files it ships (refused otherwise).
+    `force`: accept an `output` that is `/`, the home folder or a folder of other files; the bundle then
+    goes into its subfolder `edgekit-bundle` (see `bundle.output_folder`): nothing there is deleted.
     Raises UsageError (bad input) or InternalError; a missed budget is `report.verdict == "fail"`.
     """
     progress = progress or NullProgress()
@@ -451,12 +457,12 @@ def compile(
     junit_path = Path(junit) if junit is not None else None
     if junit_path is not None and junit_path.is_dir():
         raise UsageError(f"--junit {junit_path}: is a folder; give a file path, e.g. {junit_path / 'edgekit.xml'}")
-    source = resolve_source(model, task)
+    source = resolve_source(model, task, trust_remote_code=trust_remote_code)
     if source.kind == "onnx":
         check_caps(source.path, target_list, source.path.name)
     out = Path(output) if output is not None else default_output(source)
     threads = threads or default_threads()
-    with Bundle(out) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, warnings.catch_warnings():
+    with Bundle(out, force=force) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
         classifier = source.task in CLASSIFICATION_TASKS
@@ -543,6 +549,8 @@ def compile(
                                             float_precision)
                     fidelity, task_figures[target.name] = evaluate(session)
                     session.run(samples.benchmark)
+            # What `edgekit verify` reruns: one input and this artifact's own outputs on it, with a tolerance.
+            write_reference(out_dir, session, samples.evaluation[0], device, provider)
             built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
                                 present, device, variant, precompiled))
 
@@ -583,7 +591,7 @@ def compile(
                 precompiled=b.precompiled,
             ))
         source_info = {"kind": source.kind, "location": source.location, "revision": source.revision,
-                       "weights_sha256": source.weight_files}
+                       "weights_sha256": source.weight_files, "weights_format": source.weights_format}
         bench_feed = prep.samples.benchmark
         report = Report(
             edgekit_version=__version__,

@@ -6,6 +6,10 @@
 4. Anything that looks like a path but does not exist is a usage error (never a hub lookup).
 5. Otherwise a Hugging Face hub id `owner/name[@revision]`, downloaded when the machine is online.
 6. The task comes from `--task`, else from the model's architecture (an ONNX file has one only through `--task`).
+7. Untrusted content is checked here, before anything runs or is read in full (see `safety`): an ONNX
+   file's external-data paths and declared sizes; a folder's need for custom code (refused without
+   `trust_remote_code`) and its pickled weights (opened only with the restricted loader, and only when
+   the folder has no safetensors).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import safety
 from .errors import UsageError
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -54,6 +59,8 @@ class SourceModel:
     library: str | None = None  # "transformers" | "sentence_transformers" (huggingface only)
     config: dict = field(default_factory=dict)
     weight_files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    weights_format: str | None = None  # "safetensors" | "pickle" | "onnx" (for the manifest)
+    trust_remote_code: bool = False  # the user allowed the model's own Python code to run
 
     @property
     def modality(self) -> str:
@@ -137,7 +144,7 @@ def _hub_download(hub_id: str) -> tuple[Path, str | None]:
         ) from exc
 
 
-def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> SourceModel:
+def resolve_source(model: str | os.PathLike | None, task: str | None = None, trust_remote_code: bool = False) -> SourceModel:
     if task is not None and task not in SUPPORTED_TASKS:
         raise UsageError(f"unknown task '{task}': supported tasks are {', '.join(SUPPORTED_TASKS)}")
     revision = None
@@ -150,8 +157,11 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> 
         if text.lower().endswith(".onnx"):
             if not path.is_file():
                 raise UsageError(f"model file not found: {text}")
+            from . import graph
+
+            graph.load(path, load_external_data=False)  # readable, external data inside its folder, sizes in bounds
             return SourceModel(kind="onnx", location=text, path=path.resolve(), name=path.stem, task=task,
-                               weight_files=_hash_weights(path.resolve()))
+                               weight_files=_hash_weights(path.resolve()), weights_format="onnx")
         if path.exists():
             if not path.is_dir():
                 raise UsageError(f"{text}: not an .onnx file or a Hugging Face model folder")
@@ -168,6 +178,12 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> 
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{config_path}: malformed JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"{config_path}: expected a JSON object")
+    safety.check_remote_code(folder, config, location, trust_remote_code)
+    weights_format = safety.weights_format(folder)
+    if weights_format == "pickle":
+        safety.check_pickles(folder)
     library = _library(folder)
     name = location.rstrip("/").split("/")[-1].split("@")[0] or "model"
     return SourceModel(
@@ -180,4 +196,6 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None) -> 
         library=library,
         config=config,
         weight_files=_hash_weights(folder),
+        weights_format=weights_format,
+        trust_remote_code=trust_remote_code,
     )

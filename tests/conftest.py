@@ -48,3 +48,17 @@ def quick_profile(tmp_path) -> Path:
         "[benchmark]\nsequence_length = 32\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n"
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def cnn_bundle(tmp_path_factory, cnn_onnx) -> Path:
+    """A small real bundle (the CNN for cpu and intel-cpu, quick profile). Read-only: copy it to change it."""
+    import edgekit
+
+    root = tmp_path_factory.mktemp("cnn-bundle")
+    profile = root / "quick.toml"
+    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
+                       "[benchmark]\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n")
+    out = root / "bundle"
+    edgekit.compile(str(cnn_onnx), targets=["cpu", "intel-cpu"], shapes=["input=1,3,32,32"], profile=str(profile), output=out)
+    return out

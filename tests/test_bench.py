@@ -11,17 +11,6 @@ import edgekit
 from edgekit.cli import main
 
 
-@pytest.fixture(scope="module")
-def cnn_bundle(tmp_path_factory, cnn_onnx):
-    root = tmp_path_factory.mktemp("bench")
-    profile = root / "quick.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
-                       "[benchmark]\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n")
-    out = root / "bundle"
-    edgekit.compile(str(cnn_onnx), targets=["cpu", "intel-cpu"], shapes=["input=1,3,32,32"], profile=str(profile), output=out)
-    return out
-
-
 def bench(*args):
     return CliRunner().invoke(main, ["bench", *args, "--duration", "0.2", "-q"], catch_exceptions=False)
 

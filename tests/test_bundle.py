@@ -27,7 +27,8 @@ def snapshot(folder):
 
 def make_existing_bundle(out):
     out.mkdir()
-    (out / "manifest.json").write_text('{"format": "edgekit-bundle/1", "files": []}\n')
+    # A bundle lists every file it holds; a file it does not list is the user's (see test_hostile_files).
+    (out / "manifest.json").write_text('{"format": "edgekit-bundle/1", "files": [{"path": "old.txt"}, {"path": "cpu/model.onnx"}]}\n')
     (out / "old.txt").write_text("old artifact")
     (out / "cpu").mkdir()
     (out / "cpu" / "model.onnx").write_bytes(b"old model")

@@ -49,7 +49,10 @@ def load_model(source: SourceModel) -> tuple[Any, str, str]:
     task = source.task or "feature-extraction"
     library = source.library if task == "feature-extraction" else "transformers"
     try:
-        model = TasksManager.get_model_from_task(task, str(source.path), library_name=library, framework="pt")
+        # Safetensors whenever the folder has them; pickles only through the restricted loader (see safety).
+        kwargs = {"use_safetensors": True} if source.weights_format == "safetensors" else {}
+        model = TasksManager.get_model_from_task(task, str(source.path), library_name=library, framework="pt",
+                                                 trust_remote_code=source.trust_remote_code, **kwargs)
     except (ValueError, KeyError, OSError) as exc:
         raise UsageError(f"cannot load {source.location} for task '{task}': {str(exc).splitlines()[0]}") from exc
     return model, library, task
@@ -82,11 +85,6 @@ def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
         if (source.path / name).is_file() and not (folder / name).exists():
             shutil.copy2(source.path / name, folder / name)
     return ExportResult(onnx_path, folder, model, library, task)
-
-
-def max_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    return max(float(np.max(np.abs(r.astype(np.float64) - c.astype(np.float64)))) if r.size else 0.0
-               for r, c in zip(reference, candidate))
 
 
 def check_export(reference: Session, exported: Session, feeds: list[Feed]) -> float:
