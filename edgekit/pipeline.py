@@ -522,7 +522,8 @@ def compile(
 
             def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
                 outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
-                fid = verify.compare(expected, outputs, prep.output_names, classifier)
+                fid = verify.compare(expected, outputs, prep.output_names, classifier,
+                                     [feed.get("attention_mask") for feed in samples.evaluation])
                 task = metrics.evaluate(expected, outputs, prep.output_names, task_kind, samples.evaluation_labels,
                                         [feed.get("attention_mask") for feed in samples.evaluation])
                 fid.add_task(task)

@@ -212,3 +212,18 @@ def test_verify_reorders_candidate_outputs_by_name():
     fid = verify.verify(references, FakeSession(), feeds, ["a", "b"], classifier=False)
     assert fid.cosine_min == pytest.approx(1.0)
     assert fid.max_abs_error == 0.0
+
+
+def test_padded_positions_are_not_compared():
+    mask = np.array([[1, 1, 1, 0, 0]])
+    ref = np.random.default_rng(0).standard_normal((1, 5, 4))
+    got = ref.copy()
+    got[0, 3:] = -ref[0, 3:] * 7  # the padded positions disagree completely
+    pooled = ref[:, 0]
+    fid = verify.compare([[ref, pooled]], [[got, pooled]], ["tokens", "pooled"], classifier=False, masks=[mask])
+    assert fid.cosine_min == pytest.approx(1.0) and fid.max_abs_error == pytest.approx(0.0)
+    unmasked = verify.compare([[ref, pooled]], [[got, pooled]], ["tokens", "pooled"], classifier=False)
+    assert unmasked.cosine_min < 0.9
+    # a real token that differs still counts
+    got[0, 1] += 1.0
+    assert verify.compare([[ref, pooled]], [[got, pooled]], ["tokens", "pooled"], False, masks=[mask]).max_abs_error == pytest.approx(1.0)

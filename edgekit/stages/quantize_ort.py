@@ -112,7 +112,7 @@ def activation_only_nodes(model: onnx.ModelProto) -> list[str]:
 GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "Erf", "Tanh"}
 
 
-ELEMENTWISE = {"Mul", "Add", "Div", "Sub", "Pow", "Sqrt", "Cast", "Identity"}
+ELEMENTWISE = {"Mul", "Add", "Div", "Sub", "Pow", "Sqrt", "Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 
 def gelu_fed_matmuls(model: onnx.ModelProto, hops: int = 4) -> list[str]:
@@ -129,7 +129,8 @@ def gelu_fed_matmuls(model: onnx.ModelProto, hops: int = 4) -> list[str]:
             return True
         return node.op_type in ELEMENTWISE and any(near_gelu(i, depth - 1) for i in node.input)
 
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and near_gelu(n.input[0], hops)]
+    # With static shapes, ONNX Runtime's pre-processing turns MatMul+Add into Reshape->Gemm->Reshape.
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and near_gelu(n.input[0], hops + 1)]
 
 
 PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Reshape", "Transpose", "Squeeze",

@@ -7,6 +7,9 @@ Rules:
 3. Figures: cosine min and mean over every output of every sample, max absolute error, signal-to-
    quantisation-noise ratio (dB, capped at 200 when the outputs are identical), and top-1 agreement
    when the first output is a classifier's logits.
+4. With an attention mask (text padded to a static length), a token-level output (leading dims equal
+   to the mask's) is compared on the real tokens only: padded positions carry no meaning, and their
+   values differ between runtimes without changing any result a user reads.
 4. Task figures (accuracy, macro-F1, top-5 and retrieval agreement) come from `metrics.py` and are
    carried here, so report.json holds every figure of an artifact under its `accuracy`.
 """
@@ -72,12 +75,21 @@ class Fidelity:
         self.labelled_samples = task.labelled_samples
 
 
+def unpadded(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The positions of a token-level output that hold real tokens (rule 4)."""
+    if mask is None or mask.ndim != 2 or output.ndim < 2 or output.shape[:2] != mask.shape or mask.all():
+        return output
+    return output[mask.astype(bool)]
+
+
 def compare(references: list[list[np.ndarray]], candidates: list[list[np.ndarray]], output_names: list[str],
-            classifier: bool) -> Fidelity:
+            classifier: bool, masks: list[np.ndarray | None] | None = None) -> Fidelity:
     per_output: dict[str, dict[str, list[float]]] = {n: {"cos": [], "err": [], "sig": [], "noise": []} for n in output_names}
     agree = []
-    for ref, got in zip(references, candidates):
+    for index, (ref, got) in enumerate(zip(references, candidates)):
+        mask = masks[index] if masks else None
         for name, r, g in zip(output_names, ref, got):
+            r, g = unpadded(r, mask), unpadded(g, mask)
             stats = per_output[name]
             stats["cos"].append(cosine(r, g))
             diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
