@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,6 +29,29 @@ from .source import sha256_file
 
 VERSIONED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-onnx", "optimum-intel", "onnx",
                       "onnxruntime", "openvino", "nncf", "numpy")
+
+
+MEASUREMENT_FILES = ("report.json", "report.md")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """An .npz whose bytes depend on the arrays only (numpy's savez stamps the current time)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
 
 
 def package_versions() -> dict[str, str | None]:
@@ -128,12 +152,17 @@ class Bundle:
         ]
 
     def write_manifest(self, source: dict[str, Any], extra: dict[str, Any]) -> None:
+        files = self.files()
         write_json(self.root / "manifest.json", {
             "format": "edgekit-bundle/1",
             "source": source,
             **extra,
             "versions": package_versions(),
-            "files": self.files(),
+            "files": files,
+            # The build's output without its measurements: the same model, data, options and tool
+            # versions give the same list, byte for byte (report.json/report.md hold the timings).
+            "artifact_sha256": sha256_text(json.dumps([f for f in files if f["path"] not in MEASUREMENT_FILES],
+                                                      sort_keys=True)),
         })
 
     def commit(self) -> Path:

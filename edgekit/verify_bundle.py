@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import write_json
+from .bundle import write_json, write_npz
 from .errors import EdgekitError, UsageError
 from .runtimes import Feed, Session, open_artifact
 from .source import sha256_file
@@ -54,7 +54,7 @@ def write_reference(out_dir: Path, session: Session, feed: Feed, device: str, pr
     outputs = session.run(feed)
     arrays = {f"input:{k}": np.asarray(v) for k, v in feed.items()}
     arrays.update({f"output:{n}": np.asarray(o) for n, o in zip(session.output_names, outputs)})
-    np.savez(out_dir / REFERENCE_NPZ, **arrays)
+    write_npz(out_dir / REFERENCE_NPZ, arrays)
     scale = max((float(np.max(np.abs(np.asarray(o, dtype=np.float64)), initial=0.0)) for o in outputs), default=0.0)
     write_json(out_dir / REFERENCE_JSON, {
         "inputs": list(feed), "outputs": list(session.output_names),

@@ -225,3 +225,40 @@ def test_write_json_is_strict(tmp_path):
     assert text.endswith("\n")
     assert "NaN" not in text and "Infinity" not in text
     assert strict_loads(text) == {"cos": None, "lat": [None, 1.25], "ok": True}
+
+
+def test_write_npz_is_byte_stable_and_loadable(tmp_path):
+    import zipfile
+
+    from edgekit.bundle import write_npz
+
+    arrays = {"b": np.arange(6, dtype=np.int64).reshape(2, 3), "a": np.ones((1, 4), np.float32)}
+    write_npz(tmp_path / "one.npz", arrays)
+    write_npz(tmp_path / "two.npz", dict(reversed(list(arrays.items()))))
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "one.npz") as archive:
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    loaded = np.load(tmp_path / "one.npz")
+    assert np.array_equal(loaded["b"], arrays["b"]) and loaded["a"].dtype == np.float32
+
+
+def test_two_compiles_give_the_same_artifacts(cnn_onnx, tmp_path):
+    """Two build steps (two processes, as in a pipeline) give byte-identical artifacts and references.
+    Within one process OpenVINO numbers its generated nodes from a process-wide counter, so two
+    compiles in the same process differ in model.xml names: not covered here."""
+    import subprocess
+    import sys
+
+    profile = tmp_path / "quick.toml"
+    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
+                       "[benchmark]\nmin_runs = 5\nmin_seconds = 0.1\nmax_seconds = 2.0\n")
+    manifests = []
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", str(cnn_onnx), "-t", "cpu", "-t", "intel-cpu",
+                        "--shape", "input=1,3,32,32", "-p", str(profile), "-o", str(tmp_path / name), "-q"],
+                       check=True, capture_output=True)
+        manifests.append(json.loads((tmp_path / name / "manifest.json").read_text()))
+    first, second = ({f["path"]: f["sha256"] for f in m["files"]} for m in manifests)
+    differing = sorted(p for p in first if first[p] != second.get(p))
+    assert set(differing) <= {"report.json", "report.md"}
+    assert manifests[0]["artifact_sha256"] == manifests[1]["artifact_sha256"]
