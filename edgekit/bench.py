@@ -117,7 +117,7 @@ def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[in
     return synthetic_feed(fixed, np.random.default_rng(0))
 
 
-def _timed_open(name: str, opener) -> tuple[Session, float, float]:
+def _timed_open(opener) -> tuple[Session, float, float]:
     before = benchmark.resident_mb()
     start = time.perf_counter()
     session = opener()
@@ -208,7 +208,7 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
         first: dict[str, float] = {}
         for name, runtime, artifact, opener in openers:
             progress.stage(f"load {name}")
-            session, load_ms, before = _timed_open(name, opener)
+            session, load_ms, before = _timed_open(opener)
             start = time.perf_counter()
             session.run(feed)
             first[name] = (time.perf_counter() - start) * 1e3

@@ -167,19 +167,43 @@ class Bundle:
 
     def commit(self) -> Path:
         os.chmod(self.root, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-        old = None
         if self.out.exists():
             check_output(self.out)
-            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
-            os.rmdir(old)
-            os.rename(self.out, old)
-        try:
-            os.rename(self.root, self.out)
-        except BaseException:
-            if old is not None:
-                os.rename(old, self.out)
-            raise
+        replace_folder(self.root, self.out)
         self._committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self.out
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the complete folder `new` to `out` (same file system), replacing what is there only once
+    the new one is in place; if the move fails, the old folder is put back."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rmdir(old)
+        os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file beside `path`, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

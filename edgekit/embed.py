@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .bundle import write_json
+from .bundle import replace_folder, write_json
 from .errors import UsageError
 from .source import sha256_file
 
@@ -236,19 +236,7 @@ def embed(target: str | Path, fmt: str, output: str | Path, align: int = 64, nam
                                   "files": {f.name: sha256_file(f) for f in t.files}, "written": written,
                                   **({"align": align, "name": prefix} if fmt == "c" else {})})
         os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rmdir(old)
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            if old is not None:
-                os.rename(old, out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -13,10 +13,10 @@ Rules:
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from .bundle import write_text_atomic
 from .errors import UsageError
 from .judge import Check
 
@@ -73,18 +73,7 @@ def write_junit(report, path: str | os.PathLike[str]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--junit {target}: cannot create its folder ({exc.strerror or exc})") from exc
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_junit(report))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UsageError(f"--junit {target}: cannot write it ({exc.strerror or exc})") from exc
-        raise
-    return target
+        return write_text_atomic(target, to_junit(report))
+    except OSError as exc:
+        raise UsageError(f"--junit {target}: cannot write it ({exc.strerror or exc})") from exc

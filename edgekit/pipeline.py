@@ -263,12 +263,11 @@ def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool
 
 
 def _recover_onnxruntime(target: Target, profile: Profile, prep: Prepared, samples: Samples, artifact: Path,
-                         workdir: Path, threads: int, evaluate, progress) -> recovery.Recovery:
+                         before: float, workdir: Path, threads: int, evaluate, progress) -> recovery.Recovery:
     """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
     (stages/recovery.py); the best artifact found is written over `artifact`."""
     ranked = recovery.rank_onnxruntime(prep.onnx_fp32, artifact, samples.evaluation[:8])
     candidates = len(recovery.quantised_layers(artifact))
-    before, _ = evaluate(open_artifact(artifact, "onnxruntime", threads))
 
     def rebuild(keep: list[str]) -> Path:
         folder = workdir / target.name / f"recovery-{len(keep)}"
@@ -285,7 +284,7 @@ def _recover_onnxruntime(target: Target, profile: Profile, prep: Prepared, sampl
         progress.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
                       f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
 
-    found, best = recovery.search([name for name, _ in ranked], rebuild, score, before.cosine_min,
+    found, best = recovery.search([name for name, _ in ranked], rebuild, score, before,
                                   max(1, int(profile.recovery_max_fp32_fraction * candidates)), profile.recovery_seconds, show)
     found.candidates = candidates
     if best is not None and found.kept_fp32:
@@ -536,7 +535,8 @@ def compile(
                                f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
                 with muted():
                     if target.runtime == "onnxruntime":
-                        found = _recover_onnxruntime(target, prof, prep, samples, artifact, workdir, threads, evaluate, progress)
+                        found = _recover_onnxruntime(target, prof, prep, samples, artifact, fidelity.cosine_min, workdir,
+                                                     threads, evaluate, progress)
                     else:
                         found = recovery.recover_openvino(
                             prep.onnx_fp32, artifact, samples.calibration, samples.evaluation, expected,

@@ -21,14 +21,13 @@ import json
 import math
 import os
 import re
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .bundle import clean_json
+from .bundle import clean_json, write_text_atomic
 from .errors import UsageError
 
 BUNDLE_FORMAT = "edgekit-bundle/1"
@@ -907,19 +906,7 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
     if target.is_dir():
         raise UsageError(f"-o {target}: is a folder; give a file path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return write_text_atomic(target, text)
 
 
 def review(paths: Sequence[str | os.PathLike[str]], fmt: str = "md", baseline: str | os.PathLike[str] | None = None,
