@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import graph
+from . import graph, safety
 from .config import Target, load_target
 from .devices import availability
 from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
@@ -95,14 +95,7 @@ class BenchReport:
 
 def _specs_of(path: Path) -> list[graph.InputSpec]:
     if path.suffix == ".xml":
-        import openvino as ov
-
-        model = ov.Core().read_model(str(path))
-        specs = []
-        for item in model.inputs:
-            dims = tuple(d.get_length() if d.is_static else None for d in item.get_partial_shape())
-            specs.append(graph.InputSpec(item.get_any_name(), np.dtype(item.get_element_type().to_dtype()), dims))
-        return specs
+        return graph.ir_input_specs(path)[0]
     return graph.input_specs(graph.load(path, load_external_data=False))
 
 
@@ -114,6 +107,7 @@ def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[in
         return benchmark_text(tokenizer, read_lines(CORPUS), graph.resolve_shapes(specs, shapes), sequence_length)
     fixed = graph.resolve_shapes(specs, shapes)
     graph.require_static(fixed)
+    safety.check_input_bytes(fixed, 1)
     return synthetic_feed(fixed, np.random.default_rng(0))
 
 
@@ -245,7 +239,5 @@ def _torch_original(model: str | None, artifact: Path, threads: int) -> Session:
 
 def _output_names(artifact: Path) -> list[str]:
     if artifact.suffix == ".xml":
-        import openvino as ov
-
-        return [o.get_any_name() for o in ov.Core().read_model(str(artifact)).outputs]
+        return graph.ir_input_specs(artifact)[1]
     return [o.name for o in graph.load(artifact, load_external_data=False).graph.output]

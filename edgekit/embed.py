@@ -31,6 +31,7 @@ from typing import Any
 from . import __version__
 from .bundle import replace_folder, write_json
 from .errors import UsageError
+from .safety import inside_bundle
 from .source import sha256_file
 
 FORMATS = ("c", "bin")
@@ -65,10 +66,13 @@ def _open_target(path: str | Path) -> TargetFiles:
     bundle = folder.resolve().parent
     if not (bundle / "manifest.json").is_file():
         raise UsageError(f"{folder}: its parent {bundle} is not an edgekit bundle (no manifest.json)")
+    name = folder.resolve().name
+    for relative in ("manifest.json", f"{name}/runtime.json"):
+        inside_bundle(bundle, relative, ".")
     try:
         settings = json.loads((folder / "runtime.json").read_text())
         manifest = json.loads((bundle / "manifest.json").read_text())
-        artifact = folder / settings["artifact"]
+        artifact = inside_bundle(folder, settings["artifact"], "runtime.json")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{folder}: unreadable runtime.json or manifest.json ({exc})") from exc
     files = [artifact] + ([artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [])

@@ -64,6 +64,24 @@ def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     return model
 
 
+def ir_input_specs(xml: Path | str) -> tuple[list[InputSpec], list[str]]:
+    """(input specs, output names) of an OpenVINO IR, after `safety.check_ir` (its `.bin` present and whole)."""
+    import openvino as ov
+
+    from .safety import check_ir
+
+    check_ir(Path(xml))
+    try:
+        model = ov.Core().read_model(str(xml))
+    except Exception as exc:
+        raise UsageError(f"{xml}: OpenVINO cannot read it ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    specs = []
+    for item in model.inputs:
+        dims = tuple(d.get_length() if d.is_static else None for d in item.get_partial_shape())
+        specs.append(InputSpec(item.get_any_name(), np.dtype(item.get_element_type().to_dtype()), dims))
+    return specs, [o.get_any_name() for o in model.outputs]
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     initializers = {init.name for init in model.graph.initializer}
     specs = []

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, graph
+from . import __version__, graph, safety
 from .bundle import Bundle, write_json
 from .config import Profile, Target, apply_overrides, load_profile, load_target, resolve_precision
 from .devices import Availability, probe_all
@@ -147,6 +147,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         onnx_path, preprocess_dir = source.path, source.path.parent
     model = graph.load(onnx_path)
     specs = graph.resolve_shapes(graph.input_specs(model), shapes)
+    safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
     if source.kind == "onnx":
         graph.require_static(specs)
         try:

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 from . import __version__
 from .bundle import clean_json, write_text_atomic
 from .errors import UsageError
+from .safety import inside_bundle
 
 BUNDLE_FORMAT = "edgekit-bundle/1"
 REVIEW_FORMAT = "edgekit-review/1"
@@ -113,6 +114,8 @@ def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
         raise UsageError(f"{given}: not an edgekit bundle (give the bundle folder, with manifest.json and report.json)")
     if not (folder / "manifest.json").is_file():
         raise UsageError(f"{folder}: not an edgekit bundle (no manifest.json)")
+    for name in ("manifest.json", "report.json"):  # read only what lies inside the bundle, never through a link out
+        inside_bundle(folder, name, ".")
     manifest = _read_json(folder / "manifest.json", "manifest.json")
     if not isinstance(manifest, dict):
         raise UsageError(f"{folder / 'manifest.json'}: not an edgekit manifest")

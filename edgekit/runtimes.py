@@ -94,6 +94,10 @@ class OpenVinoSession:
     def __post_init__(self) -> None:
         import openvino as ov
 
+        if self.path.suffix == ".xml":
+            from .safety import check_ir
+
+            check_ir(self.path)  # a missing or short .bin is the user's file, not an OpenVINO failure
         core = ov.Core()
         if self.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise UsageError(

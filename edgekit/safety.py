@@ -13,6 +13,11 @@
    `EDGEKIT_MAX_MODEL_BYTES` (default: the machine's available memory).
 5. Images: the declared pixel count must stay under `EDGEKIT_MAX_IMAGE_PIXELS` (default: Pillow's
    `Image.MAX_IMAGE_PIXELS`). Text data: no line longer than `EDGEKIT_MAX_LINE_BYTES` (default 1 MiB).
+6. ONNX structure: every node input is provided and the graph has no cycle (before a runtime sees it).
+7. Input shapes fixed by `--shape`: the samples a compile holds must fit in `EDGEKIT_MAX_INPUT_BYTES`
+   (default: a quarter of available memory).
+8. OpenVINO IR: the `.xml` parses and its `.bin` is present and long enough for every constant.
+9. Bundles: no path named by a manifest, `runtime.json` or the bundle layout may leave the bundle.
 Every refusal is a `UsageError` (exit 2) with the figure or the file that tripped it.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from typing import Any
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -51,6 +57,14 @@ def max_model_bytes() -> int:
 
 def max_line_bytes() -> int:
     return _env_int("EDGEKIT_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES)
+
+
+def max_input_bytes() -> int:
+    """Memory the inputs of one compile may take: a quarter of what is available, leaving room for the
+    runtimes' activations and outputs (or EDGEKIT_MAX_INPUT_BYTES)."""
+    import psutil
+
+    return _env_int("EDGEKIT_MAX_INPUT_BYTES", int(psutil.virtual_memory().available) // 4)
 
 
 def max_image_pixels() -> int:
@@ -197,10 +211,117 @@ def check_onnx_sizes(model, path: Path) -> None:
                          "(available memory, or EDGEKIT_MAX_MODEL_BYTES)")
 
 
+def check_graph_structure(model, path: Path) -> None:
+    """Every node input is provided (a graph input, an initializer or a node output) and the nodes form no
+    cycle: checked on the protobuf, so a malformed graph is refused before any runtime sees it."""
+    g = model.graph
+    provided = {v.name for v in g.input} | {t.name for t in g.initializer} | {""}
+    provided |= {t.values.name for t in g.sparse_initializer}
+    producer: dict[str, int] = {}
+    for i, node in enumerate(g.node):
+        for name in node.output:
+            if name:
+                producer[name] = i
+    for node in g.node:
+        for name in node.input:
+            if name not in provided and name not in producer:
+                raise UsageError(f"{path}: node '{node.name or node.op_type}' ({node.op_type}) reads '{name}', which no graph "
+                                 "input, initializer or node provides (a dangling input); the file is incomplete or corrupt")
+    for value in g.output:
+        if value.name not in provided and value.name not in producer:
+            raise UsageError(f"{path}: graph output '{value.name}' is produced by no node; the file is incomplete or corrupt")
+    # Kahn's algorithm over the nodes: whatever is left unordered lies on (or behind) a cycle.
+    users: dict[int, list[int]] = {}
+    waiting = [0] * len(g.node)
+    for i, node in enumerate(g.node):
+        for j in {producer[n] for n in node.input if n in producer and n not in provided}:
+            users.setdefault(j, []).append(i)
+            waiting[i] += 1
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for k in users.get(i, ()):
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                ready.append(k)
+    if done < len(g.node):
+        stuck = next(g.node[i] for i, count in enumerate(waiting) if count > 0)
+        raise UsageError(f"{path}: the graph has a cycle ({len(g.node) - done} nodes, e.g. '{stuck.name or stuck.op_type}' "
+                         f"({stuck.op_type}), depend on their own outputs); an ONNX graph must be acyclic")
+
+
 def check_onnx(model, path: Path) -> None:
-    """Rules 3 and 4 on a model loaded with `load_external_data=False`."""
+    """Rules 3 and 4, and the graph's structure, on a model loaded with `load_external_data=False`."""
     check_external_data(model, path)
     check_onnx_sizes(model, path)
+    check_graph_structure(model, path)
+
+
+def check_input_bytes(specs, copies: int, what: str = "--shape") -> None:
+    """Refuse fixed input shapes whose `copies` samples would not fit in memory, before any is made."""
+    per_sample = 0
+    for spec in specs:
+        if any(not isinstance(d, int) for d in spec.shape):
+            continue  # a free dimension is sized by the data itself (text length is capped)
+        count = 1
+        for d in spec.shape:
+            count *= int(d)
+        per_sample += count * np.dtype(spec.dtype).itemsize
+    need, limit = per_sample * copies, max_input_bytes()
+    if need > limit:
+        shapes = ", ".join(f"{s.name} {list(s.shape)}" for s in specs)
+        raise UsageError(f"{what}: inputs {shapes} take {per_sample:,} bytes a sample, {need:,} bytes for the {copies} samples "
+                         f"needed, over the limit of {limit:,} bytes (a quarter of available memory, or EDGEKIT_MAX_INPUT_BYTES); "
+                         "give smaller shapes")
+
+
+# ---------------------------------------------------------------- OpenVINO IR
+
+def check_ir(xml: Path) -> None:
+    """An IR `.xml` is readable XML and its `.bin` holds every constant the `.xml` points into."""
+    import xml.etree.ElementTree as ET
+
+    xml = Path(xml)
+    if not xml.is_file():
+        raise UsageError(f"{xml}: no such OpenVINO IR file")
+    need = 0
+    try:
+        for _, element in ET.iterparse(xml, events=("end",)):
+            if element.tag == "data" and "offset" in element.attrib and "size" in element.attrib:
+                need = max(need, int(element.attrib["offset"]) + int(element.attrib["size"]))
+            elif element.tag == "layer":
+                element.clear()
+    except (ET.ParseError, ValueError) as exc:
+        raise UsageError(f"{xml}: not a readable OpenVINO IR ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if need == 0:
+        return
+    weights = xml.with_suffix(".bin")
+    if not weights.is_file():
+        raise UsageError(f"{xml}: its weights file {weights.name} is missing (the IR reads {need:,} bytes of constants from it); "
+                         "keep the .xml and .bin together")
+    have = weights.stat().st_size
+    if have < need:
+        raise UsageError(f"{xml}: {weights.name} holds {have:,} bytes but the IR reads up to byte {need:,}; the .bin is "
+                         "truncated or belongs to another model")
+
+
+# ---------------------------------------------------------------- bundles
+
+def inside_bundle(root: Path, relative: Any, named_in: str = "manifest.json") -> Path:
+    """`root / relative`, refusing a path that is absolute, has a `..` part or resolves outside `root`
+    (through a symlink too). `named_in` is the file that named the path, for the message."""
+    where = root / named_in
+    if not isinstance(relative, str) or not relative:
+        raise UsageError(f"{where}: a file entry has no path")
+    posix = PurePosixPath(relative)
+    if posix.is_absolute() or Path(relative).is_absolute() or "\\" in relative or ".." in posix.parts:
+        raise UsageError(f"{where}: path '{relative}' leaves the bundle; refusing to follow it")
+    path = root.joinpath(*posix.parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"{where}: path '{relative}' resolves outside the bundle (a symlink); refusing to follow it")
+    return path
 
 
 # ---------------------------------------------------------------- data files

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ import numpy as np
 from .bundle import write_json, write_npz
 from .errors import EdgekitError, UsageError
 from .runtimes import Feed, Session, open_artifact
+from .safety import inside_bundle
 from .source import sha256_file
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / "manifest.json"
     if not path.is_file():
         raise UsageError(f"{root}: not an edgekit bundle (no manifest.json)")
+    inside_bundle(root, "manifest.json", ".")  # a manifest linked in from elsewhere is not this bundle's
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -78,23 +80,10 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def inside(root: Path, relative: Any) -> Path:
-    """`root / relative`, refusing a path that is absolute, has a `..` part or resolves outside `root`."""
-    if not isinstance(relative, str) or not relative:
-        raise UsageError(f"{root / 'manifest.json'}: a file entry has no path")
-    posix = PurePosixPath(relative)
-    if posix.is_absolute() or Path(relative).is_absolute() or "\\" in relative or ".." in posix.parts:
-        raise UsageError(f"{root / 'manifest.json'}: path '{relative}' leaves the bundle; refusing to follow it")
-    path = root.joinpath(*posix.parts)
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise UsageError(f"{root / 'manifest.json'}: path '{relative}' resolves outside the bundle (a symlink); refusing to follow it")
-    return path
-
-
 def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
     """(files checked, the first mismatch or None). Every path is checked for escapes before any is hashed."""
     entries = manifest["files"]
-    paths = [inside(root, e.get("path") if isinstance(e, dict) else None) for e in entries]
+    paths = [inside_bundle(root, e.get("path") if isinstance(e, dict) else None) for e in entries]
     for entry, path in zip(entries, paths):
         name = entry["path"]
         if not path.is_file():
@@ -128,14 +117,14 @@ def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | No
     """(a one-line summary, the first mismatch or None) for one target folder."""
     from .stages.verify import cosine
 
-    folder = inside(root, name)
+    folder = inside_bundle(root, name)
     settings_path, npz_path, tol_path = folder / "runtime.json", folder / REFERENCE_NPZ, folder / REFERENCE_JSON
     if not settings_path.is_file():
         return name, f"{name}/runtime.json: missing"
     if not npz_path.is_file() or not tol_path.is_file():
         return name, f"{name}/{REFERENCE_NPZ}: no reference stored (bundle built before edgekit stored one); recompile it"
     settings = json.loads(settings_path.read_text())
-    artifact = inside(root, f"{name}/{settings.get('artifact', '')}")
+    artifact = inside_bundle(folder, settings.get("artifact"), "runtime.json")
     device, provider, hint, precision = _settings(settings)
     try:
         session = open_artifact(artifact, settings["runtime"], threads, device, provider, hint, precision)
