@@ -29,7 +29,7 @@ from .errors import InternalError, UsageError
 from .judge import judge, verdict
 from .junit import write_junit
 from .progress import NullProgress, fraction_bar
-from .report import Report, TargetResult
+from .report import NO_BENCH, Report, TargetResult
 from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
 from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
 from .stages import benchmark, metrics, recovery, static_shapes, verify
@@ -413,6 +413,29 @@ def _own_feed(session: Session, variant: Variant | None, shared: Feed) -> Sessio
     return _OwnFeed(session, own, shared)
 
 
+def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, first_ms: dict[str, float], progress
+               ) -> tuple[dict[str, benchmark.Latency], dict[str, dict[int, benchmark.Throughput]]]:
+    """Latency of the original and every artifact whose device is here, interleaved; throughput at batch sizes."""
+    measured = [b for b in built if b.present.present]
+    unmeasured = [b.target.name for b in built if not b.present.present]
+    progress.stage(f"benchmark the original and {len(measured)} artifact(s), interleaved"
+                   + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
+    sessions: dict[str, Session] = {"original": prep.reference,
+                                    **{b.target.name: _own_feed(b.session, b.variant, prep.samples.benchmark) for b in measured}}
+    with fraction_bar(progress, "benchmark") as on_progress:
+        latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
+                                      prof.bench_max_seconds, on_progress)
+    latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
+    throughput = {name: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)}
+                  for name, lat in latencies.items()}
+    if any(b > 1 for b in prof.bench_batch_sizes):
+        progress.stage(f"throughput at batch {', '.join(str(b) for b in prof.bench_batch_sizes if b > 1)}")
+        for name, by_batch in benchmark.measure_throughput(sessions, prep.samples.benchmark, list(prof.bench_batch_sizes),
+                                                           max_seconds=prof.bench_max_seconds).items():
+            throughput[name].update(by_batch)
+    return latencies, throughput
+
+
 def compile(
     model: str | Path | None = None,
     targets: Sequence[str] = ("cpu",),
@@ -430,6 +453,7 @@ def compile(
     require_measured: bool = False,
     trust_remote_code: bool = False,
     force: bool = False,
+    no_bench: bool = False,
 ) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
@@ -443,9 +467,12 @@ def compile(
     `trust_remote_code`: let a Hugging Face model run the Python files it ships (refused otherwise).
     `force`: accept an `output` that is `/`, the home folder or a folder of other files; the bundle then
     goes into its subfolder `edgekit-bundle` (see `bundle.output_folder`): nothing there is deleted.
+    `no_bench`: build and verify only; no latency is measured (latency budgets are not checked).
     Raises UsageError (bad input) or InternalError; a missed budget is `report.verdict == "fail"`.
     """
     progress = progress or NullProgress()
+    if no_bench and require_measured:
+        raise UsageError("--require-measured needs the benchmark: drop --no-bench, or drop --require-measured")
     _quiet_libraries()
     target_list = [load_target(t) for t in dict.fromkeys(targets or ("cpu",))]
     prof = apply_overrides(load_profile(profile), overrides)
@@ -556,39 +583,24 @@ def compile(
             built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
                                 present, device, variant, precompiled))
 
-        measured = [b for b in built if b.present.present]
-        unmeasured = [b.target.name for b in built if not b.present.present]
-        progress.stage(f"benchmark the original and {len(measured)} artifact(s), interleaved"
-                       + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
-        sessions: dict[str, Session] = {"original": prep.reference,
-                                        **{b.target.name: _own_feed(b.session, b.variant, prep.samples.benchmark) for b in measured}}
-        with fraction_bar(progress, "benchmark") as on_progress:
-            latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
-                                          prof.bench_max_seconds, on_progress)
-        latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
-        throughput = {name: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)}
-                      for name, lat in latencies.items()}
-        if any(b > 1 for b in prof.bench_batch_sizes):
-            progress.stage(f"throughput at batch {', '.join(str(b) for b in prof.bench_batch_sizes if b > 1)}")
-            for name, by_batch in benchmark.measure_throughput(sessions, prep.samples.benchmark, list(prof.bench_batch_sizes),
-                                                               max_seconds=prof.bench_max_seconds).items():
-                throughput[name].update(by_batch)
-        original = latencies["original"]
+        latencies, throughput = ({}, {}) if no_bench else _benchmark(built, prep, prof, first_ms, progress)
+        original = latencies.get("original")
         results = []
         for b in built:
             target, fidelity = b.target, b.fidelity
-            lat = latencies.get(target.name)  # None: the device is not here, latency not measured
+            lat = latencies.get(target.name)  # None: the device is not here (or --no-bench), latency not measured
+            why_not = NO_BENCH if no_bench else b.present.reason
             size = _artifact_size(b.artifact)
             checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90 if lat else None, size,
-                           task_figures[target.name], not_measured=b.present.reason, require_measured=require_measured)
+                           task_figures[target.name], not_measured=why_not, require_measured=require_measured)
             results.append(TargetResult(
                 target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
                 precision=precisions[target.name], artifact=b.artifact.relative_to(bundle.root).as_posix(), size_bytes=size,
-                latency=lat, speedup_p50=(original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat else None, accuracy=fidelity,
+                latency=lat, speedup_p50=(original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat and original else None, accuracy=fidelity,
                 checks=checks, verdict=verdict(checks), load_ms=b.load_ms if lat else None, quantization=b.qsettings,
                 runtime_settings=b.session.settings, notes=b.notes, build_seconds=b.seconds,
                 throughput=throughput.get(target.name, {}), memory_mb=memory_mb.get(target.name) if lat else None,
-                not_measured="" if lat else b.present.reason, verified_on=f"{target.runtime} {b.device}",
+                not_measured="" if lat else why_not, verified_on=f"{target.runtime} {b.device}",
                 static_shapes=b.variant.static.to_dict() if b.variant is not None and b.variant.static is not None else None,
                 precompiled=b.precompiled,
             ))
@@ -604,11 +616,11 @@ def compile(
                       "size_bytes": prep.onnx_fp32.stat().st_size, "settings": prep.reference.settings,
                       "export_check_max_abs_error": prep.export_error},
             original_latency=original,
-            original_throughput=throughput["original"],
+            original_throughput=throughput.get("original", {}),
             data={"origin": prep.samples.origin, "synthetic": prep.samples.synthetic,
                   "calibration_samples": len(prep.samples.calibration), "eval_samples": len(prep.samples.evaluation),
                   "seed": prof.seed, "labelled": prep.samples.labelled, "notes": prep.samples.notes},
-            benchmark={"batch": 1, "batch_sizes": list(prof.bench_batch_sizes), "input": ", ".join(f"{k} {list(v.shape)}" for k, v in bench_feed.items()),
+            benchmark={"skipped": no_bench, "batch": 1, "batch_sizes": list(prof.bench_batch_sizes), "input": ", ".join(f"{k} {list(v.shape)}" for k, v in bench_feed.items()),
                        "threads": threads, "min_runs": prof.bench_min_runs, "min_seconds": prof.bench_min_seconds,
                        "max_seconds": prof.bench_max_seconds, "interleaved": True},
             targets=results,

@@ -11,6 +11,7 @@ from .stages.benchmark import Latency, Throughput
 from .stages.verify import Fidelity
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
+NO_BENCH = "benchmark skipped (--no-bench)"
 
 
 def _mb(size_bytes: int) -> str:
@@ -106,7 +107,7 @@ class Report:
     task: str
     profile: str
     original: dict[str, Any]
-    original_latency: Latency
+    original_latency: Latency | None  # None: the benchmark was skipped (--no-bench)
     data: dict[str, Any]
     benchmark: dict[str, Any]
     targets: list[TargetResult]
@@ -124,8 +125,13 @@ class Report:
 
     @property
     def unmeasured(self) -> list[dict[str, str]]:
-        """Targets whose latency was not measured (their device is not here), with the reason."""
-        return [{"target": t.target, "reason": t.not_measured} for t in self.targets if not t.measured]
+        """Targets whose latency was not measured because their device is not here, with the reason."""
+        return [{"target": t.target, "reason": t.not_measured} for t in self.targets
+                if not t.measured and t.not_measured != NO_BENCH]
+
+    @property
+    def benchmarked(self) -> bool:
+        return self.original_latency is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,7 +140,7 @@ class Report:
             "source": self.source,
             "task": self.task,
             "profile": self.profile,
-            "original": {**self.original, **latency_json(self.original_latency),
+            "original": {**self.original, **latency_json(self.original_latency, "" if self.benchmarked else NO_BENCH),
                          "throughput": throughput_json(self.original_throughput)},
             "data": self.data,
             "benchmark": self.benchmark,
@@ -204,8 +210,9 @@ class Report:
             f"- original: {self.original['runtime']} {self.original['precision']}",
             f"- accuracy data: {self.data['origin']} — {self.data['eval_samples']} evaluation, "
             f"{self.data['calibration_samples']} calibration samples (disjoint), seed {self.data['seed']}",
-            f"- latency: batch 1, input {self.benchmark['input']}, {self.benchmark['threads']} threads, "
-            "original and artifacts interleaved in one run",
+            (f"- latency: batch 1, input {self.benchmark['input']}, {self.benchmark['threads']} threads, "
+             "original and artifacts interleaved in one run" if self.benchmarked
+             else f"- latency: **not measured**: {NO_BENCH}; this bundle's figures are accuracy and size only"),
         ]
         if self.data.get("synthetic"):
             lines.append("- **WARNING: accuracy figures come from synthetic inputs, not real data** (give --data)")
@@ -214,7 +221,8 @@ class Report:
             "| target | runtime | precision | size MB | p50 ms | p90 ms | p99 ms | speedup p50 | cosine min | cosine mean | max abs err | verdict |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             f"| original | {self.original['runtime']} | {self.original['precision']} | {_mb(self.original['size_bytes'])} | "
-            f"{o.p50:.2f} | {o.p90:.2f} | {o.p99:.2f} | 1.00× | — | — | — | — |",
+            + (f"{o.p50:.2f} | {o.p90:.2f} | {o.p99:.2f} | 1.00× | " if o is not None else "not measured | not measured | not measured | — | ")
+            + "— | — | — | — |",
         ]
         for t in self.targets:
             a, lat = t.accuracy, t.latency
@@ -227,7 +235,7 @@ class Report:
             )
         lines += ["", "## Cold start and memory", "",
                   "| target | load/compile ms | first inference ms | resident memory added MB |", "|---|---:|---:|---:|",
-                  f"| original | — | {'—' if o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
+                  f"| original | — | {'—' if o is None or o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
         lines += [f"| {t.target} | {t.load_ms:.0f} | {t.latency.first_ms:.1f} | "
                   f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" if t.latency is not None and t.load_ms is not None
                   else f"| {t.target} | not measured | not measured | not measured |" for t in self.targets]
@@ -264,7 +272,8 @@ class Report:
                     continue
                 head = f"- {t.target}: {c.budget} {c.operator} {c.limit:g} — "
                 if c.not_checked:
-                    lines.append(head + "**not checked**: latency not measured here (see below), does not count")
+                    lines.append(head + (f"**not checked**: {NO_BENCH}, does not count" if not self.benchmarked
+                                         else "**not checked**: latency not measured here (see below), does not count"))
                     continue
                 if not c.applicable:
                     lines.append(head + f"**not applicable** ({c.reason}): not measured, does not count")

@@ -91,7 +91,9 @@ def _require(report: dict[str, Any], where: Path) -> None:
 
     if not isinstance(report.get("targets"), list):
         raise missing("targets")
-    if not isinstance(report.get("original"), dict) or not isinstance(report["original"].get("latency_ms"), dict):
+    original = report.get("original")
+    if not isinstance(original, dict) or not (isinstance(original.get("latency_ms"), dict) or (
+            original.get("latency_ms") is None and original.get("latency_measured") is False)):  # built with --no-bench
         raise missing("original.latency_ms")
     for i, t in enumerate(report["targets"]):
         if not isinstance(t, dict) or not isinstance(t.get("target"), str):
@@ -388,7 +390,7 @@ def _rows(bundles: Sequence[LoadedBundle]) -> list[Row]:
         o = b.original
         rows.append(Row(b.name, "original", str(b.report.get("profile") or ""), str(o.get("runtime") or ""),
                         str(o.get("precision") or ""), _mb(o.get("size_bytes")), _ms(_lat(o, "p50")),
-                        _ms(_lat(o, "p90")), _ms(_lat(o, "p99")), "1.00×", _DASH, _DASH, "",
+                        _ms(_lat(o, "p90")), _ms(_lat(o, "p99")), "1.00×" if _lat(o, "p50") is not None else _DASH, _DASH, _DASH, "",
                         bool(o.get("latency_noisy"))))
         for t in b.targets:
             top1 = _acc(t, "top1_agreement")
