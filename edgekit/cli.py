@@ -83,13 +83,15 @@ def main() -> None:
 @click.option("--force", is_flag=True,
               help="Accept an -o that is /, your home folder or a folder of other files: the bundle goes into its "
                    "subfolder edgekit-bundle; nothing there is deleted.")
+@click.option("--no-cache", is_flag=True,
+              help="Neither read nor write the build cache (EDGEKIT_CACHE_DIR, default ~/.cache/edgekit).")
 @click.option("--no-bench", is_flag=True,
               help="Build and verify only: no latency is measured, latency budgets are not checked (pure build steps).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
             seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, trust_remote_code, force,
-            no_bench, quiet, debug) -> None:
+            no_cache, no_bench, quiet, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -116,7 +118,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
                                progress=NullProgress() if quiet else ConsoleProgress(),
                                text_column=text_column, label_column=label_column, junit=junit,
                                require_measured=require_measured, trust_remote_code=trust_remote_code, force=force,
-                               no_bench=no_bench,
+                               no_bench=no_bench, cache=not no_cache,
                                overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
                                           "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
                                           "eval_samples": eval_samples, "seed": seed})

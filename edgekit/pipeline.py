@@ -454,6 +454,7 @@ def compile(
     trust_remote_code: bool = False,
     force: bool = False,
     no_bench: bool = False,
+    cache: bool = True,
 ) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
@@ -468,6 +469,7 @@ def compile(
     `force`: accept an `output` that is `/`, the home folder or a folder of other files; the bundle then
     goes into its subfolder `edgekit-bundle` (see `bundle.output_folder`): nothing there is deleted.
     `no_bench`: build and verify only; no latency is measured (latency budgets are not checked).
+    `cache`: reuse and store expensive steps in the build cache (`edgekit.cache`; EDGEKIT_CACHE_DIR).
     Raises UsageError (bad input) or InternalError; a missed budget is `report.verdict == "fail"`.
     """
     progress = progress or NullProgress()
