@@ -13,9 +13,10 @@ import traceback
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
-from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError
+from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError, UsageError
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -87,15 +88,23 @@ def main() -> None:
               help="Neither read nor write the build cache (EDGEKIT_CACHE_DIR, default ~/.cache/edgekit).")
 @click.option("--no-bench", is_flag=True,
               help="Build and verify only: no latency is measured, latency budgets are not checked (pure build steps).")
+@click.option("--project", type=click.Path(), default=None, metavar="FILE",
+              help="Build every model of a project file (edgekit.toml, or a pyproject.toml with [tool.edgekit]). "
+                   "Default without MODEL: the one in this folder, if any.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With a project: build up to N models at once, in separate processes, as memory allows (default 1).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
             seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, trust_remote_code, force,
-            no_cache, no_bench, quiet, debug) -> None:
+            no_cache, no_bench, project, jobs, quiet, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
-    embedded default, sentence-transformers/all-MiniLM-L6-v2, is compiled.
+    models of the project file (--project, or edgekit.toml / pyproject.toml's [tool.edgekit] in this
+    folder) are built, each into <output>/<name>, and one table is printed; without either, the
+    embedded default, sentence-transformers/all-MiniLM-L6-v2, is compiled. With a project, options that
+    describe one model (--target, --shape, --data, budgets, ...) belong in the project file.
 
     \b
     Examples:
@@ -104,14 +113,28 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
       edgekit compile ./classifier --task text-classification --data reviews.txt --profile accurate
       edgekit compile ./classifier --data reviews.jsonl --max-drop accuracy=0.01 --junit edgekit.xml
       edgekit compile --target intel-npu --target cuda --target intel-gpu   # built and verified without the devices
+      edgekit compile --project edgekit.toml --jobs 2 --no-bench
 
-    Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure.
+    Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure;
+    with a project, the worst of its models.
     """
     from .pipeline import compile as compile_model
     from .progress import ConsoleProgress, NullProgress
+    from .project import BuildOptions, project_to_build
 
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        project_file = project_to_build(model, project)
+        if project_file is None and jobs is not None:
+            raise UsageError("--jobs builds the models of a project file in parallel; with one MODEL leave it out")
+    except Exception as exc:
+        _fail(exc, debug)
+    if project_file is not None:
+        _compile_project(click.get_current_context(), project_file, jobs or 1, quiet, debug,
+                         BuildOptions(no_bench=no_bench, cache=not no_cache, threads=threads, force=force,
+                                      require_measured=require_measured, trust_remote_code=trust_remote_code))
+        return
     try:
         report = compile_model(model, targets=targets or ("cpu",), profile=profile, output=output, task=task,
                                shapes=shapes, data=data, threads=threads,
@@ -137,6 +160,39 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
         failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False)})" for t in report.targets if t.verdict != "pass"]
         click.echo(f"budget missed: {'; '.join(failed)}", err=True)
         sys.exit(EXIT_BUDGET_MISSED)
+
+
+# compile's options that apply to a whole project; every other one describes one model
+_PROJECT_OPTIONS = ("model", "project", "jobs", "threads", "force", "no_cache", "no_bench", "quiet", "debug",
+                    "require_measured", "trust_remote_code")
+
+
+def _compile_project(ctx: click.Context, path: Path, jobs: int, quiet: bool, debug: bool, options: BuildOptions) -> None:
+    from .progress import ConsoleProgress, NullProgress
+    from .project import build_project, exit_code, load_project, reject_model_options, summary_markdown
+
+    given = {p.name: p.opts[-1] for p in ctx.command.params if p.name not in _PROJECT_OPTIONS
+             and ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    try:
+        reject_model_options(given, path)
+        project = load_project(path)
+        outcomes = build_project(project, jobs, options, NullProgress() if quiet else ConsoleProgress(),
+                                 say=lambda text: click.echo(f"note: {text}", err=True))
+    except KeyboardInterrupt:
+        click.echo("interrupted: bundles already written are kept; the others were not written", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        _fail(exc, debug)
+    click.echo(summary_markdown(outcomes), nl=False)
+    for outcome in outcomes:
+        if outcome.error:
+            if debug:
+                click.echo(outcome.detail, err=True)
+            click.echo(outcome.line(), err=True)
+        elif outcome.exit_code == EXIT_BUDGET_MISSED:
+            missed = "; ".join(f"{t.target} ({', '.join(t.missed)})" for t in outcome.results if t.verdict != "pass")
+            click.echo(f"budget missed: {outcome.name}: {missed}", err=True)
+    sys.exit(exit_code(outcomes))
 
 
 @main.command()
