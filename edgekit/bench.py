@@ -180,7 +180,7 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                 notes.append("--original needs a bundle or a model; a lone artifact has no original to compare with")
         else:
             source = resolve_source(text if text else None)
-            from .pipeline import muted
+            from .stages.prepare import muted
             from .stages.export import export_huggingface
 
             progress.stage(f"export {source.location} to ONNX (FP32) for benchmarking")

@@ -10,6 +10,9 @@
    (checked by the same rules, without force): edgekit never deletes files it did not write.
 4. `manifest.json` lists every file with its sha256 and size, paths relative to OUT, so the bundle is
    relocatable and verifiable.
+5. One build at a time per OUT: a lock file beside it (`.OUT.edgekit-lock`, an advisory `flock`) is held
+   from the start of the build to the swap; a second build of the same OUT is refused at once (exit 2)
+   instead of interleaving. The kernel drops the lock when a build dies, however it dies.
 """
 
 from __future__ import annotations
@@ -123,21 +126,73 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(clean_json(data), indent=2, allow_nan=False) + "\n")
 
 
+class OutputLock:
+    """An exclusive `flock` on `.OUT.edgekit-lock` beside OUT, refused (not waited for) when another build holds it."""
+
+    def __init__(self, out: Path):
+        self.path = out.parent / f".{out.name}.edgekit-lock"
+        self.out = out
+        self._fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no lock (documented)
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise UsageError(f"-o {self.out}: another edgekit build is writing this bundle now ({holder}); "
+                                 "wait for it to finish, or give another -o") from None
+            try:  # the previous holder may have removed the file between our open and our lock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()}".encode())
+                self._fd = fd
+                return self
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
 class Bundle:
     """A bundle being written; use as a context manager and call `commit()` at the end."""
 
     def __init__(self, out: Path, force: bool = False):
         self.out = output_folder(out.resolve(), force)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self._lock = OutputLock(self.out).acquire()
+        try:
+            check_output(self.out)  # again, now that no other build can change it
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        except BaseException:
+            self._lock.release()
+            raise
         self._committed = False
 
     def __enter__(self) -> "Bundle":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self._committed:
-            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            if not self._committed:
+                shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            self._lock.release()
 
     def folder(self, name: str) -> Path:
         path = self.root / name

@@ -415,5 +415,47 @@ def embed(target, fmt, output, align, name, debug) -> None:
     click.echo(f"embedded: {out}", err=True)
 
 
+
+@main.group()
+def cache() -> None:
+    """The build cache: export, samples and artifacts reused when nothing that determines them changed.
+
+    Location: EDGEKIT_CACHE_DIR, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgekit.
+    """
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def cache_info(as_json) -> None:
+    """Where the cache is, and how many entries and bytes each step holds."""
+    import json
+
+    from .cache import describe
+
+    try:
+        info = describe()
+    except Exception as exc:
+        _fail(exc, False)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"cache: {info['dir']}")
+    for stage, figures in info["stages"].items():
+        click.echo(f"  {stage:<10} {figures['entries']:>4} entries  {figures['bytes'] / 1e6:>9.1f} MB")
+    click.echo(f"  {'total':<10} {'':>4}          {info['bytes'] / 1e6:>9.1f} MB")
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Remove every entry (builds running now see an empty cache, never half of one)."""
+    from .cache import clear
+
+    try:
+        freed = clear()
+    except Exception as exc:
+        _fail(exc, False)
+    click.echo(f"cache cleared: {freed / 1e6:.1f} MB freed", err=True)
+
+
 if __name__ == "__main__":
     main()

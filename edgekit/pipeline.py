@@ -8,36 +8,38 @@ every artifact whose device is here, interleaved) -> judge. `edgekit compile` is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from . import __version__, graph, safety
+from . import __version__, graph
 from .bundle import Bundle, write_json
+from .cache import BuildCache
+from .cache import key as cache_key
 from .config import Profile, Target, apply_overrides, load_profile, load_target, resolve_precision
 from .devices import Availability, probe_all
-from .data import LabelSpace, Samples, build_samples
+from .data import LabelSpace, Samples
 from .errors import InternalError, UsageError
 from .judge import judge, verdict
 from .junit import write_junit
 from .progress import NullProgress, fraction_bar
 from .report import NO_BENCH, Report, TargetResult
-from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
+from .runtimes import Feed, Session, default_threads, open_artifact
 from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
 from .stages import benchmark, metrics, recovery, static_shapes, verify
 from .stages.caps import check_caps
-from .stages.export import ExportResult, check_export, export_huggingface
 from .stages.fp16 import convert_fp16
 from .stages.openvino_device import convert_openvino_device
 from .stages.optimize import fuse_transformer
+from .stages.prepare import Prepared, muted, prepare
 from .stages.quantize_ort import quantize_onnxruntime
 from .stages.quantize_ov import convert_openvino
 from .verify_bundle import write_reference
@@ -45,25 +47,6 @@ from .verify_bundle import write_reference
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = Path("edgekit-out")
-EXPORT_CHECK_SAMPLES = 8
-
-
-@dataclass
-class Prepared:
-    """Everything the targets share: the FP32 graph, the reference, the samples."""
-
-    source: SourceModel
-    onnx_fp32: Path
-    specs: list[graph.InputSpec]
-    reference: Session
-    output_names: list[str]
-    samples: Samples
-    preprocess_dir: Path | None
-    transformer: bool
-    export_error: float | None
-    modality: str = "tensor"
-    # The same samples for other input shapes (a static-shape target's fixed ones): same data, split and seed.
-    resample: Callable[[list[graph.InputSpec]], Samples] | None = None
 
 
 def default_output(source: SourceModel) -> Path:
@@ -71,38 +54,13 @@ def default_output(source: SourceModel) -> Path:
 
 
 def _quiet_libraries() -> None:
+    """Libraries log at warning level by default; a build shows their errors only. Nothing is imported here
+    (a rebuild from the cache never imports transformers or nncf); nncf is quieted where it is imported."""
     for name in ("nncf", "optimum", "transformers", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-    except ImportError:
-        pass
-    try:
-        import nncf
-
-        nncf.set_log_level(logging.ERROR)
-    except ImportError:
-        pass
-
-
-@contextlib.contextmanager
-def muted():
-    """Hold back what libraries print (optimum notices, NNCF progress bars) unless edgekit logs at INFO.
-
-    The held-back text goes to the debug log, so `--debug` still shows everything.
-    """
-    if log.isEnabledFor(logging.INFO):
-        yield
-        return
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            yield
-    finally:
-        if buffer.getvalue().strip():
-            log.debug("library output:\n%s", buffer.getvalue())
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()
 
 
 def _parse_shapes(shapes: dict[str, Sequence[int]] | Iterable[str] | None) -> dict[str, tuple[int, ...]]:
@@ -112,81 +70,6 @@ def _parse_shapes(shapes: dict[str, Sequence[int]] | Iterable[str] | None) -> di
         return {k: tuple(int(d) for d in v) for k, v in shapes.items()}
     parsed = dict(graph.parse_shape_option(text) for text in shapes)
     return parsed
-
-
-def _load_preprocessors(folder: Path, modality: str):
-    """(tokenizer, image_processor callable) found in `folder`, either may be None."""
-    tokenizer = image_processor = None
-    if modality == "text" or (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except Exception as exc:
-            if modality == "text":
-                raise UsageError(f"{folder}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from exc
-    if modality == "image" and (folder / "preprocessor_config.json").is_file():
-        from transformers import AutoImageProcessor
-
-        processor = AutoImageProcessor.from_pretrained(str(folder))
-        image_processor = lambda image: {"pixel_values": processor(images=image, return_tensors="np")["pixel_values"].astype("float32")}  # noqa: E731
-    return tokenizer, image_processor
-
-
-def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, ...]], data: Path | None,
-            threads: int, workdir: Path, progress, label_space: LabelSpace | None = None,
-            text_column: str = "text", label_column: str | None = None) -> Prepared:
-    export: ExportResult | None = None
-    export_error = None
-    if source.kind == "huggingface":
-        progress.stage(f"export {source.location} ({source.task}) to ONNX")
-        with muted():
-            export = export_huggingface(source, workdir)
-        onnx_path, preprocess_dir = export.onnx_path, export.folder
-    else:
-        onnx_path, preprocess_dir = source.path, source.path.parent
-    model = graph.load(onnx_path)
-    specs = graph.resolve_shapes(graph.input_specs(model), shapes)
-    safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
-    if source.kind == "onnx":
-        graph.require_static(specs)
-        try:
-            reference: Session = OrtSession(source.path, threads)
-        except InternalError as exc:
-            raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
-    if shapes:
-        model = graph.apply_shapes(model, specs)
-        fixed = workdir / "fixed_shapes.onnx"
-        graph.onnx.save(model, str(fixed))
-        onnx_path = fixed
-    transformer = graph.looks_like_transformer(model)
-    del model
-    modality = source.modality
-    tokenizer, image_processor = _load_preprocessors(preprocess_dir, modality) if (
-        source.kind == "huggingface" or any(preprocess_dir.glob("tokenizer*.json"))) else (None, None)
-    if source.kind == "onnx" and tokenizer is None and image_processor is None:
-        modality = "tensor"
-    progress.stage("prepare calibration and evaluation data")
-
-    def resample(for_specs: list[graph.InputSpec]) -> Samples:
-        return build_samples(
-            for_specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
-            profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
-            max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
-            label_space=label_space, text_column=text_column, label_column=label_column,
-        )
-
-    samples = resample(specs)
-    for note in samples.notes:
-        progress.note(note)
-    if export is not None:
-        output_names = [o.name for o in graph.load(onnx_path, load_external_data=False).graph.output]
-        reference = TorchSession(export.model, export.library, output_names, threads)
-        progress.stage("check the ONNX export against PyTorch")
-        export_error = check_export(reference, OrtSession(onnx_path, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
-    output_names = reference.output_names
-    return Prepared(source, onnx_path, specs, reference, output_names, samples, preprocess_dir, transformer, export_error,
-                    modality, resample)
 
 
 def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Path, workdir: Path,
@@ -237,6 +120,7 @@ class Variant:
     samples: Samples
     reference_outputs: list
     static: static_shapes.StaticShapes | None = None
+    samples_key: str = ""  # the build-cache key of `samples`
 
 
 def _build_device_artifact(target: Target, profile: Profile, prep: Prepared, artifact: Path, work: Path,
@@ -301,9 +185,25 @@ def _recovery_note(found: recovery.Recovery) -> str:
             f"cosine_min {found.before:.4f} -> {found.after:.4f}")
 
 
+def _artifact_files(artifact: Path) -> list[Path]:
+    return [artifact] + ([artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [])
+
+
 def _artifact_size(artifact: Path) -> int:
-    files = [artifact] + ([artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [])
-    return sum(p.stat().st_size for p in files if p.exists())
+    return sum(p.stat().st_size for p in _artifact_files(artifact) if p.exists())
+
+
+def _artifact_key(target: Target, profile: Profile, precision: str, variant: Variant | None, samples_key: str) -> str:
+    """What determines a target's artifact: the samples' key (model, data, options, versions, CPU), the target's
+    and the profile's settings (not names, descriptions or benchmark settings), the precision and static shapes."""
+    ignored = ("name", "description", "source")
+    return cache_key("artifact", {
+        "samples": variant.samples_key if variant is not None else samples_key,
+        "target": {k: v for k, v in dataclasses.asdict(target).items() if k not in ignored},
+        "profile": {k: v for k, v in dataclasses.asdict(profile).items() if k not in ignored and not k.startswith("bench_")},
+        "precision": precision,
+        "static": variant.static.to_dict() if variant is not None and variant.static is not None else None,
+    })
 
 
 def _copy_preprocessors(src: Path | None, dst: Path, source_kind: str) -> None:
@@ -368,8 +268,8 @@ def _runtime_json(target: Target, artifact: Path, session: Session, present: Ava
             "measured": False, "not_measured": present.reason, "verified_with": session.settings}
 
 
-def _static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepared, reference_outputs: list,
-                     workdir: Path, progress) -> dict[str, Variant]:
+def _static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepared, workdir: Path, progress
+                     ) -> dict[str, Variant]:
     """For each static-shape target, its fixed graph and padded samples, and the original's outputs on them.
 
     Targets with the same shapes share one; shapes that are already the prepared ones reuse its samples.
@@ -379,13 +279,13 @@ def _static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepare
     for name, static in fixed.items():
         key = tuple((s.name, tuple(s.shape)) for s in static.specs)
         if key not in by_shape:
-            if [tuple(s.shape) for s in static.specs] == [tuple(s.shape) for s in prep.specs] or prep.resample is None:
-                by_shape[key] = Variant(prep.onnx_fp32, prep.samples, reference_outputs, static)
+            if [tuple(s.shape) for s in static.specs] == [tuple(s.shape) for s in prep.specs] or prep.samples_for is None:
+                by_shape[key] = Variant(prep.onnx_fp32, prep.samples, prep.reference_outputs, static, prep.samples_key)
             else:
                 progress.stage(f"static shapes {static.describe()}: padded samples, and the original run on them")
                 path = static_shapes.write_static_onnx(prep.onnx_fp32, workdir / f"static-{len(by_shape)}.onnx", static)
-                samples = prep.resample(static.specs)
-                by_shape[key] = Variant(path, samples, verify.run_all(prep.reference, samples.evaluation), static)
+                samples, outputs, samples_key = prep.samples_for(static.specs)
+                by_shape[key] = Variant(path, samples, outputs, static, samples_key)
         variants[name] = dataclasses.replace(by_shape[key], static=static)
     return variants
 
@@ -491,12 +391,14 @@ def compile(
         check_caps(source.path, target_list, source.path.name)
     out = Path(output) if output is not None else default_output(source)
     threads = threads or default_threads()
+    store = BuildCache(enabled=cache)
     with Bundle(out, force=force) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
         classifier = source.task in CLASSIFICATION_TASKS
         label_space = LabelSpace.from_config(source.config) if classifier else None
-        prep = prepare(source, prof, shape_map, data_path, threads, workdir, progress, label_space, text_column, label_column)
+        prep = prepare(source, prof, shape_map, data_path, threads, workdir, progress, store, label_space, text_column,
+                       label_column)
         if source.kind == "huggingface":
             check_caps(prep.onnx_fp32, target_list, "the exported graph")
         fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
@@ -506,13 +408,12 @@ def compile(
         if prep.samples.ignored_labels:
             prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
                                       "(give --task text-classification or image-classification if it is one)")
-        progress.stage(f"run the original ({prep.reference.runtime}) on {len(prep.samples.evaluation)} evaluation samples")
-        reference_outputs = verify.run_all(prep.reference, prep.samples.evaluation)
+        reference_outputs = prep.reference_outputs
         task_kind = "classifier" if classifier else "embedding" if source.task == "feature-extraction" else "other"
         if classifier:
             _check_labels(prep.samples, reference_outputs, data_path)
         task_figures: dict[str, dict] = {}
-        variants = _static_variants(fixed, prep, reference_outputs, workdir, progress)
+        variants = _static_variants(fixed, prep, workdir, progress)
 
         built: list[_Built] = []
         memory_mb: dict[str, float] = {}
@@ -523,10 +424,16 @@ def compile(
             variant = variants.get(target.name)
             samples = variant.samples if variant is not None else prep.samples
             expected = variant.reference_outputs if variant is not None else reference_outputs
-            progress.stage(f"{target.name}: build {precisions[target.name]} artifact for {target.runtime} on {target.device}")
             out_dir = bundle.folder(target.name)
-            with muted():
-                artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir, variant)
+            artifact_key = _artifact_key(target, prof, precisions[target.name], variant, prep.samples_key)
+            cached = store.fetch("artifact", artifact_key, out_dir, f"{target.name} artifact")
+            if cached is not None:
+                progress.stage(f"{target.name}: {precisions[target.name]} artifact reused from the build cache")
+                artifact, qsettings, notes = out_dir / target.artifact_name, cached["quantization"], cached["notes"]
+            else:
+                progress.stage(f"{target.name}: build {precisions[target.name]} artifact for {target.runtime} on {target.device}")
+                with muted():
+                    artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir, variant)
             _copy_preprocessors(prep.preprocess_dir, out_dir, source.kind)
             # Without its device, the same artifact file runs on the verify device (FP32 there): numerics only.
             device = target.device if present.present else target.verify_device
@@ -559,7 +466,7 @@ def compile(
                 return fid, task.budget_figures()
 
             fidelity, task_figures[target.name] = evaluate(session)
-            if (prof.recovery and target.precision is None and precisions[target.name] == "int8"
+            if (cached is None and prof.recovery and target.precision is None and precisions[target.name] == "int8"
                     and not accuracy_met(prof.budgets, fidelity, task_figures[target.name])):
                 progress.stage(f"{target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
                                f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
@@ -580,6 +487,9 @@ def compile(
                                             float_precision)
                     fidelity, task_figures[target.name] = evaluate(session)
                     session.run(samples.benchmark)
+            if cached is None:  # the artifact as built, recovery included, for the next build with the same inputs
+                store.store("artifact", artifact_key, {f.name: f for f in _artifact_files(artifact)},
+                            {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
             # What `edgekit verify` reruns: one input and this artifact's own outputs on it, with a tolerance.
             write_reference(out_dir, session, samples.evaluation[0], device, provider)
             built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
@@ -627,6 +537,7 @@ def compile(
                        "max_seconds": prof.bench_max_seconds, "interleaved": True},
             targets=results,
             notes=list(prep.samples.notes),
+            cache=store.summary(),
         )
         write_json(bundle.root / "report.json", report.to_dict())
         (bundle.root / "report.md").write_text(report.to_markdown())

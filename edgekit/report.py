@@ -114,6 +114,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     bundle: Path | None = None  # where the bundle was written
     original_throughput: dict[int, Throughput] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # the build cache: where, and what was reused or stored
 
     @property
     def verdict(self) -> str:
@@ -147,6 +148,7 @@ class Report:
             "targets": [t.to_dict() for t in self.targets],
             "unmeasured": self.unmeasured,
             "notes": self.notes,
+            "cache": self.cache,
         }
 
     def _task_markdown(self) -> list[str]:
@@ -214,6 +216,14 @@ class Report:
              "original and artifacts interleaved in one run" if self.benchmarked
              else f"- latency: **not measured**: {NO_BENCH}; this bundle's figures are accuracy and size only"),
         ]
+        reused = [e.get("label") or e["stage"] for e in self.cache.get("events", []) if e["outcome"] == "hit"]
+        damaged = [e for e in self.cache.get("events", []) if e["outcome"] == "damaged"]
+        if not self.cache.get("enabled", True):
+            lines.append("- build cache: off (--no-cache)")
+        elif self.cache:
+            lines.append(f"- build cache: {'reused ' + ', '.join(reused) if reused else 'nothing reused'}"
+                         + (f"; {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} rebuilt" if damaged else "")
+                         + f" (`{self.cache.get('dir')}`)")
         if self.data.get("synthetic"):
             lines.append("- **WARNING: accuracy figures come from synthetic inputs, not real data** (give --data)")
         lines += [

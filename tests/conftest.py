@@ -11,6 +11,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import models  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def private_build_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test starts with an empty build cache of its own (never the user's ~/.cache/edgekit)."""
+    folder = tmp_path_factory.mktemp("edgekit-cache")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def bert_dir(tmp_path_factory) -> Path:
     return models.tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -64,7 +64,9 @@ def convert_openvino_device(src: Path, dst: Path, target: Target, precision: str
             raise InternalError(f"OpenVINO could not fix the input shapes ({static.describe()}): {str(exc).splitlines()[0]}") from exc
     settings: dict = {"ir": "OpenVINO IR, weights FP16 (compress_to_fp16)", "compute": "fp16 on the device"}
     if precision == "int8":
-        import nncf
+        from .quantize_ov import import_nncf
+
+        nncf = import_nncf()
 
         try:
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)

@@ -22,6 +22,14 @@ from .quantize_ort import QuantizeResult
 log = logging.getLogger(__name__)
 
 
+def import_nncf():
+    """nncf, with its own log (a handler of its own, bound at import) held to errors."""
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
 def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool) -> QuantizeResult:
     import openvino as ov
 
@@ -31,7 +39,7 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
         raise InternalError(f"OpenVINO could not read the ONNX graph: {str(exc).splitlines()[0]}") from exc
     settings: dict = {"ir": "OpenVINO IR, weights not compressed to FP16"}
     if profile.precision == "int8":
-        import nncf
+        nncf = import_nncf()
 
         input_names = [next(iter(i.get_names())) for i in model.inputs]
         dataset = nncf.Dataset(calibration, lambda feed: {k: feed[k] for k in input_names if k in feed})

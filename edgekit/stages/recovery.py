@@ -217,9 +217,12 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
                      preset: str, max_iterations: int) -> Recovery:
     """NNCF accuracy control with the worst-case output cosine as the metric (rule 4). `artifact` (the
     plain INT8 IR) is replaced by the restored one when NNCF improved on it."""
-    import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from .quantize_ov import import_nncf
+
+    nncf = import_nncf()
 
     from .verify import cosine
 

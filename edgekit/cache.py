@@ -1,0 +1,259 @@
+"""The build cache: expensive steps are reused when nothing that determines their output has changed.
+
+1. Location: `EDGEKIT_CACHE_DIR`, else `$XDG_CACHE_HOME/edgekit`, else `~/.cache/edgekit`. Entries live in
+   `v1/<stage>/<key>/`: the step's files plus `entry.json` (the sha256 and size of each file, and the
+   step's small results). `--no-cache` neither reads nor writes; `edgekit cache clear` empties it.
+2. A key is the sha256 of everything that determines the step's output (`key`): content hashes of the
+   model and the data, the options, the versions of edgekit and of every library that does the work
+   (`bundle.package_versions`), Python, and the CPU (kernels differ by instruction set).
+3. Writes are atomic: an entry is assembled in `tmp/` inside the cache and renamed into place, so an
+   interrupted build or a full disk leaves no partial entry (stale `tmp/` folders are swept later).
+   Two builds storing the same key at once: the first rename wins and the other's copy is dropped.
+   A store that fails (disk full, read-only cache) is reported and the build goes on without it.
+4. Reads trust nothing: every file is copied out and its copy's sha256 checked against `entry.json`.
+   A damaged entry (edited, truncated, a missing file, unreadable `entry.json`) is removed, reported,
+   and rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .source import sha256_file
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "v1"
+ENTRY = "entry.json"
+STALE_TMP_SECONDS = 6 * 3600
+
+
+def default_root() -> Path:
+    given = os.environ.get("EDGEKIT_CACHE_DIR", "").strip()
+    if given:
+        return Path(given).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "edgekit"
+
+
+def _cpu() -> str:
+    """The CPU model and instruction-set flags: artifacts calibrated with other kernels may differ."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return f"{platform.machine()} {model} flags:{hashlib.sha256(' '.join(sorted(flags)).encode()).hexdigest()[:16]}"
+
+
+def environment() -> dict[str, Any]:
+    from .bundle import package_versions
+
+    return {"layout": LAYOUT, "python": sys.version.split()[0], "cpu": _cpu(), "versions": package_versions()}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # Path, numpy dtype, ...
+
+
+def key(stage: str, parts: dict[str, Any]) -> str:
+    """The cache key of `stage` given everything that determines its output."""
+    text = json.dumps({"stage": stage, **_plain(parts)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative paths and contents), in a stable order."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and ".git" not in p.relative_to(path).parts:
+            digest.update(p.relative_to(path).as_posix().encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass
+class Event:
+    stage: str
+    key: str
+    outcome: str  # "hit" | "stored" | "damaged" | "store failed"
+    detail: str = ""
+    label: str = ""  # what the entry is for a reader ("cpu artifact"); the stage when empty
+
+    def to_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "label": self.label or self.stage, "key": self.key[:16], "outcome": self.outcome,
+                **({"detail": self.detail} if self.detail else {})}
+
+
+@dataclass
+class BuildCache:
+    """One build's view of the cache; `enabled=False` (--no-cache) makes every lookup a miss and stores nothing."""
+
+    root: Path = field(default_factory=default_root)
+    enabled: bool = True
+    events: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if self.enabled:
+            self._sweep_tmp()
+
+    # -- paths
+    def _entry(self, stage: str, digest: str) -> Path:
+        return self.root / LAYOUT / stage / digest
+
+    def _sweep_tmp(self) -> None:
+        tmp = self.root / LAYOUT / "tmp"
+        if not tmp.is_dir():
+            return
+        now = time.time()
+        for item in tmp.iterdir():
+            try:
+                if now - item.stat().st_mtime > STALE_TMP_SECONDS:
+                    shutil.rmtree(item, ignore_errors=True)
+            except OSError:
+                continue
+
+    # -- read
+    def fetch(self, stage: str, digest: str, dest: Path, label: str = "") -> dict[str, Any] | None:
+        """Copy the entry's files into `dest` and return its results, or None on a miss (or a damaged entry)."""
+        if not self.enabled:
+            return None
+        entry = self._entry(stage, digest)
+        if not entry.is_dir():
+            return None
+        try:
+            record = json.loads((entry / ENTRY).read_text())
+            files = record["files"]
+            results = record.get("results", {})
+            if record.get("key") != digest or not isinstance(files, dict):
+                raise ValueError("entry.json does not describe this entry")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return self._damaged(stage, digest, entry, f"{ENTRY}: {exc}", label=label)
+        dest.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for name, want in sorted(files.items()):
+            src, dst = entry / name, dest / name
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                return self._damaged(stage, digest, entry, f"{name}: path leaves the entry", copied, label)
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            except OSError as exc:
+                return self._damaged(stage, digest, entry, f"{name}: {exc.strerror or exc}", copied + [dst], label)
+            copied.append(dst)
+            got = sha256_file(dst)
+            if got != want.get("sha256") or dst.stat().st_size != want.get("size"):
+                return self._damaged(stage, digest, entry, f"{name}: sha256 {got[:12]}…, recorded {str(want.get('sha256'))[:12]}…",
+                                     copied, label)
+        self.events.append(Event(stage, digest, "hit", label=label))
+        log.info("cache hit: %s %s", stage, digest[:16])
+        return results
+
+    def _damaged(self, stage: str, digest: str, entry: Path, why: str, copied: list[Path] = (), label: str = "") -> None:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        log.warning("cache entry %s/%s is damaged (%s); rebuilding it", stage, digest[:16], why)
+        self.events.append(Event(stage, digest, "damaged", why, label))
+        self._remove(entry)
+        return None
+
+    def _remove(self, entry: Path) -> None:
+        """Move the entry aside (one rename, so readers see all or nothing), then delete it."""
+        trash = self.root / LAYOUT / "tmp" / f"trash-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(entry, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- write
+    def store(self, stage: str, digest: str, files: dict[str, Path], results: dict[str, Any] | None = None,
+              label: str = "") -> None:
+        """Add an entry holding `files` (name in the entry -> file) and `results` (JSON). Never fails the build."""
+        if not self.enabled or self._entry(stage, digest).is_dir():
+            return
+        tmp = None
+        try:
+            (self.root / LAYOUT / "tmp").mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{stage}-", dir=self.root / LAYOUT / "tmp"))
+            record: dict[str, Any] = {"stage": stage, "key": digest, "files": {}, "results": _plain(results or {}),
+                                      "created_by": f"edgekit pid {os.getpid()}"}
+            for name, src in sorted(files.items()):
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                record["files"][name] = {"sha256": sha256_file(dst), "size": dst.stat().st_size}
+            (tmp / ENTRY).write_text(json.dumps(record, indent=1, sort_keys=True))
+            final = self._entry(stage, digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if final.is_dir():  # another build stored the same key first: theirs is as good as ours
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+                raise
+            tmp = None
+            self.events.append(Event(stage, digest, "stored", label=label))
+        except OSError as exc:
+            log.warning("could not store %s in the build cache at %s: %s", stage, self.root, exc.strerror or exc)
+            self.events.append(Event(stage, digest, "store failed", str(exc.strerror or exc), label))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def summary(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "dir": str(self.root), "events": [e.to_dict() for e in self.events]}
+
+
+# ---------------------------------------------------------------- `edgekit cache`
+
+def describe(root: Path | None = None) -> dict[str, Any]:
+    root = Path(root) if root is not None else default_root()
+    stages: dict[str, dict[str, int]] = {}
+    base = root / LAYOUT
+    if base.is_dir():
+        for stage in sorted(p for p in base.iterdir() if p.is_dir() and p.name != "tmp"):
+            entries = [e for e in stage.iterdir() if e.is_dir()]
+            size = sum(f.stat().st_size for e in entries for f in e.rglob("*") if f.is_file())
+            stages[stage.name] = {"entries": len(entries), "bytes": size}
+    return {"dir": str(root), "stages": stages, "bytes": sum(s["bytes"] for s in stages.values())}
+
+
+def clear(root: Path | None = None) -> int:
+    """Remove every entry; return the bytes freed. Only edgekit's own layout folder is deleted."""
+    root = Path(root) if root is not None else default_root()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"cache {root}: is a file, not a cache folder (EDGEKIT_CACHE_DIR)")
+    freed = describe(root)["bytes"]
+    base = root / LAYOUT
+    if base.is_dir():
+        aside = root / f".{LAYOUT}-clearing-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(base, aside)  # builds running now see an empty cache, never half of one
+        shutil.rmtree(aside, ignore_errors=True)
+    return freed

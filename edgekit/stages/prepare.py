@@ -1,0 +1,233 @@
+"""Prepare: what every target shares — the FP32 ONNX graph, the samples, and the original's outputs on them.
+
+1. A Hugging Face model is exported (`stages.export`) and the export checked against PyTorch; an ONNX
+   file is used as it is. `--shape` dimensions are written into the graph.
+2. Samples (calibration, evaluation, the benchmark input) come from `--data` or the fallbacks (`data`).
+3. The original runs once on the evaluation samples: every artifact is compared to those outputs.
+4. Steps 1 and 2+3 are build-cache entries (`cache`): "export" (the checked ONNX and preprocessor files)
+   and "samples" (the feeds and the original's outputs, per input shapes). When both are cached the
+   PyTorch model is not even loaded, unless the benchmark times it (`runtimes.LazySession`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import cache, graph, safety
+from ..bundle import write_npz
+from ..config import Profile
+from ..data import CORPUS, LabelSpace, Samples, build_samples
+from ..errors import InternalError, UsageError
+from ..runtimes import LazySession, OrtSession, Session, TorchSession, torch_settings
+from ..source import SourceModel
+from . import verify
+from .export import PREPROCESSOR_FILES, check_export, export_huggingface, load_reference
+
+log = logging.getLogger(__name__)
+
+EXPORT_CHECK_SAMPLES = 8
+SAMPLES_FILE = "samples.npz"
+
+
+@contextlib.contextmanager
+def muted():
+    """Hold back what libraries print (optimum notices, NNCF progress bars) unless edgekit logs at INFO.
+
+    The held-back text goes to the debug log, so `--debug` still shows everything.
+    """
+    if logging.getLogger("edgekit").isEnabledFor(logging.INFO):
+        yield
+        return
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        if buffer.getvalue().strip():
+            log.debug("library output:\n%s", buffer.getvalue())
+
+
+@dataclass
+class Prepared:
+    """Everything the targets share: the FP32 graph, the reference, the samples and its outputs on them."""
+
+    source: SourceModel
+    onnx_fp32: Path
+    specs: list[graph.InputSpec]
+    reference: Session
+    output_names: list[str]
+    samples: Samples
+    reference_outputs: list
+    preprocess_dir: Path | None
+    transformer: bool
+    export_error: float | None
+    modality: str = "tensor"
+    samples_key: str = ""  # the build-cache key of `samples` (it covers the model, the data and the options)
+    # The same samples for other input shapes (a static-shape target's fixed ones), with the original's outputs
+    # on them and their cache key: same data, split and seed.
+    samples_for: Callable[[list[graph.InputSpec]], tuple[Samples, list, str]] | None = field(default=None, repr=False)
+
+
+def _load_preprocessors(folder: Path, modality: str):
+    """(tokenizer, image_processor callable) found in `folder`, either may be None."""
+    tokenizer = image_processor = None
+    if modality == "text" or (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as exc:
+            if modality == "text":
+                raise UsageError(f"{folder}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from exc
+    if modality == "image" and (folder / "preprocessor_config.json").is_file():
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(str(folder))
+        image_processor = lambda image: {"pixel_values": processor(images=image, return_tensors="np")["pixel_values"].astype("float32")}  # noqa: E731
+    return tokenizer, image_processor
+
+
+def source_digest(source: SourceModel) -> str:
+    """The content of everything the model brings: weights, config, tokenizer and preprocessor files."""
+    if source.kind == "onnx":
+        beside = {name: cache.content_digest(source.path.parent / name) for name in PREPROCESSOR_FILES
+                  if (source.path.parent / name).is_file()}
+        return cache.key("source", {"weights": source.weight_files, "preprocessors": beside})
+    return cache.content_digest(source.path)
+
+
+# ---------------------------------------------------------------- samples in the cache
+
+def _save_samples(path: Path, samples: Samples, outputs: list) -> dict[str, Any]:
+    arrays: dict[str, np.ndarray] = {}
+    for part, feeds in (("calibration", samples.calibration), ("evaluation", samples.evaluation)):
+        for i, feed in enumerate(feeds):
+            arrays.update({f"{part}|{i}|{name}": value for name, value in feed.items()})
+    arrays.update({f"benchmark|0|{name}": value for name, value in samples.benchmark.items()})
+    for i, outs in enumerate(outputs):
+        arrays.update({f"reference|{i}|{j}": np.asarray(value) for j, value in enumerate(outs)})
+    write_npz(path, arrays)
+    return {"calibration": len(samples.calibration), "evaluation": len(samples.evaluation), "origin": samples.origin,
+            "synthetic": samples.synthetic, "notes": samples.notes, "evaluation_labels": samples.evaluation_labels,
+            "ignored_labels": samples.ignored_labels, "inputs": list(samples.benchmark),
+            "outputs": len(outputs[0]) if outputs else 0}
+
+
+def _load_samples(path: Path, meta: dict[str, Any]) -> tuple[Samples, list]:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+
+    def feeds(part: str, count: int) -> list[dict[str, np.ndarray]]:
+        return [{name: arrays[f"{part}|{i}|{name}"] for name in meta["inputs"] if f"{part}|{i}|{name}" in arrays}
+                for i in range(count)]
+
+    outputs = [[arrays[f"reference|{i}|{j}"] for j in range(meta["outputs"])] for i in range(meta["evaluation"])]
+    samples = Samples(feeds("calibration", meta["calibration"]), feeds("evaluation", meta["evaluation"]),
+                      feeds("benchmark", 1)[0], meta["origin"], meta["synthetic"], list(meta["notes"]),
+                      meta["evaluation_labels"], meta["ignored_labels"])
+    return samples, outputs
+
+
+def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, ...]], data: Path | None,
+            threads: int, workdir: Path, progress, store: cache.BuildCache, label_space: LabelSpace | None = None,
+            text_column: str = "text", label_column: str | None = None) -> Prepared:
+    env = cache.environment()
+    model_digest = source_digest(source)
+    export_error = None
+    torch_model = None  # the exported PyTorch module, when this build exported it
+    output_names: list[str] = []
+    if source.kind == "huggingface":
+        export_key = cache.key("export", {"env": env, "source": model_digest, "task": source.task,
+                                          "library": source.library, "remote_code": source.trust_remote_code})
+        folder = workdir / "export"
+        cached = store.fetch("export", export_key, folder)
+        if cached is not None:
+            progress.stage(f"export {source.location} ({source.task}) to ONNX: reused from the build cache")
+            export_error = cached["export_check_max_abs_error"]
+        else:
+            progress.stage(f"export {source.location} ({source.task}) to ONNX")
+            with muted():
+                export = export_huggingface(source, workdir)
+            folder, torch_model = export.folder, export
+        onnx_path, preprocess_dir = folder / "model.onnx", folder
+    else:
+        onnx_path, preprocess_dir = source.path, source.path.parent
+    model = graph.load(onnx_path)
+    specs = graph.resolve_shapes(graph.input_specs(model), shapes)
+    safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
+    if source.kind == "onnx":
+        graph.require_static(specs)
+        try:
+            reference: Session = OrtSession(source.path, threads)
+        except InternalError as exc:
+            raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
+    else:
+        output_names = [o.name for o in model.graph.output]
+        if torch_model is not None:
+            reference = TorchSession(torch_model.model, torch_model.library, output_names, threads)
+        else:
+            reference = LazySession(lambda: load_reference(source, output_names, threads), "pytorch", output_names,
+                                    torch_settings(threads))
+    if shapes:
+        model = graph.apply_shapes(model, specs)
+        fixed = workdir / "fixed_shapes.onnx"
+        graph.onnx.save(model, str(fixed))
+        onnx_path = fixed
+    transformer = graph.looks_like_transformer(model)
+    del model
+    modality = source.modality
+    preprocessors: list = []
+
+    def load_preprocessors():
+        if not preprocessors:
+            preprocessors.extend(_load_preprocessors(preprocess_dir, modality))
+        return preprocessors
+
+    has_tokenizer = any(preprocess_dir.glob("tokenizer*.json"))
+    if source.kind == "onnx":
+        tokenizer, image_processor = load_preprocessors() if has_tokenizer else (None, None)
+        if tokenizer is None and image_processor is None:
+            modality = "tensor"
+    data_digest = cache.content_digest(data) if data is not None else cache.content_digest(CORPUS)
+    base_key = {"env": env, "model": model_digest, "shapes": shapes, "data": data_digest, "modality": modality,
+                "text_column": text_column, "label_column": label_column, "labels": label_space, "threads": threads,
+                "profile": {k: getattr(profile, k) for k in ("calibration_samples", "eval_samples", "seed", "sequence_length")}}
+
+    def samples_for(for_specs: list[graph.InputSpec]) -> tuple[Samples, list, str]:
+        digest = cache.key("samples", {**base_key, "specs": [(s.name, s.dtype, s.shape) for s in for_specs]})
+        folder = workdir / f"samples-{digest[:12]}"
+        meta = store.fetch("samples", digest, folder)
+        if meta is not None:
+            return (*_load_samples(folder / SAMPLES_FILE, meta), digest)
+        tokenizer, image_processor = load_preprocessors() if source.kind == "huggingface" or has_tokenizer else (None, None)
+        samples = build_samples(
+            for_specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
+            profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
+            max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
+            label_space=label_space, text_column=text_column, label_column=label_column,
+        )
+        progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples")
+        outputs = verify.run_all(reference, samples.evaluation)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = _save_samples(folder / SAMPLES_FILE, samples, outputs)
+        store.store("samples", digest, {SAMPLES_FILE: folder / SAMPLES_FILE}, meta)
+        return samples, outputs, digest
+
+    progress.stage("prepare calibration and evaluation data")
+    samples, reference_outputs, samples_key = samples_for(specs)
+    for note in samples.notes:
+        progress.note(note)
+    if torch_model is not None:  # exported by this build: check it, then keep it for the next
+        progress.stage("check the ONNX export against PyTorch")
+        export_error = check_export(reference, OrtSession(folder / "model.onnx", threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
+        store.store("export", export_key, {p.name: p for p in sorted(folder.iterdir()) if p.is_file()},
+                    {"export_check_max_abs_error": export_error})
+    return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs, preprocess_dir,
+                    transformer, export_error, modality, samples_key, samples_for)
