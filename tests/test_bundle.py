@@ -243,9 +243,7 @@ def test_write_npz_is_byte_stable_and_loadable(tmp_path):
 
 
 def test_two_compiles_give_the_same_artifacts(cnn_onnx, tmp_path):
-    """Two build steps (two processes, as in a pipeline) give byte-identical artifacts and references.
-    Within one process OpenVINO numbers its generated nodes from a process-wide counter, so two
-    compiles in the same process differ in model.xml names: not covered here."""
+    """Two build steps (two processes, as in a pipeline) give byte-identical artifacts and references."""
     import subprocess
     import sys
 
@@ -262,3 +260,28 @@ def test_two_compiles_give_the_same_artifacts(cnn_onnx, tmp_path):
     differing = sorted(p for p in first if first[p] != second.get(p))
     assert set(differing) <= {"report.json", "report.md"}
     assert manifests[0]["artifact_sha256"] == manifests[1]["artifact_sha256"]
+
+
+def test_two_compiles_in_one_process_give_the_same_ir(bert_dir, quick_profile, tmp_path):
+    """OpenVINO names generated nodes from a process-wide counter; edgekit renumbers them (save_ir), so a
+    project build (several models, one process) writes the same IR as a build of one model alone."""
+    import edgekit
+
+    for name in ("a", "b"):
+        edgekit.compile(str(bert_dir), targets=["intel-cpu"], profile=str(quick_profile), output=tmp_path / name,
+                        no_bench=True, cache=False)
+    for name in ("model.xml", "model.bin", "reference.npz"):
+        assert (tmp_path / "a" / "intel-cpu" / name).read_bytes() == (tmp_path / "b" / "intel-cpu" / name).read_bytes(), name
+
+
+def test_layer_names_renumbered_but_inputs_and_outputs_kept():
+    from edgekit.stages.quantize_ov import normalise_layer_names
+
+    xml = ('<layer id="0" name="input_ids" type="Parameter" version="opset1">'
+           '<layer id="1" name="Constant_89854" type="Const" version="opset1">'
+           '<layer id="2" name="Constant_271_1" type="Const" version="opset1">'
+           '<layer id="3" name="/encoder/MatMul" type="MatMul" version="opset1">'
+           '<layer id="4" name="Result_5" type="Result" version="opset1">')
+    out = normalise_layer_names(xml)
+    assert 'name="input_ids"' in out and 'name="/encoder/MatMul"' in out and 'name="Result_5"' in out
+    assert 'name="Constant_0"' in out and 'name="Constant_1"' in out and "89854" not in out

@@ -27,7 +27,7 @@ from ..config import Profile, Target
 from ..errors import InternalError
 from ..runtimes import Feed
 from .quantize_ort import QuantizeResult
-from .quantize_ov import convert_openvino
+from .quantize_ov import convert_openvino, import_nncf, save_ir
 from .static_shapes import StaticShapes, check_ir_static
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,6 @@ def convert_openvino_device(src: Path, dst: Path, target: Target, precision: str
             raise InternalError(f"OpenVINO could not fix the input shapes ({static.describe()}): {str(exc).splitlines()[0]}") from exc
     settings: dict = {"ir": "OpenVINO IR, weights FP16 (compress_to_fp16)", "compute": "fp16 on the device"}
     if precision == "int8":
-        from .quantize_ov import import_nncf
-
         nncf = import_nncf()
 
         try:
@@ -78,7 +76,7 @@ def convert_openvino_device(src: Path, dst: Path, target: Target, precision: str
             "weights": "int8, symmetric, per output channel (INT8_SYM)",
             "activations": "fp16 (not quantised)",
         })
-    ov.save_model(model, str(dst), compress_to_fp16=True)
+    save_ir(model, dst, compress_to_fp16=True)
     saved = ov.Core().read_model(str(dst))
     if static is not None:
         check_ir_static(saved, target.name)

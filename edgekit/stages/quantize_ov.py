@@ -7,11 +7,16 @@
 3. FP32: the converted model as is.
 4. `openvino.save_model` compresses weights to FP16 unless told not to: edgekit always tells it not to,
    so an FP32 artifact is FP32 and INT8 scales stay exact.
+5. `save_ir` writes every IR edgekit makes: OpenVINO names the nodes its passes create from a counter
+   shared by the whole process (`Constant_89854`), so the same model built twice in one process (a
+   project build) would differ; those layer names are renumbered in document order. Inputs and outputs
+   (Parameter, Result) keep their names.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from ..config import Profile
@@ -20,6 +25,41 @@ from ..runtimes import Feed
 from .quantize_ort import QuantizeResult
 
 log = logging.getLogger(__name__)
+
+
+_LAYER = re.compile(r'(<layer id="\d+" name=")([^"]*)(" type="([^"]+)")')
+_COUNTER_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)(_\d+)*$")
+
+
+def normalise_layer_names(xml: str) -> str:
+    """Counter-generated layer names (`Type_123`, not inputs or outputs) renumbered in document order, one
+    new name per layer (two layers may share a counter name in one process and not in another)."""
+    kept = {m.group(2) for m in _LAYER.finditer(xml)
+            if m.group(4) in ("Parameter", "Result") or not _COUNTER_NAME.match(m.group(2))}
+    counter = 0
+
+    def rename(m: re.Match) -> str:
+        nonlocal counter
+        name, kind = m.group(2), m.group(4)
+        if kind in ("Parameter", "Result") or not _COUNTER_NAME.match(name):
+            return m.group(0)
+        prefix = _COUNTER_NAME.match(name).group(1)
+        while True:
+            candidate = f"{prefix}_{counter}"
+            counter += 1
+            if candidate not in kept:
+                return f"{m.group(1)}{candidate}{m.group(3)}"
+
+    return _LAYER.sub(rename, xml)
+
+
+def save_ir(model, dst: Path, compress_to_fp16: bool) -> None:
+    """`openvino.save_model`, then the layer names made reproducible (rule 5)."""
+    import openvino as ov
+
+    ov.save_model(model, str(dst), compress_to_fp16=compress_to_fp16)
+    text = Path(dst).read_text(encoding="utf-8")
+    Path(dst).write_text(normalise_layer_names(text), encoding="utf-8")
 
 
 def import_nncf():
@@ -60,5 +100,5 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
             "model_type": "transformer" if transformer else "default",
             "calibration": f"{len(calibration)} samples",
         })
-    ov.save_model(model, str(dst), compress_to_fp16=False)
+    save_ir(model, dst, compress_to_fp16=False)
     return QuantizeResult(dst, [], settings)

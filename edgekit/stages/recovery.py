@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from ..runtimes import Feed
+from .quantize_ov import import_nncf, save_ir
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,6 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from .quantize_ov import import_nncf
-
     nncf = import_nncf()
 
     from .verify import cosine
@@ -260,9 +259,7 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
     quantised_after = _quantised_ops(restored)
     kept = sorted(quantised_before - quantised_after)
     if after > before:
-        import openvino as ov
-
-        ov.save_model(restored, str(artifact), compress_to_fp16=False)
+        save_ir(restored, artifact, compress_to_fp16=False)
     else:
         kept, after = [], before
     passed = after >= min_score
