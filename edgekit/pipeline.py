@@ -238,10 +238,108 @@ class _Built:
     load_ms: float
     seconds: float
     fidelity: verify.Fidelity
+    task_figures: dict
     present: Availability  # is the target's device here (else: verified on `device`, latency not measured)
     device: str  # where the artifact ran
     variant: Variant | None
     precompiled: dict | None
+    first_ms: float  # the first inference after loading
+    memory_mb: float  # resident memory added by loading and the first inference
+
+
+@dataclass
+class _Context:
+    """What every target's build shares within one compile."""
+
+    prep: Prepared
+    profile: Profile
+    store: BuildCache
+    bundle: Bundle
+    workdir: Path
+    threads: int
+    progress: object
+    classifier: bool
+    task_kind: str  # "classifier" | "embedding" | "other"
+
+
+def _build_target(ctx: _Context, target: Target, precision: str, present: Availability, variant: Variant | None) -> _Built:
+    """Build (or take from the cache), load, verify and, when it misses an accuracy budget, recover one target."""
+    prep, prof, progress, threads = ctx.prep, ctx.profile, ctx.progress, ctx.threads
+    started = time.monotonic()
+    samples = variant.samples if variant is not None else prep.samples
+    expected = variant.reference_outputs if variant is not None else prep.reference_outputs
+    out_dir = ctx.bundle.folder(target.name)
+    artifact_key = _artifact_key(target, prof, precision, variant, prep.samples_key)
+    cached = ctx.store.fetch("artifact", artifact_key, out_dir, f"{target.name} artifact")
+    if cached is not None:
+        progress.stage(f"{target.name}: {precision} artifact reused from the build cache")
+        artifact, qsettings, notes = out_dir / target.artifact_name, cached["quantization"], cached["notes"]
+    else:
+        progress.stage(f"{target.name}: build {precision} artifact for {target.runtime} on {target.device}")
+        with muted():
+            artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, ctx.workdir, variant)
+    _copy_preprocessors(prep.preprocess_dir, out_dir, prep.source.kind)
+    # Without its device, the same artifact file runs on the verify device (FP32 there): numerics only.
+    device = target.device if present.present else target.verify_device
+    provider = (target.execution_provider or "CPUExecutionProvider") if present.present else "CPUExecutionProvider"
+    float_precision = prof.float_precision if target.precision is None and device == "CPU" else "f32"
+
+    def load() -> Session:
+        return open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision)
+
+    rss_before = benchmark.resident_mb()
+    load_start = time.perf_counter()
+    session = load()
+    load_ms = (time.perf_counter() - load_start) * 1e3
+    first_start = time.perf_counter()
+    session.run(samples.benchmark)
+    first_ms = (time.perf_counter() - first_start) * 1e3
+    memory_mb = max(0.0, benchmark.resident_mb() - rss_before)
+    precompiled = None
+    if target.precompiled_blob:
+        precompiled = (_export_blob(session, target, out_dir) if present.present else
+                       {"written": False, "reason": f"not written: no {target.device} on this machine; the blob is "
+                                                     "compiled on the device (rerun there, or compile model.xml on it)"})
+    write_json(out_dir / "runtime.json", _runtime_json(target, artifact, session, present))
+    progress.stage(f"{target.name}: verify against the original"
+                   + ("" if present.present else f" on {device} ({target.device} not present here)"))
+    masks = [feed.get("attention_mask") for feed in samples.evaluation]
+
+    def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
+        outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
+        fid = verify.compare(expected, outputs, prep.output_names, ctx.classifier, masks)
+        task = metrics.evaluate(expected, outputs, prep.output_names, ctx.task_kind, samples.evaluation_labels, masks)
+        fid.add_task(task)
+        return fid, task.budget_figures()
+
+    fidelity, figures = evaluate(session)
+    if (cached is None and prof.recovery and target.precision is None and precision == "int8"
+            and not accuracy_met(prof.budgets, fidelity, figures)):
+        progress.stage(f"{target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
+                       f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
+        with muted():
+            if target.runtime == "onnxruntime":
+                found = _recover_onnxruntime(target, prof, prep, samples, artifact, fidelity.cosine_min, ctx.workdir,
+                                             threads, evaluate, progress)
+            else:
+                found = recovery.recover_openvino(
+                    prep.onnx_fp32, artifact, samples.calibration, samples.evaluation, expected,
+                    prof.budgets.min_cosine, fidelity.cosine_min, prep.transformer,
+                    "PERFORMANCE" if (target.activations or prof.activations) == "symmetric" else "MIXED",
+                    max(1, int(prof.recovery_seconds // 60)))
+        qsettings["recovery"] = found.to_dict()
+        notes.append(_recovery_note(found))
+        if found.kept_fp32:  # the best artifact found replaces the plain one
+            session = load()
+            fidelity, figures = evaluate(session)
+            session.run(samples.benchmark)
+    if cached is None:  # the artifact as built, recovery included, for the next build with the same inputs
+        ctx.store.store("artifact", artifact_key, {f.name: f for f in _artifact_files(artifact)},
+                        {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
+    # What `edgekit verify` reruns: one input and this artifact's own outputs on it, with a tolerance.
+    write_reference(out_dir, session, samples.evaluation[0], device, provider)
+    return _Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity, figures,
+                  present, device, variant, precompiled, first_ms, memory_mb)
 
 
 BLOB_NOTE = ("a precompiled blob loads only on the same device with the same OpenVINO and driver versions (listed here); "
@@ -313,7 +411,7 @@ def _own_feed(session: Session, variant: Variant | None, shared: Feed) -> Sessio
     return _OwnFeed(session, own, shared)
 
 
-def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, first_ms: dict[str, float], progress
+def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, progress
                ) -> tuple[dict[str, benchmark.Latency], dict[str, dict[int, benchmark.Throughput]]]:
     """Latency of the original and every artifact whose device is here, interleaved; throughput at batch sizes."""
     measured = [b for b in built if b.present.present]
@@ -325,6 +423,7 @@ def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, first_ms: dic
     with fraction_bar(progress, "benchmark") as on_progress:
         latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
                                       prof.bench_max_seconds, on_progress)
+    first_ms = {"original": float("nan"), **{b.target.name: b.first_ms for b in built}}  # the original ran before it could be timed cold
     latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
     throughput = {name: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)}
                   for name, lat in latencies.items()}
@@ -408,94 +507,14 @@ def compile(
         if prep.samples.ignored_labels:
             prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
                                       "(give --task text-classification or image-classification if it is one)")
-        reference_outputs = prep.reference_outputs
         task_kind = "classifier" if classifier else "embedding" if source.task == "feature-extraction" else "other"
         if classifier:
-            _check_labels(prep.samples, reference_outputs, data_path)
-        task_figures: dict[str, dict] = {}
+            _check_labels(prep.samples, prep.reference_outputs, data_path)
         variants = _static_variants(fixed, prep, workdir, progress)
 
-        built: list[_Built] = []
-        memory_mb: dict[str, float] = {}
-        first_ms: dict[str, float] = {"original": float("nan")}  # the original ran before it could be timed cold
-        for target in target_list:
-            started = time.monotonic()
-            present = here[target.name]
-            variant = variants.get(target.name)
-            samples = variant.samples if variant is not None else prep.samples
-            expected = variant.reference_outputs if variant is not None else reference_outputs
-            out_dir = bundle.folder(target.name)
-            artifact_key = _artifact_key(target, prof, precisions[target.name], variant, prep.samples_key)
-            cached = store.fetch("artifact", artifact_key, out_dir, f"{target.name} artifact")
-            if cached is not None:
-                progress.stage(f"{target.name}: {precisions[target.name]} artifact reused from the build cache")
-                artifact, qsettings, notes = out_dir / target.artifact_name, cached["quantization"], cached["notes"]
-            else:
-                progress.stage(f"{target.name}: build {precisions[target.name]} artifact for {target.runtime} on {target.device}")
-                with muted():
-                    artifact, qsettings, notes = build_artifact(target, prof, prep, out_dir, workdir, variant)
-            _copy_preprocessors(prep.preprocess_dir, out_dir, source.kind)
-            # Without its device, the same artifact file runs on the verify device (FP32 there): numerics only.
-            device = target.device if present.present else target.verify_device
-            provider = (target.execution_provider or "CPUExecutionProvider") if present.present else "CPUExecutionProvider"
-            rss_before = benchmark.resident_mb()
-            load_start = time.perf_counter()
-            float_precision = prof.float_precision if target.precision is None and device == "CPU" else "f32"
-            session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision)
-            load_ms = (time.perf_counter() - load_start) * 1e3
-            first_start = time.perf_counter()
-            session.run(samples.benchmark)
-            first_ms[target.name] = (time.perf_counter() - first_start) * 1e3
-            memory_mb[target.name] = max(0.0, benchmark.resident_mb() - rss_before)
-            precompiled = None
-            if target.precompiled_blob:
-                precompiled = (_export_blob(session, target, out_dir) if present.present else
-                               {"written": False, "reason": f"not written: no {target.device} on this machine; the blob is "
-                                                             "compiled on the device (rerun there, or compile model.xml on it)"})
-            write_json(out_dir / "runtime.json", _runtime_json(target, artifact, session, present))
-            progress.stage(f"{target.name}: verify against the original"
-                           + ("" if present.present else f" on {device} ({target.device} not present here)"))
-
-            def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
-                outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
-                fid = verify.compare(expected, outputs, prep.output_names, classifier,
-                                     [feed.get("attention_mask") for feed in samples.evaluation])
-                task = metrics.evaluate(expected, outputs, prep.output_names, task_kind, samples.evaluation_labels,
-                                        [feed.get("attention_mask") for feed in samples.evaluation])
-                fid.add_task(task)
-                return fid, task.budget_figures()
-
-            fidelity, task_figures[target.name] = evaluate(session)
-            if (cached is None and prof.recovery and target.precision is None and precisions[target.name] == "int8"
-                    and not accuracy_met(prof.budgets, fidelity, task_figures[target.name])):
-                progress.stage(f"{target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
-                               f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
-                with muted():
-                    if target.runtime == "onnxruntime":
-                        found = _recover_onnxruntime(target, prof, prep, samples, artifact, fidelity.cosine_min, workdir,
-                                                     threads, evaluate, progress)
-                    else:
-                        found = recovery.recover_openvino(
-                            prep.onnx_fp32, artifact, samples.calibration, samples.evaluation, expected,
-                            prof.budgets.min_cosine, fidelity.cosine_min, prep.transformer,
-                            "PERFORMANCE" if (target.activations or prof.activations) == "symmetric" else "MIXED",
-                            max(1, int(prof.recovery_seconds // 60)))
-                qsettings["recovery"] = found.to_dict()
-                notes.append(_recovery_note(found))
-                if found.kept_fp32:  # the best artifact found replaces the plain one
-                    session = open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint,
-                                            float_precision)
-                    fidelity, task_figures[target.name] = evaluate(session)
-                    session.run(samples.benchmark)
-            if cached is None:  # the artifact as built, recovery included, for the next build with the same inputs
-                store.store("artifact", artifact_key, {f.name: f for f in _artifact_files(artifact)},
-                            {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
-            # What `edgekit verify` reruns: one input and this artifact's own outputs on it, with a tolerance.
-            write_reference(out_dir, session, samples.evaluation[0], device, provider)
-            built.append(_Built(target, artifact, qsettings, notes, session, load_ms, time.monotonic() - started, fidelity,
-                                present, device, variant, precompiled))
-
-        latencies, throughput = ({}, {}) if no_bench else _benchmark(built, prep, prof, first_ms, progress)
+        ctx = _Context(prep, prof, store, bundle, workdir, threads, progress, classifier, task_kind)
+        built = [_build_target(ctx, t, precisions[t.name], here[t.name], variants.get(t.name)) for t in target_list]
+        latencies, throughput = ({}, {}) if no_bench else _benchmark(built, prep, prof, progress)
         original = latencies.get("original")
         results = []
         for b in built:
@@ -504,14 +523,14 @@ def compile(
             why_not = NO_BENCH if no_bench else b.present.reason
             size = _artifact_size(b.artifact)
             checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90 if lat else None, size,
-                           task_figures[target.name], not_measured=why_not, require_measured=require_measured)
+                           b.task_figures, not_measured=why_not, require_measured=require_measured)
             results.append(TargetResult(
                 target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
                 precision=precisions[target.name], artifact=b.artifact.relative_to(bundle.root).as_posix(), size_bytes=size,
                 latency=lat, speedup_p50=(original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat and original else None, accuracy=fidelity,
                 checks=checks, verdict=verdict(checks), load_ms=b.load_ms if lat else None, quantization=b.qsettings,
                 runtime_settings=b.session.settings, notes=b.notes, build_seconds=b.seconds,
-                throughput=throughput.get(target.name, {}), memory_mb=memory_mb.get(target.name) if lat else None,
+                throughput=throughput.get(target.name, {}), memory_mb=b.memory_mb if lat else None,
                 not_measured="" if lat else why_not, verified_on=f"{target.runtime} {b.device}",
                 static_shapes=b.variant.static.to_dict() if b.variant is not None and b.variant.static is not None else None,
                 precompiled=b.precompiled,
