@@ -100,7 +100,10 @@ def source_digest(source: SourceModel) -> str:
         beside = {name: cache.content_digest(source.path.parent / name) for name in PREPROCESSOR_FILES
                   if (source.path.parent / name).is_file()}
         return cache.key("source", {"weights": source.weight_files, "preprocessors": beside})
-    return cache.content_digest(source.path)
+    # Every file of the folder; the weights were hashed when the source was resolved, so not read again.
+    files = {p.relative_to(source.path).as_posix(): p for p in sorted(source.path.rglob("*"))
+             if p.is_file() and ".git" not in p.relative_to(source.path).parts}
+    return cache.key("source", {rel: source.weight_files.get(rel) or cache.content_digest(p) for rel, p in files.items()})
 
 
 # ---------------------------------------------------------------- samples in the cache
