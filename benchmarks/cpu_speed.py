@@ -5,12 +5,12 @@
 1. Compiles all-MiniLM-L6-v2 for `cpu` and `intel-cpu` (profile balanced) with `edgekit.compile`, and
    times it end to end.
 2. Loads, in one process: the PyTorch original, the plain FP32 ONNX export on ONNX Runtime and on
-   OpenVINO, and the two edgekit artifacts (plus the intel-cpu IR reshaped to a static 1x128, the
-   static-shape lever).
+   OpenVINO, and the two edgekit artifacts with the settings their runtime.json records (intel-cpu: in
+   length buckets), plus the intel-cpu IR run at every input's own length (dynamic shapes, no buckets).
 3. Fidelity: worst-case and mean cosine of the sentence embeddings against the original over the 64
    corpus paragraphs that neither calibration nor the compile's evaluation used.
 4. Latency at batch 1, 128 tokens, every session interleaved (the speedups are ratios measured side by
-   side); mean latency over the 64 paragraphs at their true lengths (static-shape sessions pad to 128);
+   side); mean latency over the 64 paragraphs at their true lengths (bucketed sessions pad to a bucket);
    throughput at batch 8 and 32.
 5. The floor: the model's multiply-accumulates at 1x128 against this CPU's INT8 and FP32 peaks (from
    its ISA, cores and clock, and measured on large MatMuls), and each session's share of it.
@@ -39,38 +39,11 @@ import edgekit  # noqa: E402
 from edgekit.data import CORPUS, read_lines, text_feeds  # noqa: E402
 from edgekit.graph import input_specs, load  # noqa: E402
 from edgekit.progress import ConsoleProgress  # noqa: E402
-from edgekit.runtimes import OpenVinoSession, OrtSession, default_threads  # noqa: E402
+from edgekit.runtimes import OpenVinoSession, OrtSession, default_threads, recorded_buckets  # noqa: E402
 from edgekit.source import resolve_source  # noqa: E402
 from edgekit.stages import benchmark  # noqa: E402
 from edgekit.stages.export import export_huggingface, load_reference  # noqa: E402
 from edgekit.stages.verify import cosine  # noqa: E402
-
-
-class StaticOpenVino(OpenVinoSession):
-    """The same IR reshaped to fixed input shapes before compiling."""
-
-    def __init__(self, path: Path, threads: int, shapes: dict[str, list[int]], precision: str):
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(path))
-        model.reshape(shapes)
-        self.path, self.threads, self.runtime = path, threads, "openvino"
-        self._compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                                           "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1})
-        self._request = self._compiled.create_infer_request()
-        self.output_names = [next(iter(o.get_names())) for o in self._compiled.outputs]
-        self._input_names = {n for i in self._compiled.inputs for n in i.get_names()}
-        self.settings = {"runtime": "openvino", "static_shapes": shapes}
-        self.length = next(iter(shapes.values()))[1]
-
-
-def pad_to(feed: dict, length: int) -> dict:
-    out = {}
-    for k, v in feed.items():
-        pad = np.zeros((v.shape[0], length - v.shape[1]), dtype=v.dtype)
-        out[k] = np.concatenate([v, pad], axis=1)
-    return out
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -102,23 +75,24 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
     bench_feed = benchmark.batch_feed(report_feed(tokenizer, texts, specs), 1)
 
     # The artifact runs with the settings its bundle records for the device (runtime.json).
-    ov_precision = json.loads((bundle / "intel-cpu" / "runtime.json").read_text()).get("INFERENCE_PRECISION_HINT", "f32")
+    recorded = json.loads((bundle / "intel-cpu" / "runtime.json").read_text())
+    ov_precision = recorded.get("INFERENCE_PRECISION_HINT", "f32")
+    buckets = recorded_buckets(recorded)
     sessions = {
         "PyTorch FP32 (original)": load_reference(source, names, threads),
         "ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads),
         "OpenVINO FP32 (plain export)": OpenVinoSession(export.onnx_path, threads),
         "edgekit cpu (ONNX Runtime INT8)": OrtSession(bundle / "cpu" / "model.onnx", threads),
-        "edgekit intel-cpu (OpenVINO INT8)": OpenVinoSession(bundle / "intel-cpu" / "model.xml", threads,
-                                                             inference_precision=ov_precision),
-        "edgekit intel-cpu, static 1x128 (OpenVINO INT8)": StaticOpenVino(bundle / "intel-cpu" / "model.xml", threads,
-                                                                          {k: [1, 128] for k in bench_feed}, ov_precision),
+        "edgekit intel-cpu (OpenVINO INT8, length buckets)": OpenVinoSession(
+            bundle / "intel-cpu" / "model.xml", threads, inference_precision=ov_precision, length_buckets=buckets),
+        "edgekit intel-cpu IR at dynamic shapes (OpenVINO INT8)": OpenVinoSession(
+            bundle / "intel-cpu" / "model.xml", threads, inference_precision=ov_precision),
     }
     out_index = names.index("sentence_embedding") if "sentence_embedding" in names else 0
     reference = [sessions["PyTorch FP32 (original)"].run(f)[out_index] for f in feeds]
     fidelity = {}
     for name, session in sessions.items():
-        padded = isinstance(session, StaticOpenVino)
-        got = [session.run(pad_to(f, 128) if padded else f)[out_index] for f in feeds]
+        got = [session.run(f)[out_index] for f in feeds]
         cos = [cosine(r, g) for r, g in zip(reference, got)]
         fidelity[name] = (min(cos), float(np.mean(cos)))
 
@@ -128,7 +102,7 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
     real = {name: [] for name in sessions}
     for _ in range(3):  # rounds; in each, every session runs the whole set (after 2 untimed settle runs)
         for name, session in sessions.items():
-            inputs = [pad_to(f, 128) if isinstance(session, StaticOpenVino) else f for f in feeds]
+            inputs = feeds
             for f in inputs[:2]:
                 session.run(f)
             start = time.perf_counter()
@@ -137,8 +111,7 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
             real[name].append((time.perf_counter() - start) * 1e3 / len(inputs))
     real = {k: float(np.median(v)) for k, v in real.items()}
     progress.stage("throughput at batch 8 and 32")
-    dynamic = {k: s for k, s in sessions.items() if not isinstance(s, StaticOpenVino)}
-    throughput = benchmark.measure_throughput(dynamic, bench_feed, [8, 32], 10, duration / 3, duration)
+    throughput = benchmark.measure_throughput(sessions, bench_feed, [8, 32], 10, duration / 3, duration)
 
     progress.stage("the floor: MACs at 1x128 and this CPU's peaks")
     macs, unknown = floor.count_macs(export.onnx_path, bench_feed)
@@ -189,6 +162,7 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
         + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in isa.items()),
         f"- measured peaks (GMAC/s): " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in measured.items()),
         f"- real lengths: {min(lengths)}–{max(lengths)} tokens, mean {np.mean(lengths):.0f}, over {len(feeds)} unseen paragraphs",
+        f"- intel-cpu length buckets (its runtime.json): {', '.join(map(str, buckets)) or 'none'}",
     ])
     return {"markdown": text, "summary": summary}
 

@@ -65,6 +65,9 @@ class Target:
     verify_device: str = "CPU"  # where numerics are verified when the target's device is absent
     precompiled_blob: bool = False  # OpenVINO: also export the compiled model when the device is present
     activations: str | None = None  # INT8 activations on this runtime, overriding the profile's (None: the profile's)
+    # OpenVINO, text models: sequence lengths the runtime compiles for; each input is padded to the smallest
+    # that holds it (the IR itself stays dynamic). () runs every input at its own length.
+    length_buckets: tuple[int, ...] = ()
 
     @property
     def artifact_name(self) -> str:
@@ -149,6 +152,7 @@ _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "verify_device": ((str,), ("CPU",)),
     "precompiled_blob": ((bool,), None),
     "activations": ((str,), ACTIVATIONS),
+    "length_buckets": ((list,), "length buckets"),
 }
 _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
@@ -206,6 +210,11 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
             if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
                 raise UsageError(f"{path}: '{where}{key}' must be a list of batch sizes from 1 to 4096, not {value!r}")
             value = tuple(value)
+        if rule == "length buckets":
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in value) \
+                    or len(set(value)) != len(value):
+                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct sequence lengths from 1 to 65536, not {value!r}")
+            value = tuple(sorted(value))
         if rule == "precisions":
             if not value or not all(isinstance(v, str) and v in TARGET_PRECISIONS for v in value) or len(set(value)) != len(value):
                 raise UsageError(f"{path}: '{where}{key}' must be a list of distinct precisions from {', '.join(TARGET_PRECISIONS)}, not {value!r}")
@@ -268,6 +277,10 @@ def load_target(name_or_path: str) -> Target:
             raise UsageError(f"{path}: 'precision' = {data['precision']!r} is not one of its 'precisions' ({', '.join(data['precisions'])})")
     if data.get("precompiled_blob") and data["runtime"] != "openvino":
         raise UsageError(f"{path}: 'precompiled_blob' is for OpenVINO targets only")
+    if data.get("length_buckets") and data["runtime"] != "openvino":
+        raise UsageError(f"{path}: 'length_buckets' is for OpenVINO targets only (ONNX Runtime runs dynamic shapes as fast)")
+    if data.get("length_buckets") and data.get("static_shapes"):
+        raise UsageError(f"{path}: 'length_buckets' and 'static_shapes' exclude each other (a static-shape target has one length)")
     return Target(name=path.stem, description=data.pop("description", ""), source=str(path), **data)
 
 

@@ -195,8 +195,9 @@ def _artifact_size(artifact: Path) -> int:
 
 def _artifact_key(target: Target, profile: Profile, precision: str, variant: Variant | None, samples_key: str) -> str:
     """What determines a target's artifact: the samples' key (model, data, options, versions, CPU), the target's
-    and the profile's settings (not names, descriptions or benchmark settings), the precision and static shapes."""
-    ignored = ("name", "description", "source")
+    and the profile's settings (not names, descriptions, benchmark or runtime-only settings), the precision and
+    static shapes."""
+    ignored = ("name", "description", "source", "length_buckets")
     return cache_key("artifact", {
         "samples": variant.samples_key if variant is not None else samples_key,
         "target": {k: v for k, v in dataclasses.asdict(target).items() if k not in ignored},
@@ -285,7 +286,8 @@ def _build_target(ctx: _Context, target: Target, precision: str, present: Availa
     float_precision = prof.float_precision if target.precision is None and device == "CPU" else "f32"
 
     def load() -> Session:
-        return open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision)
+        return open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision,
+                             target.length_buckets)
 
     rss_before = benchmark.resident_mb()
     load_start = time.perf_counter()

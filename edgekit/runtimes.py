@@ -80,6 +80,76 @@ class OrtSession:
         return self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})
 
 
+# Length buckets (OpenVINO): the IR stays dynamic; each call is padded to the smallest bucket that holds it
+# and runs on a model compiled for that static shape, then its outputs are cut back to the true length.
+BUCKET_PROBES = (17, 19)  # two unlikely lengths: the output axes that follow them are the sequence axes
+MAX_COMPILED_SHAPES = 8  # compiled shapes kept at once (least recently used goes first)
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """How a text model runs in length buckets: which inputs are padded, which output axes are cut back."""
+
+    buckets: tuple[int, ...]
+    sequence_inputs: tuple[str, ...]  # padded with zeros on the right (the attention mask masks them out)
+    output_axes: tuple[tuple[int, ...], ...]  # per output, the axes as long as the sequence
+
+    def bucket_for(self, length: int) -> int | None:
+        return next((b for b in self.buckets if b >= length), None)
+
+    def pad(self, feed: Feed, bucket: int) -> Feed:
+        out = dict(feed)
+        for name in self.sequence_inputs:
+            value = feed[name]
+            out[name] = np.pad(value, ((0, 0), (0, bucket - value.shape[1])))
+        return out
+
+    def cut(self, outputs: list[np.ndarray], length: int) -> list[np.ndarray]:
+        cut = []
+        for value, axes in zip(outputs, self.output_axes):
+            index = tuple(slice(0, length) if a in axes else slice(None) for a in range(value.ndim))
+            cut.append(np.ascontiguousarray(value[index]) if axes else value)
+        return cut
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length_buckets": list(self.buckets), "length_bucket_inputs": list(self.sequence_inputs),
+                "length_bucket_padding": "zeros on the right up to the bucket; outputs cut back to the true length"}
+
+
+def plan_buckets(model: Any, buckets: tuple[int, ...]) -> tuple[BucketPlan | None, str]:
+    """(the plan, "") for a token-sequence model, else (None, why the buckets do not apply to it).
+
+    Buckets apply when every input is an integer [batch, sequence] tensor with a free sequence length and one
+    of them is `attention_mask` (so padding is masked out), and every output axis that depends on the length
+    equals it (found by shaping the model at two probe lengths).
+    """
+    import openvino as ov
+
+    names, pshapes = [], {}
+    for port in model.inputs:
+        name = port.get_any_name()
+        shape = port.get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 2 or shape[1].is_static \
+                or not port.get_element_type().is_integral():
+            return None, f"input {name} is not an integer [batch, sequence] tensor of free length"
+        names.append(name)
+        pshapes[name] = shape
+    if "attention_mask" not in names:
+        return None, "the model has no attention_mask input to mask the padding out"
+    probes = []
+    for length in BUCKET_PROBES:
+        probe = model.clone()
+        probe.reshape({n: ov.PartialShape([1, length]) for n in names})
+        probes.append([[d.get_length() if d.is_static else -1 for d in o.get_partial_shape()] for o in probe.outputs])
+    axes = []
+    for i, (a, b) in enumerate(zip(*probes)):
+        moving = tuple(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
+        if any((a[k], b[k]) != BUCKET_PROBES for k in moving) or len(a) != len(b):
+            return None, f"output {i} does not follow the sequence length one to one"
+        axes.append(moving)
+    return BucketPlan(tuple(sorted(set(buckets))), tuple(names), tuple(axes)), ""
+
+
 @dataclass
 class OpenVinoSession:
     path: Path
@@ -87,6 +157,7 @@ class OpenVinoSession:
     device: str = "CPU"
     performance_hint: str = "LATENCY"
     inference_precision: str = "f32"  # CPU: the precision of layers left unquantised ("bf16" where the CPU has it)
+    length_buckets: tuple[int, ...] = ()  # static sequence lengths to pad to (see BucketPlan); () runs as built
     runtime: str = "openvino"
     output_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -109,16 +180,45 @@ class OpenVinoSession:
             # Explicit, so a figure says what ran: OpenVINO's own default is bf16 on CPUs with AMX or AVX512-BF16.
             config.update({"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": self.inference_precision,
                            "NUM_STREAMS": 1})
+        self._core, self._config = core, config
         try:
-            self._compiled = core.compile_model(str(self.path), self.device, config)
+            self._model = core.read_model(str(self.path))
         except Exception as exc:
-            raise InternalError(f"OpenVINO could not compile {self.path.name} for {self.device}: {str(exc).splitlines()[0]}") from exc
-        self._request = self._compiled.create_infer_request()
-        self.output_names = [next(iter(o.get_names()), f"output_{i}") for i, o in enumerate(self._compiled.outputs)]
-        self._input_names = {n for i in self._compiled.inputs for n in i.get_names()}
+            raise InternalError(f"OpenVINO could not read {self.path.name}: {str(exc).splitlines()[0]}") from exc
+        self._plan, skipped = plan_buckets(self._model, tuple(self.length_buckets)) if self.length_buckets else (None, "")
+        self._compiled_shapes: dict[tuple[int, int], Any] = {}
+        self._dynamic = None
+        if self._plan is None:
+            self._dynamic = self._compile(self._model)  # as built: a failure to compile shows at load
+        self.output_names = [next(iter(o.get_names()), f"output_{i}") for i, o in enumerate(self._model.outputs)]
+        self._input_names = {n for i in self._model.inputs for n in i.get_names()}
         self.settings = {"runtime": "openvino", "version": ov.get_version(), "device": self.device,
                          **{k: str(v) for k, v in config.items()}}
-        self._core = core
+        if self._plan is not None:
+            self.settings.update(self._plan.to_dict())
+        elif skipped:
+            self.settings["length_buckets_skipped"] = skipped
+
+    def _compile(self, model: Any) -> Any:
+        try:
+            compiled = self._core.compile_model(model, self.device, self._config)
+        except Exception as exc:
+            raise InternalError(f"OpenVINO could not compile {self.path.name} for {self.device}: {str(exc).splitlines()[0]}") from exc
+        return compiled, compiled.create_infer_request()
+
+    def _for_shape(self, batch: int, bucket: int) -> Any:
+        key = (batch, bucket)
+        found = self._compiled_shapes.pop(key, None)
+        if found is None:
+            import openvino as ov
+
+            model = self._model.clone()
+            model.reshape({n: ov.PartialShape([batch, bucket]) for n in self._plan.sequence_inputs})
+            found = self._compile(model)
+            while len(self._compiled_shapes) >= MAX_COMPILED_SHAPES:
+                self._compiled_shapes.pop(next(iter(self._compiled_shapes)))
+        self._compiled_shapes[key] = found  # most recently used last
+        return found
 
     def export_blob(self, dst: Path) -> dict[str, Any]:
         """Write the compiled model (`export_model`): it loads on the same device, OpenVINO and driver only.
@@ -127,7 +227,9 @@ class OpenVinoSession:
         """
         import openvino as ov
 
-        blob = self._compiled.export_model()  # bytes, or a BytesIO in recent releases
+        if self._dynamic is None:
+            self._dynamic = self._compile(self._model)
+        blob = self._dynamic[0].export_model()  # bytes, or a BytesIO in recent releases
         dst.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
         device = self.device.split(".")[0]
         versions: dict[str, Any] = {"openvino": ov.get_version(), "device": self.device}
@@ -139,8 +241,26 @@ class OpenVinoSession:
         return versions
 
     def run(self, feed: Feed) -> list[np.ndarray]:
-        result = self._request.infer({k: v for k, v in feed.items() if k in self._input_names})
-        return [np.asarray(result[out]) for out in self._compiled.outputs]
+        feed = {k: v for k, v in feed.items() if k in self._input_names}
+        plan = self._plan
+        if plan is not None:
+            shapes = {feed[n].shape for n in plan.sequence_inputs if n in feed}
+            if len(shapes) == 1 and len(feed) == len(plan.sequence_inputs):
+                batch, length = next(iter(shapes))
+                bucket = plan.bucket_for(length)
+                if bucket is not None:
+                    compiled, request = self._for_shape(batch, bucket)
+                    if bucket == length:
+                        result = request.infer(feed, share_inputs=True)
+                        return [np.asarray(result[o]) for o in compiled.outputs]
+                    result = request.infer(plan.pad(feed, bucket), share_inputs=True)
+                    return plan.cut([np.asarray(result[o]) for o in compiled.outputs], length)
+            # longer than the largest bucket, or a feed the buckets cannot take: the model as built
+        if self._dynamic is None:
+            self._dynamic = self._compile(self._model)
+        compiled, request = self._dynamic
+        result = request.infer(feed, share_inputs=True)
+        return [np.asarray(result[o]) for o in compiled.outputs]
 
 
 class TorchSession:
@@ -197,11 +317,19 @@ class LazySession:
         return self._session.run(feed)
 
 
+def recorded_buckets(settings: dict[str, Any]) -> tuple[int, ...]:
+    """The length buckets a runtime.json records (checked: a list of positive integers), else ()."""
+    value = settings.get("length_buckets", [])
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value):
+        raise UsageError(f"runtime.json: 'length_buckets' must be a list of sequence lengths, not {value!r}")
+    return tuple(value)
+
+
 def open_artifact(path: Path, runtime: str, threads: int, device: str = "CPU",
                   provider: str = "CPUExecutionProvider", performance_hint: str = "LATENCY",
-                  inference_precision: str = "f32") -> Session:
+                  inference_precision: str = "f32", length_buckets: tuple[int, ...] = ()) -> Session:
     if runtime == "onnxruntime":
         return OrtSession(path, threads, provider)
     if runtime == "openvino":
-        return OpenVinoSession(path, threads, device, performance_hint, inference_precision)
+        return OpenVinoSession(path, threads, device, performance_hint, inference_precision, tuple(length_buckets))
     raise UsageError(f"unknown runtime '{runtime}' (known: onnxruntime, openvino)")

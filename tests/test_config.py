@@ -380,3 +380,20 @@ def test_target_activation_override(tmp_path):
     path.write_text('runtime = "openvino"\ndevice = "CPU"\nactivations = "signed"\n')
     with pytest.raises(UsageError, match="activations"):
         load_target(str(path))
+
+
+def test_length_buckets(tmp_path):
+    t = load_target("intel-cpu")
+    assert t.length_buckets[0] >= 1 and 128 in t.length_buckets and list(t.length_buckets) == sorted(t.length_buckets)
+    assert load_target("cpu").length_buckets == ()
+    ov = 'runtime = "openvino"\ndevice = "CPU"\n'
+    assert load_target(write(tmp_path, ov + "length_buckets = [128, 32, 64]\n")).length_buckets == (32, 64, 128)
+    for bad, words in (("[]", "distinct sequence lengths"), ("[0, 8]", "distinct sequence lengths"),
+                       ("[8, 8]", "distinct sequence lengths"), ("[8, true]", "distinct sequence lengths"),
+                       ("[8.5]", "distinct sequence lengths"), ("64", "must be list")):
+        with pytest.raises(UsageError, match=words):
+            load_target(write(tmp_path, ov + f"length_buckets = {bad}\n"))
+    with pytest.raises(UsageError, match="OpenVINO targets only"):
+        load_target(write(tmp_path, 'runtime = "onnxruntime"\ndevice = "CPU"\nlength_buckets = [64]\n'))
+    with pytest.raises(UsageError, match="exclude each other"):
+        load_target(write(tmp_path, ov + "static_shapes = true\nlength_buckets = [64]\n"))
