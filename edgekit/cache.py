@@ -5,7 +5,8 @@
    step's small results). `--no-cache` neither reads nor writes; `edgekit cache clear` empties it.
 2. A key is the sha256 of everything that determines the step's output (`key`): content hashes of the
    model and the data, the options, the versions of edgekit and of every library that does the work
-   (`bundle.package_versions`), Python, and the CPU (kernels differ by instruction set).
+   (`bundle.package_versions`), a digest of edgekit's own source files, Python, and the CPU (kernels
+   differ by instruction set).
 3. Writes are atomic: an entry is assembled in `tmp/` inside the cache and renamed into place, so an
    interrupted build or a full disk leaves no partial entry (stale `tmp/` folders are swept later).
    Two builds storing the same key at once: the first rename wins and the other's copy is dropped.
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -60,10 +62,22 @@ def _cpu() -> str:
     return f"{platform.machine()} {model} flags:{hashlib.sha256(' '.join(sorted(flags)).encode()).hexdigest()[:16]}"
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of edgekit's own source files: a checkout with changed code never reuses entries built by
+    other code under the same version number."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def environment() -> dict[str, Any]:
     from .bundle import package_versions
 
-    return {"layout": LAYOUT, "python": sys.version.split()[0], "cpu": _cpu(), "versions": package_versions()}
+    return {"layout": LAYOUT, "python": sys.version.split()[0], "cpu": _cpu(), "versions": package_versions(),
+            "code": code_digest()}
 
 
 def _plain(value: Any) -> Any:

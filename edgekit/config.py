@@ -104,6 +104,7 @@ class Profile:
     float_precision: str = "f32"  # layers left unquantised, where the runtime may choose (OpenVINO CPU: bf16)
     per_channel: bool = True
     calibration_method: str = "minmax"
+    split_outliers: bool = True  # ONNX Runtime: MatMuls fed by GELU quantised with their outlier channels FP32
     calibration_samples: int = 64
     eval_samples: int = 32
     seed: int = 0
@@ -162,6 +163,7 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "calibration_method": ((str,), CALIBRATION_METHODS),
     "device_precision": ((str,), TARGET_PRECISIONS),
     "float_precision": ((str,), FLOAT_PRECISIONS),
+    "split_outliers": ((bool,), None),
 }
 _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "budgets": {

@@ -97,3 +97,31 @@ def outlier_mlp_onnx(path: Path) -> Path:
     torch.onnx.export(model, torch.randn(1, 16), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=13, dynamo=False)
     return path
+
+
+def gelu_outlier_onnx(path: Path, hidden: int = 32, inner: int = 128) -> Path:
+    """A transformer feed-forward block (up projection, exact GELU, down projection) on [batch, tokens,
+    hidden] inputs, whose GELU output has two outlier channels ~40x the others (as real encoders do):
+    per-tensor INT8 of the down projection's input crushes the ordinary channels."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    up, down = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
+    with torch.no_grad():
+        up.weight[3] *= 40.0
+        up.weight[77] *= 40.0
+        up.bias[3] = up.bias[77] = 20.0
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = up, down
+
+        def forward(self, x):
+            return self.down(nn.functional.gelu(self.up(x)))
+
+    torch.onnx.export(Block().eval(), torch.randn(1, 8, hidden), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch", 1: "tokens"}, "y": {0: "batch", 1: "tokens"}}, opset_version=17,
+                      dynamo=False)
+    return path

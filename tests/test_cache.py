@@ -260,3 +260,13 @@ def test_require_measured_with_no_bench_is_a_usage_error(cnn_onnx, tmp_path):
     result = CliRunner().invoke(main, ["compile", "-q", str(cnn_onnx), "--shape", "input=1,3,32,32", "--no-bench",
                                        "--require-measured", "-o", str(tmp_path / "out")])
     assert_usage_error(result, "--require-measured needs the benchmark")
+
+
+def test_environment_holds_a_digest_of_edgekit_code():
+    """Changed edgekit code under the same version never reuses entries the old code built."""
+    from edgekit import cache
+
+    env = cache.environment()
+    assert len(env["code"]) == 64 and env["code"] == cache.code_digest()
+    cache.code_digest.cache_clear()
+    assert cache.code_digest() == env["code"]  # stable for the same files

@@ -397,3 +397,11 @@ def test_length_buckets(tmp_path):
         load_target(write(tmp_path, 'runtime = "onnxruntime"\ndevice = "CPU"\nlength_buckets = [64]\n'))
     with pytest.raises(UsageError, match="exclude each other"):
         load_target(write(tmp_path, ov + "static_shapes = true\nlength_buckets = [64]\n"))
+
+
+def test_split_outliers(tmp_path):
+    assert load_profile("balanced").split_outliers and load_profile("fast").split_outliers
+    assert load_profile(write(tmp_path, VALID_PROFILE)).split_outliers  # the default
+    assert not load_profile(write(tmp_path, VALID_PROFILE.replace('"int8"\n', '"int8"\nsplit_outliers = false\n'))).split_outliers
+    with pytest.raises(UsageError, match="split_outliers"):
+        load_profile(write(tmp_path, VALID_PROFILE.replace('"int8"\n', '"int8"\nsplit_outliers = "yes"\n')))
