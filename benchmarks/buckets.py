@@ -2,8 +2,9 @@
 
     python benchmarks/buckets.py BUNDLE [--buckets 64,128] [--rounds 30]
 
-BUNDLE is an `edgekit compile` bundle with an `intel-cpu` target (e.g. `make demo`'s). The artifact's IR
-is compiled three ways on the CPU, with the bundle's own runtime settings: as it is (dynamic: each input
+BUNDLE is an `edgekit compile` bundle with an `intel-cpu` target (e.g. `make demo`'s). The `intel-cpu`
+target runs in the length buckets of its TOML file; this script compares any set of buckets with the
+dynamic IR, to choose them. The artifact's IR is compiled on the CPU with the bundle's own runtime settings: as it is (dynamic: each input
 runs at its true length), and once per bucket with the IR reshaped to [1, bucket] (each input padded
 to the smallest bucket that holds it). Every corpus paragraph runs through each, interleaved round by
 round; the table gives the mean latency per paragraph, the ratio to the dynamic one, and the worst
