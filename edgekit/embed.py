@@ -168,6 +168,13 @@ def _header(prefix: str, t: TargetFiles, arrays: list[tuple[str, Path]], inputs:
              f"#define {up}_RUNTIME_MIN_VERSION {_c_string(str(version).split('-')[0])}",
              f"#define {up}_DEVICE {_c_string(str(settings.get('device', 'CPU')))}",
              f"#define {up}_ALIGNMENT {align}", ""]
+    buckets = settings.get("length_buckets") or settings.get("verified_with", {}).get("length_buckets")
+    if buckets:
+        padded = settings.get("length_bucket_inputs") or settings.get("verified_with", {}).get("length_bucket_inputs", [])
+        lines += [f"/* Verified and timed in length buckets: pad {', '.join(padded)} with zeros on the right to the smallest",
+                  " * bucket that holds the input (reshape the model to it), and cut the outputs back to the true length. */",
+                  f"#define {up}_NUM_LENGTH_BUCKETS {len(buckets)}",
+                  f"#define {up}_LENGTH_BUCKETS {{ {', '.join(str(int(b)) for b in buckets)} }}", ""]
     for array, path in arrays:
         au = array.upper()
         lines += [f"/* {path.name} */", f"#define {up}_{au}_LEN {path.stat().st_size}u",

@@ -294,8 +294,21 @@ class Report:
         lines += self._device_markdown()
         noisy = [name for name, lat in [("original", o)] + [(t.target, t.latency) for t in self.targets] if lat is not None and lat.noisy]
         notes = list(self.notes) + [f"{t.target}: {n}" for t in self.targets for n in t.notes]
+        notes += [f"{t.target}: {line}" for t in self.targets for line in _how_it_runs(t)]
         if noisy:
             notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}; rerun on a quieter machine")
         if notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"
+
+
+def _how_it_runs(t: TargetResult) -> list[str]:
+    """What a reviewer needs to read the figures: recipes that change how the artifact computes or runs."""
+    lines = []
+    if t.quantization.get("outlier_channels"):
+        lines.append(t.quantization["outlier_channels"])
+    buckets = t.runtime_settings.get("length_buckets")
+    if buckets:
+        lines.append(f"runs in length buckets ({', '.join(map(str, buckets))} tokens): each input is padded to the "
+                     "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json)")
+    return lines

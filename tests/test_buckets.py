@@ -159,3 +159,14 @@ def test_buckets_do_not_change_the_cached_artifact(text_bundle, bert_dir, tmp_pa
     assert (tmp_path / "a/intel-cpu/model.bin").read_bytes() == (tmp_path / "b/intel-cpu/model.bin").read_bytes()
     assert json.loads((tmp_path / "b/intel-cpu/runtime.json").read_text())["length_buckets"][0] == 16
     assert first.targets[0].verdict == "pass"
+
+
+def test_report_and_firmware_header_name_the_buckets(text_bundle, tmp_path):
+    report = (text_bundle / "report.md").read_text()
+    assert "intel-cpu: runs in length buckets (16, 32," in report
+    out = tmp_path / "fw"
+    result = CliRunner().invoke(main, ["embed", str(text_bundle / "intel-cpu"), "-f", "c", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    header = next(out.glob("*.h")).read_text()
+    assert "_NUM_LENGTH_BUCKETS 10" in header and "_LENGTH_BUCKETS { 16, 32, 48, 64, 96, 128, 192, 256, 384, 512 }" in header
+    assert "pad input_ids, attention_mask, token_type_ids with zeros" in header
