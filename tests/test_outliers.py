@@ -111,3 +111,18 @@ def test_quantised_with_outliers_split(block):
     assert _quantised_inputs(naive.path)[down]
     naive_cosine = verify.compare(ref, _outputs(naive.path, evaluation), ["y"], classifier=False).cosine_min
     assert naive_cosine < fid.cosine_min - 0.01, (naive_cosine, fid.cosine_min)
+
+
+def test_a_split_the_quantiser_skipped_is_reported(block, monkeypatch):
+    """The settings never claim INT8 for a split MatMul that has no quantised input."""
+    from edgekit.stages import quantize_ort
+    from edgekit.stages.outliers import Split
+
+    path, calibration, _, root = block
+    monkeypatch.setattr(quantize_ort, "split_outlier_channels",
+                        lambda src, dst, names, feeds: (src, Split(split={"not/in/the/graph": [1]})))
+    folder = root / "q-claimed"
+    folder.mkdir()
+    result = quantize_onnxruntime(path, folder, folder / "model.onnx", calibration, load_profile("balanced"), True, False)
+    assert "1 left FP32 by the quantiser" in result.settings["outlier_channels"]
+    assert any("left FP32 by the quantiser" in n for n in result.notes)

@@ -127,6 +127,9 @@ def split_outlier_channels(src: Path, dst: Path, names: Sequence[str], calibrati
         for offset, new in enumerate((gather, fp32, masked)):
             model.graph.node.insert(at + offset, new)
         model.graph.node.insert(at + 4, total)
+        # Typed, so the quantiser knows them even where shape inference stops (it skips what it cannot type).
+        model.graph.value_info.extend(helper.make_tensor_value_info(name, initializers[node.input[1]].data_type, None)
+                                      for name in (f"{prefix}/x", f"{prefix}/y", f"{prefix}/x_rest", f"{node.name}/rest"))
         result.split[node.name] = channels
         result.fp32_nodes += [gather.name, fp32.name]
     if not result.split:
