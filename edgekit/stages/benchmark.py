@@ -3,10 +3,14 @@
 Rules:
 1. Each session runs once untimed for its first-inference latency (reported apart), then warms up in
    rounds of 5 until the median of a round is within 10% of the round before (at most 10 rounds).
-2. Timed runs go round-robin, a block of 5 iterations per session in turn, so drift of a shared
-   machine hits every session alike. Each block starts with 2 untimed runs: runtimes keep their
-   worker threads spinning for a while after a run (ONNX Runtime, OpenMP in PyTorch), and the next
-   session must not be timed against them. Timing stops when every session has `min_runs` and
+2. Timed runs go round-robin, a block per session in turn, so drift of a shared machine hits every
+   session alike. A block lasts about `BLOCK_MS` (at least `BLOCK` runs) and starts with about
+   `SETTLE_MS` of untimed runs (at least `SETTLE`), each session's counts set from its warm-up median:
+   runtimes keep their worker threads spinning for a while after a run (ONNX Runtime, OpenMP in
+   PyTorch) and evict each other's weights from the caches, and a fixed count of runs is too short for
+   the fastest session to recover (measured on all-MiniLM-L6-v2, 2 cores, interleaved with PyTorch and
+   ONNX Runtime: the OpenVINO artifact read 2.9-3.2x with blocks of 5 runs and 3.9-4.0x with 100 ms
+   blocks, its speed when run alone). Timing stops when every session has `min_runs` and
    `min_seconds` has passed, or at `max_seconds`.
 3. Percentiles, mean, standard deviation, min, max and the coefficient of variation are reported;
    a coefficient of variation above 0.25 marks the figure as noisy.
@@ -19,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,8 +33,11 @@ import numpy as np
 
 from ..runtimes import Feed, Session
 
-BLOCK = 5
-SETTLE = 2
+BLOCK = 5  # timed runs per block, at least
+SETTLE = 2  # untimed runs before each block, at least
+BLOCK_MS = 100.0  # a block's length in time, about
+SETTLE_MS = 20.0  # the untimed runs' length in time, about
+MAX_BLOCK = 1000  # runs per block, at most (sub-millisecond sessions)
 NOISY_CV = 0.25
 
 
@@ -72,22 +80,32 @@ def _timed(session: Session, feed: Feed, n: int) -> list[float]:
     return out
 
 
+def block_counts(typical_ms: float) -> tuple[int, int]:
+    """(untimed settle runs, timed runs) of one block for a session whose run takes `typical_ms` (rule 2)."""
+    per_run = max(typical_ms, 1e-3)
+    settle = min(MAX_BLOCK, max(SETTLE, math.ceil(SETTLE_MS / per_run)))
+    return settle, min(MAX_BLOCK, max(BLOCK, math.ceil(BLOCK_MS / per_run)))
+
+
 def measure(sessions: dict[str, Session], feed: Feed, min_runs: int = 50, min_seconds: float = 2.0,
             max_seconds: float = 20.0, on_progress: Callable[[float], None] | None = None) -> dict[str, Latency]:
     first = {name: _timed(s, feed, 1)[0] for name, s in sessions.items()}
-    for session in sessions.values():
+    counts: dict[str, tuple[int, int]] = {}
+    for name, session in sessions.items():
         previous = None
         for _ in range(10):
             current = float(np.median(_timed(session, feed, BLOCK)))
             if previous is not None and abs(current - previous) <= 0.1 * previous:
                 break
             previous = current
+        counts[name] = block_counts(current)
     times: dict[str, list[float]] = {name: [] for name in sessions}
     start = time.perf_counter()
     while True:
         for name, session in sessions.items():
-            _timed(session, feed, SETTLE)  # untimed: the previous session's threads may still be spinning
-            times[name] += _timed(session, feed, BLOCK)
+            settle, block = counts[name]
+            _timed(session, feed, settle)  # untimed: the previous session's threads may still be spinning
+            times[name] += _timed(session, feed, block)
         elapsed = time.perf_counter() - start
         done_runs = min(len(t) for t in times.values())
         if on_progress:
