@@ -68,6 +68,9 @@ class Target:
     # OpenVINO, text models: sequence lengths the runtime compiles for; each input is padded to the smallest
     # that holds it (the IR itself stays dynamic). () runs every input at its own length.
     length_buckets: tuple[int, ...] = ()
+    # ONNX Runtime: the artifact may use its com.microsoft operators where they are faster (False: standard
+    # ONNX operators only, for builds without contrib operators)
+    contrib_ops: bool = False
 
     @property
     def artifact_name(self) -> str:
@@ -154,6 +157,7 @@ _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "precompiled_blob": ((bool,), None),
     "activations": ((str,), ACTIVATIONS),
     "length_buckets": ((list,), "length buckets"),
+    "contrib_ops": ((bool,), None),
 }
 _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
@@ -281,6 +285,8 @@ def load_target(name_or_path: str) -> Target:
         raise UsageError(f"{path}: 'precompiled_blob' is for OpenVINO targets only")
     if data.get("length_buckets") and data["runtime"] != "openvino":
         raise UsageError(f"{path}: 'length_buckets' is for OpenVINO targets only (ONNX Runtime runs dynamic shapes as fast)")
+    if data.get("contrib_ops") and data["runtime"] != "onnxruntime":
+        raise UsageError(f"{path}: 'contrib_ops' is for ONNX Runtime targets only")
     if data.get("length_buckets") and data.get("static_shapes"):
         raise UsageError(f"{path}: 'length_buckets' and 'static_shapes' exclude each other (a static-shape target has one length)")
     return Target(name=path.stem, description=data.pop("description", ""), source=str(path), **data)

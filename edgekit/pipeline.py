@@ -39,6 +39,7 @@ from .stages.caps import check_caps
 from .stages.fp16 import convert_fp16
 from .stages.openvino_device import convert_openvino_device
 from .stages.optimize import fuse_transformer
+from .stages.ort_int8 import fold_biases
 from .stages.prepare import Prepared, muted, prepare
 from .stages.quantize_ort import quantize_onnxruntime
 from .stages.quantize_ov import convert_openvino
@@ -101,6 +102,9 @@ def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Pa
                                           fused=base != prep.onnx_fp32)
             settings.update(result.settings)
             notes += result.notes
+            if target.contrib_ops:
+                shutil.copyfile(artifact, work / QDQ_COPY)  # what accuracy recovery reads
+                settings.update(_fold_biases(artifact))
         else:
             shutil.copyfile(base, artifact)
             settings["format"] = "FP32 ONNX"
@@ -147,12 +151,23 @@ def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool
     return all(c.passed for c in checks if c.applicable and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
 
 
+QDQ_COPY = "qdq.onnx"  # the INT8 artifact before its biases were folded (stages/ort_int8.py)
+
+
+def _fold_biases(artifact: Path) -> dict:
+    """The finishing step of an INT8 ONNX Runtime artifact (stages/ort_int8.py); its settings entry."""
+    folded = fold_biases(artifact)
+    return {"bias_folded": f"{folded} weight MatMuls as com.microsoft.MatMulIntegerToFloat with their bias"} if folded else {}
+
+
 def _recover_onnxruntime(target: Target, profile: Profile, prep: Prepared, samples: Samples, artifact: Path,
                          before: float, workdir: Path, threads: int, evaluate, progress) -> recovery.Recovery:
     """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
-    (stages/recovery.py); the best artifact found is written over `artifact`."""
-    ranked = recovery.rank_onnxruntime(prep.onnx_fp32, artifact, samples.evaluation[:8])
-    candidates = len(recovery.quantised_layers(artifact))
+    (stages/recovery.py); the best artifact found (QDQ) is written over `artifact`."""
+    qdq = workdir / target.name / QDQ_COPY
+    qdq = qdq if qdq.is_file() else artifact
+    ranked = recovery.rank_onnxruntime(prep.onnx_fp32, qdq, samples.evaluation[:8])
+    candidates = len(recovery.quantised_layers(qdq))
 
     def rebuild(keep: list[str]) -> Path:
         folder = workdir / target.name / f"recovery-{len(keep)}"
@@ -323,6 +338,9 @@ def _build_target(ctx: _Context, target: Target, precision: str, present: Availa
             if target.runtime == "onnxruntime":
                 found = _recover_onnxruntime(target, prof, prep, samples, artifact, fidelity.cosine_min, ctx.workdir,
                                              threads, evaluate, progress)
+                if found.kept_fp32 and target.contrib_ops:  # the rebuilt artifact is QDQ: finish it as the first one
+                    qsettings.pop("bias_folded", None)
+                    qsettings.update(_fold_biases(artifact))
             else:
                 found = recovery.recover_openvino(
                     prep.onnx_fp32, artifact, samples.calibration, samples.evaluation, expected,

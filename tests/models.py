@@ -125,3 +125,11 @@ def gelu_outlier_onnx(path: Path, hidden: int = 32, inner: int = 128) -> Path:
                       dynamic_axes={"x": {0: "batch", 1: "tokens"}, "y": {0: "batch", 1: "tokens"}}, opset_version=17,
                       dynamo=False)
     return path
+
+
+def token_feeds(count: int, seed: int, hidden: int = 32) -> list[dict]:
+    """`count` feeds {"x": [1, tokens, hidden]} of 4 to 11 random tokens: inputs for `gelu_outlier_onnx`."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, int(rng.integers(4, 12)), hidden)).astype(np.float32)} for _ in range(count)]

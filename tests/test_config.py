@@ -405,3 +405,10 @@ def test_split_outliers(tmp_path):
     assert not load_profile(write(tmp_path, VALID_PROFILE.replace('"int8"\n', '"int8"\nsplit_outliers = false\n'))).split_outliers
     with pytest.raises(UsageError, match="split_outliers"):
         load_profile(write(tmp_path, VALID_PROFILE.replace('"int8"\n', '"int8"\nsplit_outliers = "yes"\n')))
+
+
+def test_contrib_ops(tmp_path):
+    assert load_target("cpu").contrib_ops and not load_target("intel-cpu").contrib_ops
+    assert not load_target(write(tmp_path, 'runtime = "onnxruntime"\ndevice = "CPU"\n')).contrib_ops  # the default
+    with pytest.raises(UsageError, match="ONNX Runtime targets only"):
+        load_target(write(tmp_path, 'runtime = "openvino"\ndevice = "CPU"\ncontrib_ops = true\n'))

@@ -33,10 +33,8 @@ def test_outlier_channels_rule():
 @pytest.fixture(scope="module")
 def block(tmp_path_factory):
     root = tmp_path_factory.mktemp("gelu-block")
-    path = models.gelu_outlier_onnx(root / "block.onnx")
-    rng = np.random.default_rng(0)
-    feeds = [{"x": rng.standard_normal((1, int(rng.integers(4, 12)), 32)).astype(np.float32)} for _ in range(40)]
-    return path, feeds[:24], feeds[24:], root
+    feeds = models.token_feeds(40, seed=0)
+    return models.gelu_outlier_onnx(root / "block.onnx"), feeds[:24], feeds[24:], root
 
 
 def _outputs(path, feeds):

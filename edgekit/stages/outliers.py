@@ -14,7 +14,9 @@ Rules:
    largest first).
 2. Only MatMuls with a constant 2-D weight and a last-axis input are split; a MatMul with no outlier
    channel is left as it is (quantised whole).
-3. The rewrite is exact in FP32 (x*mask@W + x[idx]@W[idx] = x@W); only quantisation differs.
+3. The rewrite is exact in FP32 (x*mask@W + x[idx]@W[idx] = x@W); only quantisation differs. Where a
+   bias Add follows the MatMul, the FP32 part is added after the bias, so the INT8 MatMul and its bias
+   stay neighbours (ONNX Runtime's artifact folds them: stages/ort_int8.py).
 """
 
 from __future__ import annotations
@@ -84,6 +86,16 @@ def outlier_channels(peaks: np.ndarray) -> list[int]:
     return sorted(int(c) for c in largest)
 
 
+def _bias_add(model: onnx.ModelProto, tensor: str, initializers: dict) -> onnx.NodeProto | None:
+    """The single consumer of `tensor` when it is an Add of a constant 1-D bias, else None."""
+    users = [n for n in model.graph.node if tensor in n.input]
+    if len(users) != 1 or users[0].op_type != "Add" or tensor in {o.name for o in model.graph.output}:
+        return None
+    other = [i for i in users[0].input if i != tensor]
+    bias = initializers.get(other[0]) if len(other) == 1 else None
+    return users[0] if bias is not None and len(bias.dims) == 1 else None
+
+
 def split_outlier_channels(src: Path, dst: Path, names: Sequence[str], calibration: Sequence[Feed]) -> tuple[Path, Split]:
     """Rewrite the MatMuls named in `names` (rules 2, 3) into `dst`; `src` is returned when none was split."""
     result = Split()
@@ -121,15 +133,24 @@ def split_outlier_channels(src: Path, dst: Path, names: Sequence[str], calibrati
         gather = helper.make_node("Gather", [x, f"{prefix}/channels"], [f"{prefix}/x"], axis=-1, name=f"{prefix}/Gather")
         fp32 = helper.make_node("MatMul", [f"{prefix}/x", f"{prefix}/weight"], [f"{prefix}/y"], name=f"{prefix}/MatMul")
         masked = helper.make_node("Mul", [x, f"{prefix}/mask"], [f"{prefix}/x_rest"], name=f"{prefix}/Mul")
-        total = helper.make_node("Add", [f"{node.name}/rest", f"{prefix}/y"], [y], name=f"{prefix}/Add")
         node.input[0], node.output[0] = f"{prefix}/x_rest", f"{node.name}/rest"
+        bias_add = _bias_add(model, y, initializers)
+        if bias_add is not None:  # rest + bias first, then the FP32 part: the INT8 MatMul keeps its bias next to it
+            after, total_out = bias_add, bias_add.output[0]
+            bias_add.input[list(bias_add.input).index(y)] = f"{node.name}/rest"
+            bias_add.output[0] = f"{node.name}/rest_biased"
+            total = helper.make_node("Add", [f"{node.name}/rest_biased", f"{prefix}/y"], [total_out], name=f"{prefix}/Add")
+        else:
+            after = node
+            total = helper.make_node("Add", [f"{node.name}/rest", f"{prefix}/y"], [y], name=f"{prefix}/Add")
         at = list(model.graph.node).index(node)
         for offset, new in enumerate((gather, fp32, masked)):
             model.graph.node.insert(at + offset, new)
-        model.graph.node.insert(at + 4, total)
+        model.graph.node.insert(list(model.graph.node).index(after) + 1, total)
         # Typed, so the quantiser knows them even where shape inference stops (it skips what it cannot type).
         model.graph.value_info.extend(helper.make_tensor_value_info(name, initializers[node.input[1]].data_type, None)
-                                      for name in (f"{prefix}/x", f"{prefix}/y", f"{prefix}/x_rest", f"{node.name}/rest"))
+                                      for name in (f"{prefix}/x", f"{prefix}/y", f"{prefix}/x_rest", f"{node.name}/rest")
+                                      + ((f"{node.name}/rest_biased",) if bias_add is not None else ()))
         result.split[node.name] = channels
         result.fp32_nodes += [gather.name, fp32.name]
     if not result.split:
