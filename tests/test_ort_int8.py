@@ -78,6 +78,17 @@ def test_compile_folds_unless_the_target_says_standard_operators(bert_dir, quick
     report = json.loads((tmp_path / "a/report.json").read_text())
     assert "MatMulIntegerToFloat" in report["targets"][0]["quantization"]["bias_folded"]
     assert "MatMulIntegerToFloat" in _ops(tmp_path / "a/cpu/model.onnx")
+    # The residual adds read each layer norm's output unrounded; only quantised operators read its INT8 copy.
+    assert "residual adds" in report["targets"][0]["quantization"]["fp32_consumers"]
+    model = onnx.load(str(tmp_path / "a/cpu/model.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        for name in node.input:
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and producer.get(q.input[0]) is not None \
+                    and producer[q.input[0]].op_type == "LayerNormalization":
+                assert node.op_type in ("MatMul", "Gemm", "Gather"), node.op_type
     plain = tmp_path / "cpu-standard.toml"
     plain.write_text(open(load_target("cpu").source).read().replace("contrib_ops = true", "contrib_ops = false"))
     result = edgekit.compile(str(bert_dir), targets=[str(plain)], profile=str(quick_profile), output=tmp_path / "b")
