@@ -1,22 +1,21 @@
-"""The `split_outliers` lever of the `cpu` target, A/B (issue #5).
+"""The `split_outliers` lever and the bias fold of the `cpu` target, A/B (issue #5).
 
     python benchmarks/outliers.py [--duration 20]
 
-Quantises all-MiniLM-L6-v2's FP32 export for ONNX Runtime twice with the `balanced` profile and its own
-64 calibration paragraphs: with `split_outliers = false` (the feed-forward down projections, fed by GELU,
-wholly FP32) and `true` (INT8, their outlier input channels split off in FP32: edgekit/stages/outliers.py).
+Quantises all-MiniLM-L6-v2's FP32 export for ONNX Runtime with the `balanced` profile and its own 64
+calibration paragraphs: with `split_outliers = false` (the feed-forward down projections, fed by GELU,
+wholly FP32) and `true` (INT8, their outlier input channels split off in FP32: edgekit/stages/outliers.py),
+the latter also without the bias fold (stages/ort_int8.py) that finishes a `cpu` artifact.
 Prints, for each and for the FP32 export: the worst and mean cosine of the sentence embeddings against the
 FP32 export over the 64 corpus paragraphs that neither calibration nor a compile's evaluation uses, and
-p50 latency at 1x128, the three sessions interleaved.
+p50 latency at 1x128, the sessions interleaved by the compile's own benchmark rule.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,13 @@ def main() -> None:
     from edgekit.runtimes import OrtSession, default_threads
     from edgekit.source import resolve_source
     from edgekit.stages.export import export_huggingface
+    from edgekit.stages import benchmark
+    from edgekit.stages.ort_int8 import fold_biases
     from edgekit.stages.quantize_ort import quantize_onnxruntime
     from edgekit.stages.verify import cosine
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=20.0, help="timed seconds, all sessions together")
+    parser.add_argument("--duration", type=float, default=20.0, help="timed seconds, at least")
     args = parser.parse_args()
     threads = default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-outliers-") as tmp:
@@ -49,33 +50,27 @@ def main() -> None:
         unseen = text_feeds(tokenizer, [texts[i] for i in order[96:]], specs, 512)
         profile = load_profile("balanced")
         sessions = {"ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads)}
-        for split in (False, True):
-            folder = work / f"split-{split}"
+        for split, fold in ((False, True), (True, False), (True, True)):
+            label = f"INT8, split_outliers = {str(split).lower()}, biases {'folded' if fold else 'not folded'}"
+            folder = work / f"split-{split}-fold-{fold}"
             folder.mkdir()
             result = quantize_onnxruntime(export.onnx_path, folder, folder / "model.onnx", calibration,
                                           dataclasses.replace(profile, split_outliers=split), True, False)
-            sessions[f"INT8, split_outliers = {str(split).lower()}"] = OrtSession(result.path, threads)
-            print(f"split_outliers = {str(split).lower()}: {result.settings.get('outlier_channels', 'no split')}; "
+            if fold:
+                fold_biases(result.path)  # as the cpu target finishes it
+            sessions[label] = OrtSession(result.path, threads)
+            print(f"{label}: {result.settings.get('outlier_channels', 'no split')}; "
                   f"{(folder / 'model.onnx').stat().st_size / 1e6:.1f} MB")
         out = [o for o in sessions["ONNX Runtime FP32 (plain export)"].output_names].index("sentence_embedding")
         reference = [sessions["ONNX Runtime FP32 (plain export)"].run(f)[out] for f in unseen]
         feed = {s.name: np.ones((1, 128), np.int64) * (1000 if s.name == "input_ids" else 1) for s in specs}
-        for session in sessions.values():
-            for _ in range(10):
-                session.run(feed)
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        end = time.monotonic() + args.duration
-        while time.monotonic() < end:
-            for name, session in sessions.items():
-                start = time.perf_counter()
-                session.run(feed)
-                times[name].append((time.perf_counter() - start) * 1e3)
-        base = statistics.median(times["ONNX Runtime FP32 (plain export)"])
-        print(f"\n{len(unseen)} unseen paragraphs; 1x128, {threads} threads, {len(times[next(iter(times))])} interleaved rounds\n")
+        latency = benchmark.measure(sessions, feed, 50, args.duration, args.duration * 3)  # the compile's own rule
+        base = latency["ONNX Runtime FP32 (plain export)"].p50
+        print(f"\n{len(unseen)} unseen paragraphs; 1x128, {threads} threads, sessions interleaved as a compile does\n")
         print("| session | cosine min | cosine mean | p50 ms | vs FP32 |\n|---|---:|---:|---:|---:|")
         for name, session in sessions.items():
             cos = [cosine(r, session.run(f)[out]) for r, f in zip(reference, unseen)]
-            p50 = statistics.median(times[name])
+            p50 = latency[name].p50
             print(f"| {name} | {min(cos):.4f} | {np.mean(cos):.4f} | {p50:.2f} | {base / p50:.2f}× |")
 
 
