@@ -310,5 +310,7 @@ def _how_it_runs(t: TargetResult) -> list[str]:
     buckets = t.runtime_settings.get("length_buckets")
     if buckets:
         lines.append(f"runs in length buckets ({', '.join(map(str, buckets))} tokens): each input is padded to the "
-                     "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json)")
+                     "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json). "
+                     "Loading compiles nothing: the first inference at each new bucket compiles it (in the cold-start "
+                     "table's first inference)")
     return lines
