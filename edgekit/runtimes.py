@@ -125,7 +125,7 @@ def plan_buckets(model: Any, buckets: tuple[int, ...]) -> tuple[BucketPlan | Non
     """
     import openvino as ov
 
-    names, pshapes = [], {}
+    names = []
     for port in model.inputs:
         name = port.get_any_name()
         shape = port.get_partial_shape()
@@ -133,7 +133,6 @@ def plan_buckets(model: Any, buckets: tuple[int, ...]) -> tuple[BucketPlan | Non
                 or not port.get_element_type().is_integral():
             return None, f"input {name} is not an integer [batch, sequence] tensor of free length"
         names.append(name)
-        pshapes[name] = shape
     if "attention_mask" not in names:
         return None, "the model has no attention_mask input to mask the padding out"
     probes = []
