@@ -39,7 +39,7 @@ import edgekit  # noqa: E402
 from edgekit.data import CORPUS, read_lines, text_feeds  # noqa: E402
 from edgekit.graph import input_specs, load  # noqa: E402
 from edgekit.progress import ConsoleProgress  # noqa: E402
-from edgekit.runtimes import OpenVinoSession, OrtSession, default_threads, recorded_buckets  # noqa: E402
+from edgekit.runtimes import OpenVinoSession, OrtSession, default_threads, open_recorded, recorded_buckets  # noqa: E402
 from edgekit.source import resolve_source  # noqa: E402
 from edgekit.stages import benchmark  # noqa: E402
 from edgekit.stages.export import export_huggingface, load_reference  # noqa: E402
@@ -76,17 +76,16 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
 
     # The artifact runs with the settings its bundle records for the device (runtime.json).
     recorded = json.loads((bundle / "intel-cpu" / "runtime.json").read_text())
-    ov_precision = recorded.get("INFERENCE_PRECISION_HINT", "f32")
     buckets = recorded_buckets(recorded)
     sessions = {
         "PyTorch FP32 (original)": load_reference(source, names, threads),
         "ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads),
         "OpenVINO FP32 (plain export)": OpenVinoSession(export.onnx_path, threads),
         "edgekit cpu (ONNX Runtime INT8)": OrtSession(bundle / "cpu" / "model.onnx", threads),
-        "edgekit intel-cpu (OpenVINO INT8, length buckets)": OpenVinoSession(
-            bundle / "intel-cpu" / "model.xml", threads, inference_precision=ov_precision, length_buckets=buckets),
-        "edgekit intel-cpu IR at dynamic shapes (OpenVINO INT8)": OpenVinoSession(
-            bundle / "intel-cpu" / "model.xml", threads, inference_precision=ov_precision),
+        "edgekit intel-cpu (OpenVINO INT8, length buckets)": open_recorded(bundle / "intel-cpu" / "model.xml", recorded,
+                                                                           threads),
+        "edgekit intel-cpu IR at dynamic shapes (OpenVINO INT8)": open_recorded(
+            bundle / "intel-cpu" / "model.xml", {**recorded, "length_buckets": []}, threads),
     }
     out_index = names.index("sentence_embedding") if "sentence_embedding" in names else 0
     reference = [sessions["PyTorch FP32 (original)"].run(f)[out_index] for f in feeds]

@@ -19,7 +19,7 @@ import numpy as np
 
 
 def main() -> None:
-    from edgekit.runtimes import default_threads, open_artifact, recorded_buckets
+    from edgekit.runtimes import default_threads, open_recorded
     from edgekit.source import resolve_source
     from edgekit.stages import benchmark
     from edgekit.stages.export import load_reference
@@ -32,9 +32,7 @@ def main() -> None:
     sessions = {"original": load_reference(resolve_source(None), ["token_embeddings", "sentence_embedding"], threads)}
     for target in ("cpu", "intel-cpu"):
         settings = json.loads((args.bundle / target / "runtime.json").read_text())
-        sessions[target] = open_artifact(args.bundle / target / settings["artifact"], settings["runtime"], threads,
-                                         inference_precision=settings.get("INFERENCE_PRECISION_HINT", "f32"),
-                                         length_buckets=recorded_buckets(settings))
+        sessions[target] = open_recorded(args.bundle / target / settings["artifact"], settings, threads)
     feed = {"input_ids": np.full((1, 128), 2000, np.int64), "attention_mask": np.ones((1, 128), np.int64)}
     shipped = (benchmark.BLOCK_MS, benchmark.SETTLE_MS)
 

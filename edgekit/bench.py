@@ -31,7 +31,7 @@ from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
 from .progress import NullProgress, fraction_bar
 from .report import latency_json, throughput_json
-from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact, recorded_buckets
+from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact, open_recorded
 from .source import DEFAULT_MODEL_ID, resolve_source
 from .stages import benchmark
 
@@ -151,11 +151,7 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                     notes.append(f"{d.name}: not benchmarked: {here.reason}")
                     continue
                 openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
-                                lambda a=artifact, s=settings: open_artifact(a, s["runtime"], threads, s.get("device", "CPU"),
-                                                                             s.get("execution_provider", "CPUExecutionProvider"),
-                                                                             s.get("PERFORMANCE_HINT", "LATENCY"),
-                                                                             s.get("INFERENCE_PRECISION_HINT", "f32"),
-                                                                             recorded_buckets(s))))
+                                lambda a=artifact, s=settings: open_recorded(a, s, threads)))
             if not openers:
                 raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
             first = p / openers[0][2]

@@ -248,18 +248,21 @@ class OpenVinoSession:
                 batch, length = next(iter(shapes))
                 bucket = plan.bucket_for(length)
                 if bucket is not None:
-                    compiled, request = self._for_shape(batch, bucket)
+                    compiled = self._for_shape(batch, bucket)
                     if bucket == length:
-                        result = request.infer(feed, share_inputs=True)
-                        return [np.asarray(result[o]) for o in compiled.outputs]
-                    result = request.infer(plan.pad(feed, bucket), share_inputs=True)
-                    return plan.cut([np.asarray(result[o]) for o in compiled.outputs], length)
+                        return _infer(compiled, feed)
+                    return plan.cut(_infer(compiled, plan.pad(feed, bucket)), length)
             # longer than the largest bucket, or a feed the buckets cannot take: the model as built
         if self._dynamic is None:
             self._dynamic = self._compile(self._model)
-        compiled, request = self._dynamic
-        result = request.infer(feed, share_inputs=True)
-        return [np.asarray(result[o]) for o in compiled.outputs]
+        return _infer(self._dynamic, feed)
+
+
+def _infer(compiled: tuple[Any, Any], feed: Feed) -> list[np.ndarray]:
+    """Run a (compiled model, infer request) pair; the outputs in the model's order."""
+    model, request = compiled
+    result = request.infer(feed, share_inputs=True)
+    return [np.asarray(result[o]) for o in model.outputs]
 
 
 class TorchSession:
@@ -322,6 +325,15 @@ def recorded_buckets(settings: dict[str, Any]) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value):
         raise UsageError(f"runtime.json: 'length_buckets' must be a list of sequence lengths, not {value!r}")
     return tuple(value)
+
+
+def open_recorded(artifact: Path, settings: dict[str, Any], threads: int) -> Session:
+    """Open an artifact with the runtime settings a runtime.json records for it (device, provider, hints,
+    length buckets)."""
+    return open_artifact(artifact, settings["runtime"], threads, settings.get("device", "CPU"),
+                         settings.get("execution_provider", "CPUExecutionProvider"),
+                         settings.get("PERFORMANCE_HINT", "LATENCY"), settings.get("INFERENCE_PRECISION_HINT", "f32"),
+                         recorded_buckets(settings))
 
 
 def open_artifact(path: Path, runtime: str, threads: int, device: str = "CPU",

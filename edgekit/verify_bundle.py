@@ -26,7 +26,7 @@ import numpy as np
 
 from .bundle import write_json, write_npz
 from .errors import EdgekitError, UsageError
-from .runtimes import Feed, Session, open_artifact, recorded_buckets
+from .runtimes import Feed, Session, open_recorded
 from .safety import inside_bundle
 from .source import sha256_file
 
@@ -97,9 +97,9 @@ def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
     return len(entries), None
 
 
-def _settings(settings: dict[str, Any]) -> tuple[str, str, str, str, tuple[int, ...]]:
-    """(device, provider, performance hint, precision hint, length buckets) to load with: the target's own where
-    its device is here, else the verify device compile used (recorded as `verified_with`)."""
+def _load_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The runtime settings to load with: the target's own where its device is here, else those of the verify
+    device compile used (recorded as `verified_with`)."""
     from .config import Target
     from .devices import availability
 
@@ -107,11 +107,8 @@ def _settings(settings: dict[str, Any]) -> tuple[str, str, str, str, tuple[int, 
     device = settings.get("device", "CPU")
     provider = settings.get("execution_provider", "CPUExecutionProvider")
     if availability(Target(settings.get("target", ""), "", runtime, device, provider)).present:
-        return (device, provider, settings.get("PERFORMANCE_HINT", "LATENCY"), settings.get("INFERENCE_PRECISION_HINT", "f32"),
-                recorded_buckets(settings))
-    used = settings.get("verified_with", {})
-    return (used.get("device", "CPU"), "CPUExecutionProvider", used.get("PERFORMANCE_HINT", "LATENCY"),
-            used.get("INFERENCE_PRECISION_HINT", "f32"), recorded_buckets(used))
+        return settings
+    return {**settings.get("verified_with", {}), "runtime": runtime, "execution_provider": "CPUExecutionProvider"}
 
 
 def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | None]:
@@ -126,9 +123,10 @@ def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | No
         return name, f"{name}/{REFERENCE_NPZ}: no reference stored (bundle built before edgekit stored one); recompile it"
     settings = json.loads(settings_path.read_text())
     artifact = inside_bundle(folder, settings.get("artifact"), "runtime.json")
-    device, provider, hint, precision, buckets = _settings(settings)
+    used = _load_settings(settings)
+    device = used.get("device", "CPU")
     try:
-        session = open_artifact(artifact, settings["runtime"], threads, device, provider, hint, precision, buckets)
+        session = open_recorded(artifact, used, threads)
     except EdgekitError as exc:
         return name, f"{name}/{artifact.name}: does not load in {settings['runtime']} on {device}: {exc}"
     tolerance = json.loads(tol_path.read_text())["tolerance"]
