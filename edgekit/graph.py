@@ -5,12 +5,14 @@
 2. `apply_shapes` turns the free dimensions named by `--shape` into fixed ones. A `--shape` for an
    unknown input, with the wrong rank, or contradicting a fixed dimension is a usage error.
 3. `require_static` fails, naming every input and its free dimensions, when any remain.
+4. `producers`, `consumers` and `remove_unread`: the node maps and the clean-up every graph rewrite uses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -113,6 +115,29 @@ def opset(model: onnx.ModelProto) -> int:
 
 def op_types(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for node in model.graph.node}
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Each tensor name -> the node that outputs it."""
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Each tensor name -> the nodes that read it, in graph order."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def remove_unread(model: onnx.ModelProto, op_types: Sequence[str]) -> None:
+    """Remove the nodes of `op_types` whose output nothing reads (no node, no graph output), in that order
+    (e.g. DequantizeLinear, then the QuantizeLinear that fed it)."""
+    for op in op_types:
+        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        for node in [n for n in model.graph.node if n.op_type == op and n.output[0] not in read]:
+            model.graph.node.remove(node)
 
 
 def looks_like_transformer(model: onnx.ModelProto) -> bool:

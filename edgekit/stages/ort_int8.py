@@ -22,6 +22,8 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from .. import graph
+
 MS_DOMAIN = "com.microsoft"
 
 
@@ -32,16 +34,12 @@ def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
 def fold_biases(path: Path) -> int:
     """Rewrite `path` in place (rule 1); returns how many MatMuls were folded (0: the file is unchanged)."""
     model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
+    body = model.graph
+    initializers = {i.name: i for i in body.initializer}
+    producer, consumers = graph.producers(model), graph.consumers(model)
+    outputs = {o.name for o in body.output}
     folded = 0
-    for matmul in list(graph.node):
+    for matmul in list(body.node):
         if matmul.op_type != "MatMul" or matmul.domain not in ("", "ai.onnx"):
             continue
         a, b = producer.get(matmul.input[0]), producer.get(matmul.input[1])
@@ -69,16 +67,14 @@ def fold_biases(path: Path) -> int:
         fused = helper.make_node("MatMulIntegerToFloat",
                                  [a.input[0], b.input[0], a.input[1], b.input[1], a.input[2], b.input[2], bias_name],
                                  [add.output[0]], name=matmul.name, domain=MS_DOMAIN)
-        at = list(graph.node).index(matmul)
-        graph.node.remove(matmul)
-        graph.node.remove(add)
-        graph.node.insert(at, fused)
+        at = list(body.node).index(matmul)
+        body.node.remove(matmul)
+        body.node.remove(add)
+        body.node.insert(at, fused)
         folded += 1
     if not folded:
         return 0
-    used = {i for n in graph.node for i in n.input} | outputs
-    for node in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]:
-        graph.node.remove(node)
+    graph.remove_unread(model, ("DequantizeLinear",))
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     onnx.save(model, str(path))

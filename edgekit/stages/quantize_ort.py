@@ -123,7 +123,7 @@ def gelu_fed_matmuls(model: onnx.ModelProto, hops: int = 4) -> list[str]:
     """MatMuls whose activation comes from a GELU: a fused GELU op, or an Erf/Tanh reached through at
     most `hops` elementwise ops (the exported x*0.5*(1+erf(x/sqrt2)) form) — a transformer's
     feed-forward down projection. GELU outputs are long-tailed; per-tensor UINT8 ranges lose them."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = graph.producers(model)
 
     def near_gelu(tensor: str, depth: int) -> bool:
         node = producer.get(tensor)
@@ -145,52 +145,52 @@ def _with_feeding_activations(model: onnx.ModelProto, keep: Sequence[str]) -> li
     """`keep` plus the weightless producers (ReLU, reshapes, pooling) whose every consumer is kept FP32:
     otherwise their quantised output would still round the kept layer's input."""
     kept = set(keep)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.name)
+    producer, consumers = graph.producers(model), graph.consumers(model)
     frontier = [n for n in model.graph.node if n.name in kept]
     while frontier:
         node = frontier.pop()
         for name in node.input:
             source = producer.get(name)
             if (source is not None and source.name not in kept and source.op_type in PASS_THROUGH
-                    and all(c in kept for c in consumers.get(source.output[0], []))):
+                    and all(c.name in kept for c in consumers.get(source.output[0], []))):
                 kept.add(source.name)
                 frontier.append(source)
     return list(keep) + sorted(kept - set(keep))
 
 
-def strip_rounding_before(path: Path, kept: set[str]) -> int:
-    """Remove activation QuantizeLinear->DequantizeLinear pairs whose every consumer is kept FP32
-    (the quantiser still rounds a tensor when its producer is quantised). Returns how many."""
-    model = onnx.load(str(path))
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in model.graph.output}
-    removed = []
-    for dq in list(model.graph.node):
-        if dq.op_type != "DequantizeLinear":
-            continue
+def _read_unrounded(path: Path, choose) -> int:
+    """For each activation QuantizeLinear->DequantizeLinear pair, the consumers `choose(q, dq, users, producer,
+    consumers)` returns read the tensor before the pair instead; pairs nothing reads any more are removed.
+    Returns how many inputs changed (the file is rewritten only when some did)."""
+    model = onnx.load(str(path), load_external_data=False)
+    producer, consumers = graph.producers(model), graph.consumers(model)
+    changed = 0
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
         q = producer.get(dq.input[0])
-        users = consumers.get(dq.output[0], [])
-        if (q is None or q.op_type != "QuantizeLinear" or not users or dq.output[0] in graph_outputs
-                or not all(u.name in kept for u in users) or len(consumers.get(q.output[0], [])) != 1):
+        if q is None or q.op_type != "QuantizeLinear":
             continue
-        for user in users:
+        for user in choose(q, dq, consumers.get(dq.output[0], []), producer, consumers):
             for i, name in enumerate(user.input):
                 if name == dq.output[0]:
                     user.input[i] = q.input[0]
-        removed += [q, dq]
-    if removed:
-        for node in removed:
-            model.graph.node.remove(node)
+                    changed += 1
+    if changed:
+        graph.remove_unread(model, ("DequantizeLinear", "QuantizeLinear"))
         onnx.save(model, str(path))
-    return len(removed) // 2
+    return changed
+
+
+def strip_rounding_before(path: Path, kept: set[str]) -> int:
+    """Remove activation QuantizeLinear->DequantizeLinear pairs whose every consumer is kept FP32
+    (the quantiser still rounds a tensor when its producer is quantised). Returns how many inputs changed."""
+    model_outputs = {o.name for o in onnx.load(str(path), load_external_data=False).graph.output}
+
+    def choose(q, dq, users, producer, consumers):
+        whole = (users and dq.output[0] not in model_outputs and all(u.name in kept for u in users)
+                 and len(consumers.get(q.output[0], [])) == 1)
+        return users if whole else []
+
+    return _read_unrounded(path, choose)
 
 
 def fp32_consumers_read_fp32(path: Path, quantised_types: set[str]) -> int:
@@ -203,37 +203,15 @@ def fp32_consumers_read_fp32(path: Path, quantised_types: set[str]) -> int:
     `quantised_types` with a DequantizeLinear input: the embedding Gathers) keeps its pair: reading it in
     FP32 would make ONNX Runtime dequantise the whole table.
     """
-    model = onnx.load(str(path), load_external_data=False)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    changed = 0
-    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
-        q = producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
+
+    def choose(q, dq, users, producer, consumers):
         source = producer.get(q.input[0])
         if source is not None and source.op_type in quantised_types and any(
                 producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in source.input):
-            continue
-        for user in consumers.get(dq.output[0], []):
-            if user.op_type in quantised_types:
-                continue
-            for i, name in enumerate(user.input):
-                if name == dq.output[0]:
-                    user.input[i] = q.input[0]
-                    changed += 1
-    if not changed:
-        return 0
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    for op in ("DequantizeLinear", "QuantizeLinear"):
-        for node in [n for n in model.graph.node if n.op_type == op and n.output[0] not in used]:
-            model.graph.node.remove(node)
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    onnx.save(model, str(path))
-    return changed
+            return []
+        return [u for u in users if u.op_type not in quantised_types]
+
+    return _read_unrounded(path, choose)
 
 
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
@@ -330,6 +308,6 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
 
 def _dq_fed(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Nodes whose first input is a DequantizeLinear output: the quantised ones."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = graph.producers(model)
     return [n for n in model.graph.node if n.input and producer.get(n.input[0]) is not None
             and producer[n.input[0]].op_type == "DequantizeLinear"]

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from .. import graph
 from ..runtimes import Feed
 from .quantize_ov import import_nncf, save_ir
 
@@ -70,7 +71,7 @@ class Recovery:
 def quantised_layers(qdq_path: Path) -> list[onnx.NodeProto]:
     """Layers of a QDQ graph that were quantised: a quantisable op with a DequantizeLinear input."""
     model = onnx.load(str(qdq_path), load_external_data=False)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = graph.producers(model)
     return [n for n in model.graph.node if n.op_type in QUANTISED_OPS
             and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)]
 
@@ -86,7 +87,7 @@ def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> o
 
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = graph.producers(model)
     inits = {i.name: i for i in model.graph.initializer}
     float_inits = {i.name: i for i in float_model.graph.initializer}
     original = next((n for n in float_model.graph.node if n.name == layer), None)
