@@ -10,3 +10,14 @@ def assert_usage_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def embed_c(folder, out, name: str, *options: str) -> str:
+    """`edgekit embed FOLDER -f c -o OUT OPTIONS`, which must succeed; the text of the header OUT/NAME.h."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, ["embed", str(folder), "-f", "c", "-o", str(out), *options])
+    assert result.exit_code == 0, result.output
+    return (out / f"{name}.h").read_text()

@@ -10,6 +10,7 @@ import numpy as np
 import openvino as ov
 import pytest
 from click.testing import CliRunner
+from cli_helpers import embed_c
 
 import edgekit
 from edgekit import runtimes
@@ -164,9 +165,6 @@ def test_buckets_do_not_change_the_cached_artifact(text_bundle, bert_dir, tmp_pa
 def test_report_and_firmware_header_name_the_buckets(text_bundle, tmp_path):
     report = (text_bundle / "report.md").read_text()
     assert "intel-cpu: runs in length buckets (16, 32," in report
-    out = tmp_path / "fw"
-    result = CliRunner().invoke(main, ["embed", str(text_bundle / "intel-cpu"), "-f", "c", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    header = next(out.glob("*.h")).read_text()
+    header = embed_c(text_bundle / "intel-cpu", tmp_path / "fw", "edgekit_intel_cpu")
     assert "_NUM_LENGTH_BUCKETS 10" in header and "_LENGTH_BUCKETS { 16, 32, 48, 64, 96, 128, 192, 256, 384, 512 }" in header
     assert "pad input_ids, attention_mask, token_type_ids with zeros" in header

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from cli_helpers import assert_usage_error
+from cli_helpers import assert_usage_error, embed_c
 
 from edgekit.cli import main
 
@@ -120,9 +120,7 @@ def compile_and_dump(out, prefix, arrays, tmp_path):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_embed_c_onnx_compiles_and_bytes_match(bundle, tmp_path):
     out = tmp_path / "fw"
-    result = run("embed", str(bundle / "cpu"), "--format", "c", "-o", str(out), "--name", "cnn")
-    assert result.exit_code == 0, result.output
-    header = (out / "cnn.h").read_text()
+    header = embed_c(bundle / "cpu", out, "cnn", "--name", "cnn")
     assert '#define CNN_RUNTIME "onnxruntime"' in header and "CNN_RUNTIME_MIN_VERSION" in header
     assert '#define CNN_INPUT0_NAME "input"' in header and "#define CNN_INPUT0_SHAPE { 1, 3, 32, 32 }" in header
     assert '#define CNN_INPUT0_DTYPE "float32"' in header and "#define CNN_NUM_OUTPUTS 1" in header
@@ -138,9 +136,7 @@ def test_embed_c_onnx_compiles_and_bytes_match(bundle, tmp_path):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_embed_c_openvino_ir_two_arrays(bundle, tmp_path):
     out = tmp_path / "fw"
-    result = run("embed", str(bundle / "intel-cpu"), "-f", "c", "-o", str(out), "--align", "128")
-    assert result.exit_code == 0, result.output
-    header = (out / "edgekit_intel_cpu.h").read_text()
+    header = embed_c(bundle / "intel-cpu", out, "edgekit_intel_cpu", "--align", "128")
     assert '#define EDGEKIT_INTEL_CPU_RUNTIME "openvino"' in header and "#define EDGEKIT_INTEL_CPU_ALIGNMENT 128" in header
     assert "#define EDGEKIT_INTEL_CPU_INPUT0_QUANTIZED 0" in header
     dumped = compile_and_dump(out, "edgekit_intel_cpu", ["model", "weights"], tmp_path)
