@@ -74,14 +74,15 @@ def minilm(duration: float, threads: int, workdir: Path) -> dict:
     feeds = text_feeds(tokenizer, unseen, specs, 512)
     bench_feed = benchmark.batch_feed(report_feed(tokenizer, texts, specs), 1)
 
-    # The artifact runs with the settings its bundle records for the device (runtime.json).
+    # Each artifact runs with the settings its bundle records for the device (runtime.json).
     recorded = json.loads((bundle / "intel-cpu" / "runtime.json").read_text())
+    recorded_cpu = json.loads((bundle / "cpu" / "runtime.json").read_text())
     buckets = recorded_buckets(recorded)
     sessions = {
         "PyTorch FP32 (original)": load_reference(source, names, threads),
         "ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads),
         "OpenVINO FP32 (plain export)": OpenVinoSession(export.onnx_path, threads),
-        "edgekit cpu (ONNX Runtime INT8)": OrtSession(bundle / "cpu" / "model.onnx", threads),
+        "edgekit cpu (ONNX Runtime INT8)": open_recorded(bundle / "cpu" / "model.onnx", recorded_cpu, threads),
         "edgekit intel-cpu (OpenVINO INT8, length buckets)": open_recorded(bundle / "intel-cpu" / "model.xml", recorded,
                                                                            threads),
         "edgekit intel-cpu IR at dynamic shapes (OpenVINO INT8)": open_recorded(

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from minilm_split import export_with_split  # noqa: E402
+
 
 def main() -> None:
-    from transformers import AutoTokenizer
-
     from edgekit.config import load_profile
-    from edgekit.data import CORPUS, read_lines, text_feeds
-    from edgekit.graph import input_specs, load
     from edgekit.runtimes import OrtSession, default_threads
-    from edgekit.source import resolve_source
-    from edgekit.stages.export import export_huggingface
     from edgekit.stages import benchmark
     from edgekit.stages.ort_int8 import fold_biases
     from edgekit.stages.quantize_ort import quantize_onnxruntime
@@ -41,13 +40,7 @@ def main() -> None:
     threads = default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-outliers-") as tmp:
         work = Path(tmp)
-        export = export_huggingface(resolve_source(None), work / "export")
-        specs = input_specs(load(export.onnx_path))
-        tokenizer = AutoTokenizer.from_pretrained(str(export.folder))
-        texts = read_lines(CORPUS)
-        order = np.random.default_rng(0).permutation(len(texts))  # a compile's split: eval 32, calibration 64
-        calibration = text_feeds(tokenizer, [texts[i] for i in order[32:96]], specs, 512)
-        unseen = text_feeds(tokenizer, [texts[i] for i in order[96:]], specs, 512)
+        export, specs, calibration, unseen = export_with_split(work)
         profile = load_profile("balanced")
         sessions = {"ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads)}
         for split, fold in ((False, True), (True, False), (True, True)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -71,6 +72,9 @@ class Target:
     # ONNX Runtime: the artifact may use its com.microsoft operators where they are faster (False: standard
     # ONNX operators only, for builds without contrib operators)
     contrib_ops: bool = False
+    # ONNX Runtime: graph optimizers the session leaves out (its session config entry
+    # `optimization.disable_specified_optimizers`), where one makes the artifact slower on this runtime
+    disabled_optimizers: tuple[str, ...] = ()
 
     @property
     def artifact_name(self) -> str:
@@ -158,6 +162,7 @@ _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "activations": ((str,), ACTIVATIONS),
     "length_buckets": ((list,), "length buckets"),
     "contrib_ops": ((bool,), None),
+    "disabled_optimizers": ((list,), "optimizer names"),
 }
 _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
@@ -221,6 +226,12 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
                     or len(set(value)) != len(value):
                 raise UsageError(f"{path}: '{where}{key}' must be a list of distinct sequence lengths from 1 to 65536, not {value!r}")
             value = tuple(sorted(value))
+        if rule == "optimizer names":  # ONNX Runtime's graph transformer names, e.g. SkipLayerNormFusion
+            if not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v) for v in value) \
+                    or len(set(value)) != len(value):
+                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct ONNX Runtime optimizer names "
+                                 f"(such as \"SkipLayerNormFusion\"), not {value!r}")
+            value = tuple(value)
         if rule == "precisions":
             if not value or not all(isinstance(v, str) and v in TARGET_PRECISIONS for v in value) or len(set(value)) != len(value):
                 raise UsageError(f"{path}: '{where}{key}' must be a list of distinct precisions from {', '.join(TARGET_PRECISIONS)}, not {value!r}")
@@ -285,8 +296,9 @@ def load_target(name_or_path: str) -> Target:
         raise UsageError(f"{path}: 'precompiled_blob' is for OpenVINO targets only")
     if data.get("length_buckets") and data["runtime"] != "openvino":
         raise UsageError(f"{path}: 'length_buckets' is for OpenVINO targets only (ONNX Runtime runs dynamic shapes as fast)")
-    if data.get("contrib_ops") and data["runtime"] != "onnxruntime":
-        raise UsageError(f"{path}: 'contrib_ops' is for ONNX Runtime targets only")
+    for key in ("contrib_ops", "disabled_optimizers"):
+        if data.get(key) and data["runtime"] != "onnxruntime":
+            raise UsageError(f"{path}: '{key}' is for ONNX Runtime targets only")
     if data.get("length_buckets") and data.get("static_shapes"):
         raise UsageError(f"{path}: 'length_buckets' and 'static_shapes' exclude each other (a static-shape target has one length)")
     return Target(name=path.stem, description=data.pop("description", ""), source=str(path), **data)

@@ -175,6 +175,13 @@ def _header(prefix: str, t: TargetFiles, arrays: list[tuple[str, Path]], inputs:
                   " * bucket that holds the input (reshape the model to it), and cut the outputs back to the true length. */",
                   f"#define {up}_NUM_LENGTH_BUCKETS {len(buckets)}",
                   f"#define {up}_LENGTH_BUCKETS {{ {', '.join(str(int(b)) for b in buckets)} }}", ""]
+    config = settings.get("session_config") or settings.get("verified_with", {}).get("session_config") or {}
+    if config:
+        lines += ["/* ONNX Runtime session config entries it was verified and timed with: pass each pair to",
+                  " * AddSessionConfigEntry (C API) / SessionOptions::AddConfigEntry (C++) before creating the session. */",
+                  f"#define {up}_NUM_SESSION_CONFIG {len(config)}",
+                  f"#define {up}_SESSION_CONFIG {{ {', '.join(f'{{ {_c_string(k)}, {_c_string(str(v))} }}' for k, v in config.items())} }}",
+                  ""]
     for array, path in arrays:
         au = array.upper()
         lines += [f"/* {path.name} */", f"#define {up}_{au}_LEN {path.stat().st_size}u",

@@ -43,6 +43,7 @@ from .stages.ort_int8 import fold_biases
 from .stages.prepare import Prepared, muted, prepare
 from .stages.quantize_ort import quantize_onnxruntime
 from .stages.quantize_ov import convert_openvino
+from .stages.shape_fold import fold_shapes
 from .verify_bundle import write_reference
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,12 @@ def build_artifact(target: Target, profile: Profile, prep: Prepared, out_dir: Pa
                 shutil.copyfile(artifact, work / QDQ_COPY)  # what accuracy recovery reads
                 settings.update(_fold_biases(artifact))
         else:
-            shutil.copyfile(base, artifact)
+            folded = fold_shapes(base, artifact)
+            if folded.changed:
+                settings["shape_arithmetic"] = folded.describe()
+            else:
+                shutil.copyfile(base, artifact)
+            notes += folded.notes
             settings["format"] = "FP32 ONNX"
         return artifact, settings, notes
     if target.runtime == "openvino":
@@ -177,7 +183,7 @@ def _recover_onnxruntime(target: Target, profile: Profile, prep: Prepared, sampl
         return folder / "model.onnx"
 
     def score(candidate: Path) -> tuple[float, bool]:
-        fid, figures = evaluate(open_artifact(candidate, "onnxruntime", threads))
+        fid, figures = evaluate(open_artifact(candidate, "onnxruntime", threads, disabled_optimizers=target.disabled_optimizers))
         return fid.cosine_min, accuracy_met(profile.budgets, fid, figures)
 
     def show(attempt: recovery.Attempt) -> None:
@@ -212,7 +218,7 @@ def _artifact_key(target: Target, profile: Profile, precision: str, variant: Var
     """What determines a target's artifact: the samples' key (model, data, options, versions, CPU), the target's
     and the profile's settings (not names, descriptions, benchmark or runtime-only settings), the precision and
     static shapes."""
-    ignored = ("name", "description", "source", "length_buckets")
+    ignored = ("name", "description", "source", "length_buckets", "disabled_optimizers")
     return cache_key("artifact", {
         "samples": variant.samples_key if variant is not None else samples_key,
         "target": {k: v for k, v in dataclasses.asdict(target).items() if k not in ignored},
@@ -302,7 +308,7 @@ def _build_target(ctx: _Context, target: Target, precision: str, present: Availa
 
     def load() -> Session:
         return open_artifact(artifact, target.runtime, threads, device, provider, target.performance_hint, float_precision,
-                             target.length_buckets)
+                             target.length_buckets, target.disabled_optimizers)
 
     rss_before = benchmark.resident_mb()
     load_start = time.perf_counter()

@@ -33,12 +33,31 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DISABLE_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"  # ONNX Runtime session config entry
+
+
+def ort_options(threads: int, disabled_optimizers: tuple[str, ...] = ()):
+    """The ONNX Runtime session options every artifact is verified and timed with (runtime.json records them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if disabled_optimizers:
+        options.add_session_config_entry(DISABLE_OPTIMIZERS_KEY, ";".join(disabled_optimizers))
+    return options
+
+
 @dataclass
 class OrtSession:
     path: Path
     threads: int
     provider: str = "CPUExecutionProvider"
     runtime: str = "onnxruntime"
+    disabled_optimizers: tuple[str, ...] = ()  # graph optimizers left out (a target's `disabled_optimizers`)
     output_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -49,12 +68,7 @@ class OrtSession:
             raise UsageError(
                 f"ONNX Runtime here has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = ort_options(self.threads, self.disabled_optimizers)
         # A GPU provider runs what it has kernels for; ONNX Runtime places the rest on the CPU.
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         try:
@@ -74,6 +88,8 @@ class OrtSession:
             "inter_op_num_threads": 1,
             "execution_mode": "sequential",
             "graph_optimization_level": "ORT_ENABLE_ALL",
+            **({"session_config": {DISABLE_OPTIMIZERS_KEY: ";".join(self.disabled_optimizers)}}
+               if self.disabled_optimizers else {}),
         }
 
     def run(self, feed: Feed) -> list[np.ndarray]:
@@ -327,20 +343,31 @@ def recorded_buckets(settings: dict[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def recorded_disabled_optimizers(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The graph optimizers a runtime.json's ONNX Runtime session config leaves out."""
+    config = settings.get("session_config", {})
+    value = config.get(DISABLE_OPTIMIZERS_KEY, "") if isinstance(config, dict) else None
+    if not isinstance(value, str):
+        raise UsageError(f"runtime.json: session_config {DISABLE_OPTIMIZERS_KEY!r} must be a string of names separated "
+                         f"by ';', not {value!r}")
+    return tuple(name for name in value.split(";") if name)
+
+
 def open_recorded(artifact: Path, settings: dict[str, Any], threads: int) -> Session:
     """Open an artifact with the runtime settings a runtime.json records for it (device, provider, hints,
-    length buckets)."""
+    length buckets, session config)."""
     return open_artifact(artifact, settings["runtime"], threads, settings.get("device", "CPU"),
                          settings.get("execution_provider", "CPUExecutionProvider"),
                          settings.get("PERFORMANCE_HINT", "LATENCY"), settings.get("INFERENCE_PRECISION_HINT", "f32"),
-                         recorded_buckets(settings))
+                         recorded_buckets(settings), recorded_disabled_optimizers(settings))
 
 
 def open_artifact(path: Path, runtime: str, threads: int, device: str = "CPU",
                   provider: str = "CPUExecutionProvider", performance_hint: str = "LATENCY",
-                  inference_precision: str = "f32", length_buckets: tuple[int, ...] = ()) -> Session:
+                  inference_precision: str = "f32", length_buckets: tuple[int, ...] = (),
+                  disabled_optimizers: tuple[str, ...] = ()) -> Session:
     if runtime == "onnxruntime":
-        return OrtSession(path, threads, provider)
+        return OrtSession(path, threads, provider, disabled_optimizers=tuple(disabled_optimizers))
     if runtime == "openvino":
         return OpenVinoSession(path, threads, device, performance_hint, inference_precision, tuple(length_buckets))
     raise UsageError(f"unknown runtime '{runtime}' (known: onnxruntime, openvino)")

@@ -407,6 +407,19 @@ def test_split_outliers(tmp_path):
         load_profile(write(tmp_path, VALID_PROFILE.replace('"int8"\n', '"int8"\nsplit_outliers = "yes"\n')))
 
 
+def test_disabled_optimizers(tmp_path):
+    assert load_target("cpu").disabled_optimizers == ("SkipLayerNormFusion",)
+    assert load_target("intel-cpu").disabled_optimizers == () and load_target("cuda").disabled_optimizers == ()
+    ort_target = 'runtime = "onnxruntime"\ndevice = "CPU"\n'
+    assert load_target(write(tmp_path, ort_target + 'disabled_optimizers = ["GeluFusionL1", "MatMulScaleFusion"]\n')
+                       ).disabled_optimizers == ("GeluFusionL1", "MatMulScaleFusion")
+    for bad in ('"SkipLayerNormFusion"', '["SkipLayerNormFusion;GeluFusion"]', '["a b"]', '[1]', '["X", "X"]', '[""]'):
+        with pytest.raises(UsageError, match="disabled_optimizers"):
+            load_target(write(tmp_path, ort_target + f"disabled_optimizers = {bad}\n"))
+    with pytest.raises(UsageError, match="ONNX Runtime targets only"):
+        load_target(write(tmp_path, 'runtime = "openvino"\ndevice = "CPU"\ndisabled_optimizers = ["SkipLayerNormFusion"]\n'))
+
+
 def test_contrib_ops(tmp_path):
     assert load_target("cpu").contrib_ops and not load_target("intel-cpu").contrib_ops
     assert not load_target(write(tmp_path, 'runtime = "onnxruntime"\ndevice = "CPU"\n')).contrib_ops  # the default

@@ -105,8 +105,12 @@ def compile_and_dump(out, prefix, arrays, tmp_path):
     main_c = tmp_path / "main.c"
     writes = "\n".join(f'  f = fopen("{a}.out", "wb"); if (!f) return 1; '
                        f"fwrite({prefix}_{a}, 1, {prefix}_{a}_len, f); fclose(f);" for a in arrays)
-    main_c.write_text(f'#include <stdio.h>\n#include "{prefix}.h"\nint main(void) {{\n  FILE *f;\n'
-                      f"  if (((size_t){prefix}_model) % {prefix.upper()}_ALIGNMENT) return 2;\n{writes}\n  return 0;\n}}\n")
+    up = prefix.upper()
+    config = (f"#ifdef {up}_SESSION_CONFIG\nstatic const char *config[{up}_NUM_SESSION_CONFIG][2] = {up}_SESSION_CONFIG;\n"
+              f"#endif\n")
+    use = f"#ifdef {up}_SESSION_CONFIG\n  if (config[0][0][0] != 'o') return 3;\n#endif\n"
+    main_c.write_text(f'#include <stdio.h>\n#include "{prefix}.h"\n{config}int main(void) {{\n  FILE *f;\n{use}'
+                      f"  if (((size_t){prefix}_model) % {up}_ALIGNMENT) return 2;\n{writes}\n  return 0;\n}}\n")
     for src in (out / f"{prefix}.c", main_c):
         done = subprocess.run([*GCC, "-c", str(src), "-I", str(out), "-o", str(tmp_path / (src.stem + ".o"))],
                               capture_output=True, text=True)
@@ -127,6 +131,9 @@ def test_embed_c_onnx_compiles_and_bytes_match(bundle, tmp_path):
     artifact = (bundle / "cpu" / "model.onnx").read_bytes()
     assert f'#define CNN_MODEL_SHA256 "{hashlib.sha256(artifact).hexdigest()}"' in header
     assert "aligned(64)" in (out / "cnn.c").read_text()
+    # The session config it was verified and timed with (targets/cpu.toml's disabled_optimizers), as C pairs.
+    assert ('#define CNN_SESSION_CONFIG { { "optimization.disable_specified_optimizers", "SkipLayerNormFusion" } }'
+            in header and "#define CNN_NUM_SESSION_CONFIG 1" in header)
     assert compile_and_dump(out, "cnn", ["model"], tmp_path) == {"model": artifact}
     # A QDQ graph quantises its float input at the edge: the scale and zero point are given.
     if "#define CNN_INPUT0_QUANTIZED 1" in header:

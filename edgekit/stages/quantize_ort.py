@@ -4,6 +4,8 @@
    quantisation falls back to per-tensor and says so.
 2. `quant_pre_process` (shape inference) runs first; when its symbolic shape inference fails, as it
    does on many published graphs, it is retried without it, then skipped — each fallback is noted.
+   Then the graph's shape arithmetic is folded into constants where its sizes are fixed
+   (stages/shape_fold.py).
 3. Weights are symmetric INT8 per channel; activations UINT8 (asymmetric or symmetric, per profile),
    the fast u8s8 path on x86, with moving-average min/max calibration (one outlier sample does not
    stretch a range). Transformers quantise the MatMuls that hold weights and the embedding Gathers;
@@ -29,6 +31,7 @@ from ..config import Profile
 from ..errors import InternalError
 from ..runtimes import Feed
 from .outliers import Split, split_outlier_channels
+from .shape_fold import fold_shapes
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +225,9 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
     notes: list[str] = []
     upgraded, per_channel_ok = _upgrade_opset(src, workdir / "opset13.onnx", notes)
     prepared = _pre_process(upgraded, workdir / "preprocessed.onnx", fused, notes)
+    folded = fold_shapes(prepared, workdir / "folded.onnx")
+    prepared = folded.path
+    notes += folded.notes
     per_channel = profile.per_channel and per_channel_ok
     calibration_method = profile.calibration_method
     shapes = {tuple(v.shape for v in f.values()) for f in calibration}
@@ -252,6 +258,8 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
                       + ("the outlier channels of MatMuls fed by GELU" if split.split else "MatMuls fed by GELU")
                       if excluded else "none"),
     }
+    if folded.changed:
+        settings["shape_arithmetic"] = folded.describe()
     if split.split:
         settings["outlier_channels"] = split.describe()
     def run(quantize_bias: bool) -> None:
