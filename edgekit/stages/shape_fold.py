@@ -3,7 +3,7 @@
 Exporters write dimensions as computations: `Shape -> Gather -> Unsqueeze -> Concat -> Reshape` to split
 heads, `Shape -> Slice -> Cast -> Sqrt -> Div` for an attention scale. ONNX Runtime folds only nodes whose
 inputs are all constant, and a `Shape` of a tensor with a dynamic batch or sequence axis is not, so these
-chains run on every inference (all-MiniLM-L6-v2: about 100 small nodes in 330), and the scalar `Mul`s
+chains run on every inference (all-MiniLM-L6-v2: 86 of its 364 nodes once quantised), and the scalar `Mul`s
 they feed cannot be folded into the MatMuls after them.
 
 Rules:
