@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.source import resolve_source
 from edgekit.stages.export import export_huggingface
+from edgekit.stages import shape_fold
 from edgekit.stages.shape_fold import MAX_FOLDED_ELEMENTS, fold_shapes
 
 
@@ -90,6 +91,29 @@ def test_reshape_copies_only_an_axis_proven_equal(tmp_path):
     kept = fold_shapes(other, tmp_path / "other-folded.onnx")
     assert kept.reshapes == 0 and not kept.changed and kept.path == other
     assert not (tmp_path / "other-folded.onnx").exists()
+
+
+def test_constant_nodes_of_every_form_and_a_graph_it_cannot_read(tmp_path, monkeypatch):
+    """Constant(value_ints=...) takes part like an initializer; a graph the fold fails on is used as it is."""
+    nodes = [helper.make_node("Constant", [], ["minus_one"], value_ints=[-1]),
+             helper.make_node("Constant", [], ["zero"], value_int=0),
+             helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"]),
+             helper.make_node("Unsqueeze", ["n", "zero_axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["out"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3])],
+                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [_i64("zero_axes", [0])])
+    result = fold_shapes(path, tmp_path / "folded.onnx")
+    assert result.reshapes == 1 and _ops(result.path) == {"Reshape": 1}
+    feed = {"x": np.arange(30, dtype=np.float32).reshape(5, 2, 3)}
+    np.testing.assert_array_equal(_run(result.path, feed)[0], feed["x"].reshape(5, 6))
+
+    def broken(self):
+        raise ValueError("unreadable")
+
+    monkeypatch.setattr(shape_fold._Folder, "run", broken)
+    failed = fold_shapes(path, tmp_path / "again.onnx")
+    assert failed.path == path and not failed.changed and "not folded (ValueError: unreadable)" in failed.notes[0]
 
 
 def test_broadcast_axis_is_not_taken_from_an_input_that_may_be_one(tmp_path):

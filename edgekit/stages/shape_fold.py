@@ -25,12 +25,15 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+log = logging.getLogger(__name__)
 
 MAX_FOLDED_ELEMENTS = 4096
 FOLDABLE = frozenset({"Cast", "Sqrt", "Div", "Mul", "Add", "Sub", "Pow", "Neg", "Reciprocal", "Unsqueeze", "Squeeze",
@@ -115,7 +118,7 @@ class _Folder:
         return None
 
     def _shape_node(self, node: onnx.NodeProto) -> tuple[list, int] | None:
-        dims = self.shapes.get(node.input[0])
+        dims = self._dims(node.input[0])
         if dims is None:
             return None
         rank = len(dims)
@@ -272,6 +275,8 @@ class _Folder:
             at = _attribute(node, "axis", 0)
             at = at + self._rank(node.input[0]) if at < 0 else at
             ri = self._rank(node.input[1])
+            if ri < 0 or at < 0:
+                return own
             if axis < at:
                 return self._origin(node.input[0], axis)
             if axis < at + ri:
@@ -357,8 +362,11 @@ class _Folder:
             if node.domain not in ("", "ai.onnx"):
                 kept.append(node)
                 continue
-            if node.op_type == "Constant" and _attribute(node, "value") is not None:
-                self.const[node.output[0]] = numpy_helper.to_array(_attribute(node, "value"))
+            if node.op_type == "Constant":  # any of its forms (value, value_ints, value_float, ...)
+                value = _attribute(node, "value")
+                values = [numpy_helper.to_array(value)] if value is not None else self._evaluate(node)
+                if values is not None:
+                    self.const[node.output[0]] = values[0]
                 kept.append(node)
                 continue
             symbolic_input = any(n in self.symbolic for n in node.input)
@@ -448,7 +456,11 @@ def fold_shapes(src: Path, dst: Path) -> FoldResult:
     model = onnx.load(str(src), load_external_data=False)
     if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer):
         return FoldResult(src, notes=["shape arithmetic not folded: the model keeps its weights in external data"])
-    result = _Folder(model).run()
+    try:
+        result = _Folder(model).run()
+    except Exception as exc:  # an optimisation: a graph it cannot read is used as it is
+        log.info("shape fold failed", exc_info=True)
+        return FoldResult(src, notes=[f"shape arithmetic not folded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"])
     result.path = src
     if result.changed:
         onnx.save(model, str(dst))
