@@ -116,6 +116,26 @@ def test_constant_nodes_of_every_form_and_a_graph_it_cannot_read(tmp_path, monke
     assert failed.path == path and not failed.changed and "not folded (ValueError: unreadable)" in failed.notes[0]
 
 
+def test_shapes_recorded_in_the_file_are_not_trusted(tmp_path):
+    """An exporter's traced value_info says [8, 4] for a tensor whose first axis follows the input: not a constant."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"]), helper.make_node("Unsqueeze", ["n", "zero_axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["r", "target"], ["out"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [_i64("zero", 0), _i64("zero_axes", [0]), _i64("minus_one", [-1])],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, [8, 4])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "stale.onnx"
+    onnx.save(model, str(path))
+    result = fold_shapes(path, tmp_path / "folded.onnx")
+    target = next(i for i in onnx.load(str(result.path)).graph.initializer if i.name.endswith("_shape"))
+    assert list(numpy_helper.to_array(target)) == [0, -1]  # "copy axis 0", never 8
+    assert _run(result.path, {"x": np.ones((3, 4), np.float32)})[0].shape == (3, 4)
+
+
 def test_broadcast_axis_is_not_taken_from_an_input_that_may_be_one(tmp_path):
     """Add(x [p, 6], z [q, 6]) is q long when p is 1: its axis is not x's, so no "copy" is written."""
     nodes = [helper.make_node("Add", ["x", "z"], ["t"]), helper.make_node("Shape", ["x"], ["s"]),

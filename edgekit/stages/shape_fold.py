@@ -7,7 +7,8 @@ chains run on every inference (all-MiniLM-L6-v2: 86 of its 364 nodes once quanti
 they feed cannot be folded into the MatMuls after them.
 
 Rules:
-1. Sizes come from ONNX shape inference. A `Shape` element is a constant only where inference gives the
+1. Sizes come from ONNX shape inference, run from the graph's inputs and initializers (shapes the file
+   already records are not trusted). A `Shape` element is a constant only where inference gives the
    axis a fixed size; a dynamic axis stays symbolic (a `Dim`: that axis of that tensor).
 2. `Shape` values are followed through `Gather`, `Slice`, `Unsqueeze`, `Squeeze`, `Concat` and integer
    `Cast`; a value whose elements are all constant becomes an initializer.
@@ -77,7 +78,12 @@ class FoldResult:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    """Every tensor's inferred dims, from the graph's inputs and initializers alone: `value_info` already in
+    the file is dropped first (an exporter's traced shapes can be stale where an axis is dynamic)."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=False, data_prop=True)
     shapes: dict[str, list[int | str | None]] = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         t = value.type.tensor_type
