@@ -10,14 +10,16 @@ Rules:
 1. Sizes come from ONNX shape inference, run from the graph's inputs and initializers (shapes the file
    already records are not trusted). A `Shape` element is a constant only where inference gives the
    axis a fixed size; a dynamic axis stays symbolic (a `Dim`: that axis of that tensor).
-2. `Shape` values are followed through `Gather`, `Slice`, `Unsqueeze`, `Squeeze`, `Concat` and integer
-   `Cast`; a value whose elements are all constant becomes an initializer.
+2. `Shape` values are followed through `Gather`, `Slice` (step 1), `Unsqueeze`, `Squeeze`, `Concat`,
+   `Reshape` (flattening) and integer `Cast`; `Equal(size, -1)` is decided (a size is never negative) and
+   so is a `Where` on a decided condition. A value whose elements are all constant becomes an initializer.
 3. A `Reshape` whose target is still dynamic gets a constant one where each dynamic element j is the
    size of an axis with the same origin as axis j of the `Reshape`'s own input: it becomes 0 ("copy
    axis j"). Origins are traced through shape-preserving, broadcasting (an input of size 1 aside),
-   `MatMul`, `Transpose`, `Reshape` and `Gather` nodes back to a graph input's named axis (inputs that
-   share a dimension name share its size, as ONNX defines); anything else is its own origin. One
-   remaining dynamic element becomes -1 when the target has none. `allowzero=1` reshapes stay as built.
+   `MatMul`, `Transpose`, `Reshape`, `Gather`, `Unsqueeze`, `Squeeze`, `Slice` (unsliced axes) and
+   `Expand` nodes back to a graph input's named axis (inputs that share a dimension name share its size,
+   as ONNX defines); anything else is its own origin. One remaining dynamic element becomes -1 when the
+   target has none. `allowzero=1` reshapes stay as built.
 4. Any other node whose inputs are now all constant is evaluated (ONNX's reference implementation) when it
    is a deterministic operator and its output is small (at most `MAX_FOLDED_ELEMENTS` elements); larger
    results stay computed, so the file does not grow.
