@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .judge import Check
+from .runtimes import DISABLE_OPTIMIZERS_KEY, recorded_disabled_optimizers
 from .stages.benchmark import Latency, Throughput
 from .stages.verify import Fidelity
 
@@ -313,9 +314,9 @@ def _how_it_runs(t: TargetResult) -> list[str]:
                      "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json). "
                      "Loading compiles nothing: the first inference at each new bucket compiles it (in the cold-start "
                      "table's first inference)")
-    disabled = t.runtime_settings.get("session_config", {}).get("optimization.disable_specified_optimizers")
+    disabled = recorded_disabled_optimizers(t.runtime_settings)
     if disabled:
-        lines.append(f"ONNX Runtime runs it with graph optimizer(s) {disabled.replace(';', ', ')} disabled (session config "
-                     "entry optimization.disable_specified_optimizers, in runtime.json): verified and timed that way; "
+        lines.append(f"ONNX Runtime runs it with graph optimizer(s) {', '.join(disabled)} disabled (session config "
+                     f"entry {DISABLE_OPTIMIZERS_KEY}, in runtime.json): verified and timed that way; "
                      "the device should set the same entry")
     return lines
