@@ -136,10 +136,14 @@ class _Folder:
         return [d if isinstance(d, int) and d > 0 else Dim(node.input[0], axis)
                 for axis, d in zip(range(start, end), dims[start:end])], 1
 
-    def _follow(self, node: onnx.NodeProto) -> tuple[list, int] | None:
+    def _follow(self, node: onnx.NodeProto) -> tuple[list, int] | np.ndarray | None:
+        """The shape value `node` computes from shape values (rule 2), a decided comparison (a constant
+        array), or None where the rule does not follow it."""
         op = node.op_type
         if op == "Shape":
             return self._shape_node(node)
+        if op == "Where":
+            return self._where(node)
         found = self._values(node.input[0]) if node.input else None
         if found is None:
             return None
@@ -377,12 +381,8 @@ class _Folder:
                     self.const[node.output[0]] = values[0]
                 kept.append(node)
                 continue
-            symbolic_input = any(n in self.symbolic for n in node.input)
-            followed = None
-            if node.op_type == "Where" and symbolic_input:
-                followed = self._where(node)
-            elif node.op_type == "Shape" or symbolic_input:
-                followed = self._follow(node)
+            followed = (self._follow(node) if node.op_type == "Shape" or any(n in self.symbolic for n in node.input)
+                        else None)
             if isinstance(followed, np.ndarray):  # a decided comparison
                 self._set_constant(node.output[0], followed)
                 self.result.folded += 1
