@@ -35,15 +35,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floor  # noqa: E402
+from minilm_split import export_with_split  # noqa: E402
 
 import edgekit  # noqa: E402
-from edgekit.data import CORPUS, read_lines, text_feeds  # noqa: E402
-from edgekit.graph import input_specs, load  # noqa: E402
+from edgekit.graph import load  # noqa: E402
 from edgekit.progress import ConsoleProgress  # noqa: E402
 from edgekit.runtimes import OpenVinoSession, OrtSession, default_threads, open_recorded, recorded_buckets  # noqa: E402
 from edgekit.source import resolve_source  # noqa: E402
 from edgekit.stages import benchmark  # noqa: E402
-from edgekit.stages.export import export_huggingface, load_reference  # noqa: E402
+from edgekit.stages.export import load_reference  # noqa: E402
 from edgekit.stages.verify import cosine  # noqa: E402
 
 
@@ -64,17 +64,10 @@ def minilm(duration: float, threads: int, workdir: Path, rounds: int = 3) -> dic
     progress.stage(f"compiled in {compile_seconds:.1f} s; loading every session")
 
     source = resolve_source(None)
-    export = export_huggingface(source, workdir / "plain")
-    specs = input_specs(load(export.onnx_path))
+    minilm = export_with_split(workdir / "plain")
+    export, specs, feeds = minilm.export, minilm.specs, minilm.unseen
     names = [o.name for o in load(export.onnx_path, load_external_data=False).graph.output]
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(export.folder))
-    texts = read_lines(CORPUS)
-    order = np.random.default_rng(0).permutation(len(texts))  # the compile's split: eval 32, calibration 64
-    unseen = [texts[i] for i in order[96:]]
-    feeds = text_feeds(tokenizer, unseen, specs, 512)
-    bench_feed = benchmark.batch_feed(report_feed(tokenizer, texts, specs), 1)
+    bench_feed = benchmark.batch_feed(report_feed(minilm.tokenizer, minilm.texts, specs), 1)
 
     # Each artifact runs with the settings its bundle records for the device (runtime.json).
     recorded = json.loads((bundle / "intel-cpu" / "runtime.json").read_text())

@@ -1,15 +1,26 @@
-"""all-MiniLM-L6-v2 exported to ONNX with a compile's split of the corpus: what the A/B benchmarks quantise with."""
+"""all-MiniLM-L6-v2 exported to ONNX with a compile's split of the corpus: what the benchmarks run it on."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def export_with_split(work: Path):
-    """Export the embedded model into `work`; return (export, input specs, the 64 calibration feeds a compile
-    uses, the feeds neither calibration nor a compile's 32 evaluation paragraphs use)."""
+@dataclass
+class MiniLM:
+    export: Any  # edgekit.stages.export.ExportResult
+    specs: list  # the graph's input specs
+    tokenizer: Any
+    texts: list[str]  # the whole corpus
+    calibration: list  # the 64 feeds a compile calibrates with
+    unseen: list  # the feeds neither calibration nor a compile's 32 evaluation paragraphs use
+
+
+def export_with_split(work: Path) -> MiniLM:
+    """Export the embedded model into `work` and split the corpus as a compile does (eval 32, calibration 64)."""
     from transformers import AutoTokenizer
 
     from edgekit.data import CORPUS, read_lines, text_feeds
@@ -21,7 +32,7 @@ def export_with_split(work: Path):
     specs = input_specs(load(export.onnx_path))
     tokenizer = AutoTokenizer.from_pretrained(str(export.folder))
     texts = read_lines(CORPUS)
-    order = np.random.default_rng(0).permutation(len(texts))  # a compile's split: eval 32, calibration 64
+    order = np.random.default_rng(0).permutation(len(texts))
     calibration = text_feeds(tokenizer, [texts[i] for i in order[32:96]], specs, 512)
     unseen = text_feeds(tokenizer, [texts[i] for i in order[96:]], specs, 512)
-    return export, specs, calibration, unseen
+    return MiniLM(export, specs, tokenizer, texts, calibration, unseen)

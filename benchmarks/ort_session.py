@@ -77,7 +77,8 @@ def main() -> None:
     disabled = load_target("cpu").disabled_optimizers
     with tempfile.TemporaryDirectory(prefix="edgekit-ort-session-") as tmp:
         work = Path(tmp)
-        export, specs, calibration, _ = export_with_split(work)
+        minilm = export_with_split(work)
+        export, specs, calibration = minilm.export, minilm.specs, minilm.calibration
         profile = load_profile("balanced")
         artifacts = {}
         real_fold = quantize_ort.fold_shapes

@@ -40,7 +40,8 @@ def main() -> None:
     threads = default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-outliers-") as tmp:
         work = Path(tmp)
-        export, specs, calibration, unseen = export_with_split(work)
+        minilm = export_with_split(work)
+        export, specs, calibration, unseen = minilm.export, minilm.specs, minilm.calibration, minilm.unseen
         profile = load_profile("balanced")
         sessions = {"ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads)}
         for split, fold in ((False, True), (True, False), (True, True)):
