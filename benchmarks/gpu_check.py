@@ -43,7 +43,7 @@ from edgekit.config import load_target  # noqa: E402
 from edgekit.runtimes import OrtSession  # noqa: E402
 from edgekit.stages import benchmark, verify  # noqa: E402
 
-found = devices.probe_onnxruntime()
+found = devices.probe("onnxruntime")
 here = devices.availability(load_target("cuda"), found)
 result["probe"] = {"devices": list(found.devices), "problems": found.problems}
 result["cuda_target_present"] = here.present

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from . import graph, safety
-from .config import Target, load_target
-from .devices import availability
+from . import runtimes
+from .config import load_target
+from .request import DEFAULT_TARGETS
+from .devices import recorded_availability
 from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
 from .progress import NullProgress, fraction_bar
@@ -145,8 +147,7 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                     continue
                 settings = json.loads((d / "runtime.json").read_text())
                 artifact = d / settings["artifact"]
-                here = availability(Target(d.name, "", settings["runtime"], settings.get("device", "CPU"),
-                                           settings.get("execution_provider", "")))
+                here = recorded_availability(settings)
                 if not here.present and not targets:  # named with --target: let it fail, saying why
                     notes.append(f"{d.name}: not benchmarked: {here.reason}")
                     continue
@@ -164,13 +165,16 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
                 else:
                     openers.insert(0, ("original", "pytorch", location,
                                        lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, artifact_for_specs, threads)))
-        elif p.suffix in (".onnx", ".xml"):
+        elif _readers(p.suffix):
             if not p.is_file():
                 raise UsageError(f"no such artifact: {p}")
-            runtimes = [load_target(t).runtime for t in targets] if targets else ["onnxruntime" if p.suffix == ".onnx" else "openvino"]
-            if p.suffix == ".xml" and "onnxruntime" in runtimes:
-                raise UsageError(f"{p}: an OpenVINO IR runs on openvino targets only (e.g. --target intel-cpu)")
-            for runtime in dict.fromkeys(runtimes):
+            readers = _readers(p.suffix)
+            chosen = [load_target(t).runtime for t in targets] if targets else \
+                [next((r for r in readers if r.suffix == p.suffix), readers[0]).name]
+            if any(name not in {r.name for r in readers} for name in chosen):
+                raise UsageError(f"{p}: a {p.suffix} artifact runs on {', '.join(r.name for r in readers)} targets only "
+                                 f"(e.g. --target {_example_target(readers[0].name)})")
+            for runtime in dict.fromkeys(chosen):
                 openers.append((f"{p.name} on {runtime}", runtime, p.name, lambda r=runtime: open_artifact(p, r, threads)))
             folder_for_inputs, artifact_for_specs = p.parent, p
             if with_original:
@@ -183,7 +187,7 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
             progress.stage(f"export {source.location} to ONNX (FP32) for benchmarking")
             with muted():
                 export = export_huggingface(source, Path(workdir.name))
-            for t in targets or ["cpu"]:
+            for t in targets or DEFAULT_TARGETS:
                 runtime = load_target(t).runtime
                 openers.append((f"fp32 on {runtime}", runtime, "model.onnx (fp32 export)",
                                 lambda r=runtime: open_artifact(export.onnx_path, r, threads)))
@@ -225,6 +229,18 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
         return BenchReport(text, ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items()), threads, batches, results, notes)
     finally:
         workdir.cleanup()
+
+
+def _readers(suffix: str) -> list:
+    """The registered runtimes that load a file with this suffix."""
+    return [r for r in runtimes.all_runtimes() if suffix in r.reads] if suffix else []
+
+
+def _example_target(runtime: str) -> str:
+    """A built-in target of `runtime`, for a message."""
+    from .config import list_targets
+
+    return next((t.name for t in list_targets() if t.runtime == runtime), "NAME")
 
 
 def _torch_original(model: str | None, artifact: Path, threads: int) -> Session:

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError, UsageError
+from .request import DEFAULT_PROFILE, DEFAULT_TARGETS
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -51,7 +52,7 @@ def main() -> None:
 @click.argument("model", required=False)
 @click.option("-t", "--target", "targets", multiple=True, metavar="NAME|FILE.toml",
               help="Deployment target, repeatable (default: cpu). See `edgekit targets`.")
-@click.option("-p", "--profile", default="balanced", show_default=True, metavar="NAME|FILE.toml",
+@click.option("-p", "--profile", default=DEFAULT_PROFILE, show_default=True, metavar="NAME|FILE.toml",
               help="Optimisation profile and its budgets. See `edgekit profiles`.")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Bundle folder (default: edgekit-out/<model name>). Replaced only by a complete new bundle.")
@@ -118,11 +119,13 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
     Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure;
     with a project, the worst of its models.
     """
-    from .pipeline import compile as compile_model
-    from .progress import ConsoleProgress, NullProgress
+    from .pipeline import run
+    from .progress import ConsoleProgress, NullProgress, quiet_libraries
     from .project import BuildOptions, project_to_build
+    from .request import CompileRequest
 
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(debug)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         project_file = project_to_build(model, project)
@@ -136,15 +139,15 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
                                       require_measured=require_measured, trust_remote_code=trust_remote_code))
         return
     try:
-        report = compile_model(model, targets=targets or ("cpu",), profile=profile, output=output, task=task,
-                               shapes=shapes, data=data, threads=threads,
-                               progress=NullProgress() if quiet else ConsoleProgress(),
-                               text_column=text_column, label_column=label_column, junit=junit,
-                               require_measured=require_measured, trust_remote_code=trust_remote_code, force=force,
-                               no_bench=no_bench, cache=not no_cache,
-                               overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
-                                          "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
-                                          "eval_samples": eval_samples, "seed": seed})
+        request = CompileRequest(
+            model, targets=targets or DEFAULT_TARGETS, profile=profile, output=output, task=task, shapes=shapes, data=data,
+            threads=threads, progress=NullProgress() if quiet else ConsoleProgress(), text_column=text_column,
+            label_column=label_column, junit=junit, require_measured=require_measured, trust_remote_code=trust_remote_code,
+            force=force, no_bench=no_bench, cache=not no_cache,
+            overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
+                       "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
+                       "eval_samples": eval_samples, "seed": seed})
+        report = run(request)
     except KeyboardInterrupt:
         click.echo("interrupted: no bundle was written", err=True)
         sys.exit(130)

@@ -38,7 +38,6 @@ def _builtin_dir(kind: str) -> Path:
 # Metrics a `max_drop` / `min_relative` budget may name (see edgekit/stages/metrics.py).
 BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5")
 
-RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("int8", "fp32")
 TARGET_PRECISIONS = ("fp16", "int8", "fp32")  # what a device target may build (rule 5)
 ACTIVATIONS = ("asymmetric", "symmetric")
@@ -52,7 +51,7 @@ class Target:
 
     name: str
     description: str
-    runtime: str  # "onnxruntime" | "openvino"
+    runtime: str  # a registered runtime's name (edgekit/runtimes/): "onnxruntime", "openvino", ...
     device: str  # "CPU" (ONNX Runtime: the execution provider's device; OpenVINO: the device name)
     execution_provider: str = ""  # ONNX Runtime only
     graph_fusions: bool = False  # apply onnxruntime's transformer fusions before quantising
@@ -75,10 +74,14 @@ class Target:
     # ONNX Runtime: graph optimizers the session leaves out (its session config entry
     # `optimization.disable_specified_optimizers`), where one makes the artifact slower on this runtime
     disabled_optimizers: tuple[str, ...] = ()
+    # keys of the target's runtime's own (its `extra_target_keys`), validated by that schema
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def artifact_name(self) -> str:
-        return "model.onnx" if self.runtime == "onnxruntime" else "model.xml"
+        from . import runtimes
+
+        return runtimes.get(self.runtime).artifact_name
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def _metric_table(low: float, high: float | None):
 # Schema: key -> (expected python types, validator or None). Sections are one level deep.
 _TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "description": ((str,), None),
-    "runtime": ((str,), RUNTIMES),
+    "runtime": ((str,), None),  # a registered runtime (checked in load_target)
     "device": ((str,), None),
     "execution_provider": ((str,), None),
     "graph_fusions": ((bool,), None),
@@ -282,26 +285,36 @@ def _names(folder: str) -> list[str]:
 
 
 def load_target(name_or_path: str) -> Target:
+    from . import runtimes
+
     path = _resolve("target", name_or_path)
-    data = _check(path, "", _read_toml(path), _TARGET_KEYS, required=("runtime", "device"))
-    if data["runtime"] == "onnxruntime":
-        data.setdefault("execution_provider", "CPUExecutionProvider")
+    raw = _read_toml(path)
+    try:
+        runtime = runtimes.get(raw["runtime"]) if isinstance(raw.get("runtime"), str) else None
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    extra = dict(runtime.extra_target_keys) if runtime is not None else {}
+    options = _check(path, "", {k: v for k, v in raw.items() if k in extra and k not in _TARGET_KEYS}, extra)
+    data = _check(path, "", {k: v for k, v in raw.items() if k not in options}, _TARGET_KEYS, required=("runtime", "device"))
+    _runtime_keys(path, data, runtime)
     if "precisions" in data and "precision" not in data:
         raise UsageError(f"{path}: 'precisions' needs 'precision' (the one the target builds by default)")
     if "precision" in data:
         data.setdefault("precisions", (data["precision"],))
         if data["precision"] not in data["precisions"]:
             raise UsageError(f"{path}: 'precision' = {data['precision']!r} is not one of its 'precisions' ({', '.join(data['precisions'])})")
-    if data.get("precompiled_blob") and data["runtime"] != "openvino":
-        raise UsageError(f"{path}: 'precompiled_blob' is for OpenVINO targets only")
-    if data.get("length_buckets") and data["runtime"] != "openvino":
-        raise UsageError(f"{path}: 'length_buckets' is for OpenVINO targets only (ONNX Runtime runs dynamic shapes as fast)")
-    for key in ("contrib_ops", "disabled_optimizers"):
-        if data.get(key) and data["runtime"] != "onnxruntime":
-            raise UsageError(f"{path}: '{key}' is for ONNX Runtime targets only")
-    if data.get("length_buckets") and data.get("static_shapes"):
-        raise UsageError(f"{path}: 'length_buckets' and 'static_shapes' exclude each other (a static-shape target has one length)")
-    return Target(name=path.stem, description=data.pop("description", ""), source=str(path), **data)
+    runtime.check_target(path, data)
+    return Target(name=path.stem, description=data.pop("description", ""), source=str(path), options=options, **data)
+
+
+def _runtime_keys(path: Path, data: dict, runtime) -> None:
+    """A runtime-specific key (some runtime's `target_keys`) set for a target of another runtime is an error."""
+    from . import runtimes
+
+    for key, value in data.items():
+        owners = [r.label for r in runtimes.all_runtimes() if key in r.target_keys]
+        if owners and value and key not in runtime.target_keys:
+            raise UsageError(f"{path}: '{key}' is for {' and '.join(owners)} targets only")
 
 
 def load_profile(name_or_path: str) -> Profile:

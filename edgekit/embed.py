@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, runtimes
 from .bundle import replace_folder, write_json
 from .errors import UsageError
 from .safety import inside_bundle
@@ -75,7 +75,7 @@ def _open_target(path: str | Path) -> TargetFiles:
         artifact = inside_bundle(folder, settings["artifact"], "runtime.json")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{folder}: unreadable runtime.json or manifest.json ({exc})") from exc
-    files = [artifact] + ([artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [])
+    files = runtimes.get(str(settings.get("runtime"))).files(artifact)
     listed = {e.get("path"): e.get("sha256") for e in manifest.get("files", []) if isinstance(e, dict)}
     for f in files:
         rel = f"{folder.resolve().name}/{f.name}"

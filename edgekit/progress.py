@@ -6,6 +6,8 @@ Bars are drawn only on a terminal, so logs of build pipelines stay clean.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -64,3 +66,15 @@ def fraction_bar(progress, label: str) -> Iterator[Callable[[float], None]]:
                 done = now
 
         yield on_fraction
+
+
+def quiet_libraries(debug: bool) -> None:
+    """The command owns the process: libraries' own warnings are held to errors unless --debug. (The library
+    itself changes no process-wide state.)"""
+    if debug:
+        return
+    for name in ("nncf", "optimum", "transformers", "torch.onnx", "onnxruntime", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()

@@ -40,6 +40,7 @@ from .config import (_OVERRIDE_BUDGETS, _OVERRIDE_DATA, _PROFILE_SECTIONS, _chec
 from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EXIT_OK, EdgekitError, UsageError
 from .progress import NullProgress
 from .report import _mb
+from .request import DEFAULT_PROFILE, DEFAULT_TARGETS, CompileRequest
 from .source import _HUB_ID, SUPPORTED_TASKS, default_model_path
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ class ModelEntry:
     name: str
     source: Path | str | None  # a path, a hub id, or None for the embedded default
     output: Path  # the bundle folder: <output>/<name>
-    targets: tuple[str, ...] = ("cpu",)
-    profile: str = "balanced"
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    profile: str = DEFAULT_PROFILE
     task: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     data: Path | None = None
@@ -275,8 +276,8 @@ def _entry(where: str, root: Path, output: Path, values: dict) -> ModelEntry:
         name=values["name"],
         source=_source(where, root, values["source"]),
         output=output / values["name"],
-        targets=tuple(_config_ref(root, t) for t in values.get("targets", ("cpu",))),
-        profile=_config_ref(root, values.get("profile", "balanced")),
+        targets=tuple(_config_ref(root, t) for t in values.get("targets", DEFAULT_TARGETS)),
+        profile=_config_ref(root, values.get("profile", DEFAULT_PROFILE)),
         task=values.get("task"),
         shapes=values.get("shape", {}),
         data=_resolve(root, values["data"]) if "data" in values else None,
@@ -386,12 +387,12 @@ def build_model(entry: ModelEntry, options: BuildOptions, progress=None) -> Mode
 
     started = time.monotonic()
     try:
-        report = pipeline.compile(
+        report = pipeline.run(CompileRequest(
             None if entry.source is None else _shown(entry.source), targets=entry.targets, profile=entry.profile,
             output=entry.output, task=entry.task, shapes=entry.shapes, data=entry.data, threads=options.threads,
             progress=_Named(progress or NullProgress(), entry.name), text_column=entry.text_column,
             label_column=entry.label_column, overrides=entry.overrides, require_measured=options.require_measured,
-            trust_remote_code=options.trust_remote_code, force=options.force, no_bench=options.no_bench, cache=options.cache)
+            trust_remote_code=options.trust_remote_code, force=options.force, no_bench=options.no_bench, cache=options.cache))
     except Exception as exc:  # a model's failure is its outcome; the other models go on
         code = exc.exit_code if isinstance(exc, EdgekitError) else EXIT_INTERNAL
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -415,7 +416,10 @@ def _shown(path: Path | str) -> str:
 
 
 def _init_worker(level: int) -> None:
+    from .progress import quiet_libraries
+
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(level <= logging.INFO)
 
 
 def build_project(project: Project, jobs: int = 1, options: BuildOptions | None = None, progress=None,

@@ -100,15 +100,11 @@ def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
 def _load_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The runtime settings to load with: the target's own where its device is here, else those of the verify
     device compile used (recorded as `verified_with`)."""
-    from .config import Target
-    from .devices import availability
+    from .devices import recorded_availability
 
-    runtime = settings["runtime"]
-    device = settings.get("device", "CPU")
-    provider = settings.get("execution_provider", "CPUExecutionProvider")
-    if availability(Target(settings.get("target", ""), "", runtime, device, provider)).present:
+    if recorded_availability(settings).present:
         return settings
-    return {**settings.get("verified_with", {}), "runtime": runtime, "execution_provider": "CPUExecutionProvider"}
+    return {**settings.get("verified_with", {}), "runtime": settings["runtime"], "execution_provider": "CPUExecutionProvider"}
 
 
 def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | None]:

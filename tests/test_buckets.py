@@ -14,6 +14,7 @@ from cli_helpers import embed_c
 
 import edgekit
 from edgekit import runtimes
+import edgekit.runtimes.openvino  # noqa: F401  (runtimes.openvino below)
 from edgekit.cli import main
 from edgekit.errors import UsageError
 from edgekit.runtimes import BucketPlan, OpenVinoSession, plan_buckets, recorded_buckets
@@ -123,7 +124,7 @@ def test_bucketed_outputs_match_the_dynamic_ir(text_bundle):
 
 
 def test_compiled_shapes_are_bounded(text_bundle, monkeypatch):
-    monkeypatch.setattr(runtimes, "MAX_COMPILED_SHAPES", 2)
+    monkeypatch.setattr(runtimes.openvino, "MAX_COMPILED_SHAPES", 2)
     session = OpenVinoSession(text_bundle / "intel-cpu" / "model.xml", 1, length_buckets=(4, 8, 12))
     for length in (3, 7, 11, 3):
         session.run(_feed(length))

@@ -195,12 +195,12 @@ def test_onnx_source_is_cached_too(cnn_onnx, quick_profile, tmp_path):
 
 
 def test_interrupted_build_leaves_no_partial_entry(bert_dir, quick_profile, tmp_path, private_build_cache, monkeypatch):
-    from edgekit import pipeline
+    from edgekit.stages import quantize_ort
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "quantize_onnxruntime", interrupt)
+    monkeypatch.setattr(quantize_ort, "quantize_onnxruntime", interrupt)
     with pytest.raises(KeyboardInterrupt):
         edgekit.compile(str(bert_dir), targets=["cpu"], profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
     assert not (tmp_path / "out").exists()

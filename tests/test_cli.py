@@ -268,12 +268,12 @@ def test_output_that_is_not_a_bundle_is_refused(cnn_onnx, tmp_path):
 
 
 def test_internal_failure_exits_3(cnn_onnx, tmp_path, monkeypatch):
-    import edgekit.pipeline
+    from edgekit.stages import quantize_ort
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated runtime crash")
 
-    monkeypatch.setattr(edgekit.pipeline, "quantize_onnxruntime", boom)
+    monkeypatch.setattr(quantize_ort, "quantize_onnxruntime", boom)
     result = run(str(cnn_onnx), "--shape", "input=1,3,32,32", "-o", str(tmp_path / "o"), "-q")
     assert result.exit_code == 3
     assert "internal error: RuntimeError: simulated runtime crash" in result.stderr

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgekit import devices
+from edgekit import devices, runtimes
 from edgekit.cli import main
 from edgekit.config import Budgets, load_target, list_targets
 from edgekit.devices import Availability, RuntimeDevices, availability
@@ -70,7 +70,7 @@ def test_real_probe_is_honest_about_this_machine():
 
     found = devices.probe_all(list_targets())
     assert found["cpu"].present and found["intel-cpu"].present
-    assert found["cuda"].present == ("CUDAExecutionProvider" in devices.probe_onnxruntime().devices)
+    assert found["cuda"].present == ("CUDAExecutionProvider" in devices.probe("onnxruntime").devices)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert "has no CUDAExecutionProvider" in found["cuda"].reason
     for name, device in (("intel-gpu", "GPU"), ("intel-npu", "NPU")):
@@ -102,8 +102,9 @@ def test_targets_json_lists_every_target_with_availability():
 def test_targets_table_says_why_not(monkeypatch):
     if "NPU" in ov_devices():
         pytest.skip("an NPU is present: nothing to fake")
-    real = devices.probe_openvino()
-    monkeypatch.setattr(devices, "probe_openvino", lambda: RuntimeDevices("openvino", real.version, real.devices + ("NPU",)))
+    openvino = runtimes.get("openvino")
+    real = openvino.probe()
+    monkeypatch.setattr(openvino, "probe", lambda: RuntimeDevices("openvino", real.version, real.devices + ("NPU",)))
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["targets", "--json"]).output)["targets"]}
     assert rows["intel-npu"]["present"] is True
     monkeypatch.undo()

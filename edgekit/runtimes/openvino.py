@@ -1,103 +1,36 @@
-"""The runtimes behind one small interface: load an artifact, run a feed, get the outputs.
+"""OpenVINO: IR artifacts (`model.xml` + `model.bin`) on an OpenVINO device (CPU, GPU, NPU).
 
-Every session takes a feed `{input name: numpy array}` and returns the outputs as numpy arrays in
-`output_names` order. `settings` records what a figure measured with it needs to be reproduced.
+Rules:
+1. The artifact is `model.xml` with its weights in `model.bin`; a missing or short `.bin` is the user's
+   file, not an OpenVINO failure (safety.check_ir). It runs with the target's PERFORMANCE_HINT; on the
+   CPU with an explicit thread count, one stream and the precision of layers left unquantised (OpenVINO's
+   own default is bf16 on CPUs with AMX or AVX512-BF16, so a figure says what ran).
+2. `probe()` lists `openvino.Core().available_devices` and, for a GPU or NPU that is missing, why, in the
+   plugin's words (a plugin that cannot load, a driver that is absent).
+3. Length buckets (text models, the target's `length_buckets`): the IR stays dynamic; each call is padded
+   to the smallest bucket that holds it and runs on a model compiled for that static shape, then its
+   outputs are cut back to the true length (`BucketPlan`). Longer inputs run on the IR as built.
+4. Recipes: NNCF post-training quantisation or a plain FP32 IR (stages/quantize_ov.py) for a target
+   without its own precision; a device target's FP16 or INT8 IR (stages/openvino_device.py).
+5. Recovery is NNCF's accuracy control with the worst-case output cosine as its metric.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .errors import InternalError, UsageError
+from ..errors import InternalError, UsageError
+from ..stages.base import BuildInputs, Step, StepInput, StepResult, step
+from .base import Feed, RecoveryInputs, Runtime, RuntimeDevices, first_line, register
 
-Feed = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    from ..config import Profile, Target
 
-
-class Session(Protocol):
-    runtime: str
-    output_names: list[str]
-    settings: dict[str, Any]
-
-    def run(self, feed: Feed) -> list[np.ndarray]: ...
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-DISABLE_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"  # ONNX Runtime session config entry
-
-
-def ort_options(threads: int, disabled_optimizers: tuple[str, ...] = ()):
-    """The ONNX Runtime session options every artifact is verified and timed with (runtime.json records them)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if disabled_optimizers:
-        options.add_session_config_entry(DISABLE_OPTIMIZERS_KEY, ";".join(disabled_optimizers))
-    return options
-
-
-@dataclass
-class OrtSession:
-    path: Path
-    threads: int
-    provider: str = "CPUExecutionProvider"
-    runtime: str = "onnxruntime"
-    disabled_optimizers: tuple[str, ...] = ()  # graph optimizers left out (a target's `disabled_optimizers`)
-    output_names: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        import onnxruntime as ort
-
-        if self.provider not in ort.get_available_providers():
-            raise UsageError(
-                f"ONNX Runtime here has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
-            )
-        options = ort_options(self.threads, self.disabled_optimizers)
-        # A GPU provider runs what it has kernels for; ONNX Runtime places the rest on the CPU.
-        providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
-        try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as exc:
-            raise InternalError(f"ONNX Runtime could not load {self.path.name}: {str(exc).splitlines()[0]}") from exc
-        if self._session.get_providers()[0] != self.provider:  # onnxruntime-gpu falls back silently without a GPU
-            raise UsageError(f"ONNX Runtime could not start {self.provider} here (it fell back to "
-                             f"{', '.join(self._session.get_providers())}); no device or driver for it")
-        self.output_names = [o.name for o in self._session.get_outputs()]
-        self._input_names = {i.name for i in self._session.get_inputs()}
-        self.settings = {
-            "runtime": "onnxruntime",
-            "version": ort.__version__,
-            "execution_provider": self.provider,
-            "intra_op_num_threads": self.threads,
-            "inter_op_num_threads": 1,
-            "execution_mode": "sequential",
-            "graph_optimization_level": "ORT_ENABLE_ALL",
-            **({"session_config": {DISABLE_OPTIMIZERS_KEY: ";".join(self.disabled_optimizers)}}
-               if self.disabled_optimizers else {}),
-        }
-
-    def run(self, feed: Feed) -> list[np.ndarray]:
-        return self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})
-
-
-# Length buckets (OpenVINO): the IR stays dynamic; each call is padded to the smallest bucket that holds it
-# and runs on a model compiled for that static shape, then its outputs are cut back to the true length.
 BUCKET_PROBES = (17, 19)  # two unlikely lengths: the output axes that follow them are the sequence axes
 MAX_COMPILED_SHAPES = 8  # compiled shapes kept at once (least recently used goes first)
 
@@ -181,7 +114,7 @@ class OpenVinoSession:
         import openvino as ov
 
         if self.path.suffix == ".xml":
-            from .safety import check_ir
+            from ..safety import check_ir
 
             check_ir(self.path)  # a missing or short .bin is the user's file, not an OpenVINO failure
         core = ov.Core()
@@ -281,61 +214,7 @@ def _infer(compiled: tuple[Any, Any], feed: Feed) -> list[np.ndarray]:
     return [np.asarray(result[o]) for o in model.outputs]
 
 
-class TorchSession:
-    """The original PyTorch model, called the way its ONNX export is called."""
-
-    runtime = "pytorch"
-
-    def __init__(self, model: Any, library: str, output_names: list[str], threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)
-        self._torch = torch
-        self._model = model.eval()
-        self._library = library
-        self.output_names = list(output_names)
-        self.settings = torch_settings(threads)
-
-    def run(self, feed: Feed) -> list[np.ndarray]:
-        torch = self._torch
-        inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}
-        with torch.inference_mode():
-            outputs = self._model(inputs) if self._library == "sentence_transformers" else self._model(**inputs)
-        found = dict(outputs.items()) if hasattr(outputs, "items") else {}
-        missing = [n for n in self.output_names if n not in found]
-        if missing:
-            raise InternalError(f"the PyTorch model returned no output named {missing[0]} (it returned {', '.join(found)})")
-        return [found[n].detach().float().numpy() for n in self.output_names]
-
-
-def torch_settings(threads: int) -> dict[str, Any]:
-    """What a TorchSession records, known without importing torch (for a reference that was never loaded)."""
-    from importlib import metadata
-
-    return {"runtime": "pytorch", "version": metadata.version("torch"), "num_threads": threads,
-            "precision": "fp32", "mode": "eager, inference_mode"}
-
-
-class LazySession:
-    """A session opened on its first run: the original PyTorch model when the build cache already holds
-    everything it would compute (a `--no-bench` rebuild never loads it)."""
-
-    def __init__(self, opener: Callable[[], Session], runtime: str, output_names: list[str], settings: dict[str, Any]):
-        self._opener, self._session = opener, None
-        self.runtime, self.output_names, self.settings = runtime, list(output_names), dict(settings)
-
-    @property
-    def loaded(self) -> bool:
-        return self._session is not None
-
-    def run(self, feed: Feed) -> list[np.ndarray]:
-        if self._session is None:
-            self._session = self._opener()
-            self.settings = dict(self._session.settings)
-        return self._session.run(feed)
-
-
-def recorded_buckets(settings: dict[str, Any]) -> tuple[int, ...]:
+def recorded_buckets(settings: Mapping[str, Any]) -> tuple[int, ...]:
     """The length buckets a runtime.json records (checked: a list of positive integers), else ()."""
     value = settings.get("length_buckets", [])
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value):
@@ -343,31 +222,92 @@ def recorded_buckets(settings: dict[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-def recorded_disabled_optimizers(settings: dict[str, Any]) -> tuple[str, ...]:
-    """The graph optimizers a runtime.json's ONNX Runtime session config leaves out."""
-    config = settings.get("session_config", {})
-    value = config.get(DISABLE_OPTIMIZERS_KEY, "") if isinstance(config, dict) else None
-    if not isinstance(value, str):
-        raise UsageError(f"runtime.json: session_config {DISABLE_OPTIMIZERS_KEY!r} must be a string of names separated "
-                         f"by ';', not {value!r}")
-    return tuple(name for name in value.split(";") if name)
+# ------------------------------------------------------------------ build steps (rule 4)
 
 
-def open_recorded(artifact: Path, settings: dict[str, Any], threads: int) -> Session:
-    """Open an artifact with the runtime settings a runtime.json records for it (device, provider, hints,
-    length buckets, session config)."""
-    return open_artifact(artifact, settings["runtime"], threads, settings.get("device", "CPU"),
-                         settings.get("execution_provider", "CPUExecutionProvider"),
-                         settings.get("PERFORMANCE_HINT", "LATENCY"), settings.get("INFERENCE_PRECISION_HINT", "f32"),
-                         recorded_buckets(settings), recorded_disabled_optimizers(settings))
+@step("NNCF quantise to IR")
+def convert_ir(inp: StepInput) -> StepResult:
+    """INT8 (NNCF, with the target's activations where it sets them) or FP32 IR, from the profile."""
+    from ..stages.quantize_ov import convert_openvino
+
+    b = inp.build
+    recipe = dataclasses.replace(b.profile, activations=b.target.activations) if b.target.activations else b.profile
+    result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer)
+    return StepResult(b.artifact, result.settings, result.notes)
 
 
-def open_artifact(path: Path, runtime: str, threads: int, device: str = "CPU",
-                  provider: str = "CPUExecutionProvider", performance_hint: str = "LATENCY",
-                  inference_precision: str = "f32", length_buckets: tuple[int, ...] = (),
-                  disabled_optimizers: tuple[str, ...] = ()) -> Session:
-    if runtime == "onnxruntime":
-        return OrtSession(path, threads, provider, disabled_optimizers=tuple(disabled_optimizers))
-    if runtime == "openvino":
-        return OpenVinoSession(path, threads, device, performance_hint, inference_precision, tuple(length_buckets))
-    raise UsageError(f"unknown runtime '{runtime}' (known: onnxruntime, openvino)")
+@step("convert for the device")
+def convert_device_ir(inp: StepInput) -> StepResult:
+    from ..stages.openvino_device import convert_openvino_device
+
+    b = inp.build
+    result = convert_openvino_device(inp.path, b.artifact, b.target, b.precision, b.calibration, b.profile, b.transformer,
+                                     b.static)
+    return StepResult(b.artifact, result.settings, result.notes)
+
+
+@register
+class OpenVino(Runtime):
+    name = "openvino"
+    label = "OpenVINO"
+    suffix = ".xml"
+    reads = (".onnx", ".xml")
+    target_keys = frozenset({"performance_hint", "precompiled_blob", "length_buckets"})
+    runtime_only_keys = frozenset({"length_buckets"})
+
+    def files(self, artifact: Path) -> list[Path]:
+        return [artifact, artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [artifact]
+
+    def check_target(self, path: Path, data: dict[str, Any]) -> None:
+        if data.get("length_buckets") and data.get("static_shapes"):
+            raise UsageError(f"{path}: 'length_buckets' and 'static_shapes' exclude each other (a static-shape target has one length)")
+
+    def probe(self) -> RuntimeDevices:
+        import openvino as ov
+
+        core = ov.Core()
+        devices = tuple(core.available_devices)
+        problems = {device: _why_absent(core, device) for device in ("GPU", "NPU")
+                    if not any(d.split(".")[0] == device for d in devices)}
+        return RuntimeDevices("openvino", ov.get_version().split("-")[0], devices, problems)
+
+    def open_settings(self, target: "Target", profile: "Profile", present: bool) -> dict[str, Any]:
+        device = target.device if present else target.verify_device
+        # Without its device the artifact runs on the verify device in FP32: numerics only.
+        float_precision = profile.float_precision if target.precision is None and device == "CPU" else "f32"
+        return {"device": device, "PERFORMANCE_HINT": target.performance_hint, "INFERENCE_PRECISION_HINT": float_precision,
+                "length_buckets": list(target.length_buckets)}
+
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> OpenVinoSession:
+        return OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
+                               str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings))
+
+    def absent_settings(self, target: "Target") -> dict[str, Any]:
+        return {"PERFORMANCE_HINT": target.performance_hint}
+
+    def recipe(self, inputs: BuildInputs) -> list[Step]:
+        return [convert_device_ir if inputs.target.precision is not None else convert_ir]
+
+    def recover(self, inputs: RecoveryInputs):
+        from ..stages.recovery import recover_openvino
+
+        b, profile = inputs.build, inputs.build.profile
+        preset = "PERFORMANCE" if (b.target.activations or profile.activations) == "symmetric" else "MIXED"
+        return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
+                                profile.budgets.min_cosine, inputs.before, b.transformer, preset,
+                                max(1, int(profile.recovery_seconds // 60)))
+
+
+def _why_absent(core: Any, device: str) -> str:
+    """Why OpenVINO lists no `device`, in its plugin's words."""
+    try:
+        found = core.get_property(device, "AVAILABLE_DEVICES")
+    except Exception as exc:
+        return f"its {device} plugin cannot load ({first_line(exc)})"
+    why = f"its {device} plugin finds no device" if not found else f"its {device} plugin lists {found}"
+    if device == "NPU" and not found:
+        try:
+            core.get_property("NPU", "NPU_DRIVER_VERSION")
+        except Exception as exc:
+            why += f" ({first_line(exc)}: no NPU driver)"
+    return why

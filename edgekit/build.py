@@ -1,0 +1,281 @@
+"""One target, built: its artifact (from the build cache or its runtime's recipe), loaded, verified against
+the original and, when an INT8 artifact misses an accuracy budget, recovered.
+
+Rules:
+1. The artifact is what the target's runtime's recipe writes (edgekit/runtimes/, stages/base.py); its
+   cache key covers everything that determines its bytes and nothing else (`artifact_key`).
+2. Without its device here, the same artifact file runs on the target's verify device (FP32 there):
+   numerics only, latency not measured; runtime.json says which device it ran on and why.
+3. Recovery runs only on a freshly built INT8 artifact of a target without its own precision, with the
+   profile's recovery on, when an accuracy budget (not latency or size) is missed; the runtime does it.
+4. What `edgekit verify` reruns is stored beside the artifact: one input and its own outputs on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import runtimes
+from .bundle import Bundle, write_json
+from .cache import BuildCache
+from .cache import key as cache_key
+from .config import Profile, Target
+from .data import Samples
+from .devices import Availability
+from .judge import judge
+from .progress import NullProgress
+from .runtimes import RecoveryInputs, Session
+from .stages import benchmark, metrics, static_shapes, verify
+from .stages.base import BuildInputs, run_recipe
+from .stages.prepare import Prepared, muted
+from .verify_bundle import write_reference
+
+BLOB_NOTE = ("a precompiled blob loads only on the same device with the same OpenVINO and driver versions (listed here); "
+             "elsewhere compile model.xml on the device instead")
+
+
+@dataclass
+class Variant:
+    """A static-shape target's inputs: its fixed graph, samples padded to it and the original's outputs on them."""
+
+    onnx_path: Path
+    samples: Samples
+    reference_outputs: list
+    static: static_shapes.StaticShapes | None = None
+    samples_key: str = ""  # the build-cache key of `samples`
+
+
+@dataclass
+class Built:
+    """One target's artifact, built and verified, waiting for the benchmark."""
+
+    target: Target
+    precision: str
+    artifact: Path
+    qsettings: dict
+    notes: list[str]
+    session: Session
+    load_ms: float
+    seconds: float
+    fidelity: verify.Fidelity
+    task_figures: dict
+    present: Availability  # is the target's device here (else: verified on `device`, latency not measured)
+    device: str  # where the artifact ran
+    variant: Variant | None
+    precompiled: dict | None
+    first_ms: float  # the first inference after loading
+    memory_mb: float  # resident memory added by loading and the first inference
+
+    @property
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in runtimes.get(self.target.runtime).files(self.artifact) if p.exists())
+
+
+@dataclass
+class Context:
+    """What every target's build shares within one compile."""
+
+    prep: Prepared
+    profile: Profile
+    store: BuildCache
+    bundle: Bundle
+    workdir: Path
+    threads: int
+    progress: Any = dataclasses.field(default_factory=NullProgress)
+    classifier: bool = False
+    task_kind: str = "other"  # "classifier" | "embedding" | "other"
+
+
+def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool:
+    """Whether every applicable accuracy budget (not latency or size) passes."""
+    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures)
+    return all(c.passed for c in checks if c.applicable and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
+
+
+def artifact_key(target: Target, profile: Profile, precision: str, variant: Variant | None, samples_key: str) -> str:
+    """What determines a target's artifact: the samples' key (model, data, options, versions, CPU), the target's
+    and the profile's settings (not names, descriptions, benchmark or runtime-only settings), the precision and
+    static shapes."""
+    ignored = {"name", "description", "source"} | {k for r in runtimes.all_runtimes() for k in r.runtime_only_keys}
+    return cache_key("artifact", {
+        "samples": variant.samples_key if variant is not None else samples_key,
+        "target": {k: v for k, v in dataclasses.asdict(target).items() if k not in ignored},
+        "profile": {k: v for k, v in dataclasses.asdict(profile).items() if k not in ignored and not k.startswith("bench_")},
+        "precision": precision,
+        "static": variant.static.to_dict() if variant is not None and variant.static is not None else None,
+    })
+
+
+def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant | None) -> BuildInputs:
+    prep = ctx.prep
+    work = ctx.workdir / target.name
+    work.mkdir(parents=True, exist_ok=True)
+    return BuildInputs(
+        target=target, profile=ctx.profile, precision=precision,
+        onnx=variant.onnx_path if variant is not None else prep.onnx_fp32, original_onnx=prep.onnx_fp32,
+        calibration=(variant.samples if variant is not None else prep.samples).calibration, transformer=prep.transformer,
+        model_config=(prep.source.config or {}) if prep.source.kind == "huggingface" else None,
+        static=variant.static if variant is not None else None, workdir=work,
+        artifact=ctx.bundle.folder(target.name) / runtimes.get(target.runtime).artifact_name)
+
+
+def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[str], bool]:
+    """(quantisation settings, notes, reused): from the build cache, else built by the runtime's recipe (rule 1)."""
+    target = inputs.target
+    cached = ctx.store.fetch("artifact", key, inputs.artifact.parent, f"{target.name} artifact")
+    if cached is not None:
+        ctx.progress.stage(f"{target.name}: {inputs.precision} artifact reused from the build cache")
+        return cached["quantization"], cached["notes"], True
+    ctx.progress.stage(f"{target.name}: build {inputs.precision} artifact for {target.runtime} on {target.device}")
+    with muted():
+        built = run_recipe(runtimes.get(target.runtime).recipe(inputs), inputs)
+    return {**built.settings, "steps": " → ".join(built.steps)}, built.notes, False
+
+
+def build_target(ctx: Context, target: Target, precision: str, present: Availability, variant: Variant | None) -> Built:
+    """Build (or take from the cache), load, verify and, when it misses an accuracy budget, recover one target."""
+    started = time.monotonic()
+    runtime = runtimes.get(target.runtime)
+    samples = variant.samples if variant is not None else ctx.prep.samples
+    expected = variant.reference_outputs if variant is not None else ctx.prep.reference_outputs
+    inputs = build_inputs(ctx, target, precision, variant)
+    key = artifact_key(target, ctx.profile, precision, variant, ctx.prep.samples_key)
+    qsettings, notes, reused = _artifact(ctx, inputs, key)
+    _copy_preprocessors(ctx.prep, inputs.artifact.parent)
+    settings = runtime.open_settings(target, ctx.profile, present.present)
+    session, load_ms, first_ms, memory_mb = _load(runtime, inputs.artifact, settings, ctx.threads, samples.benchmark)
+    precompiled = _precompiled(session, target, inputs.artifact.parent, present) if target.precompiled_blob else None
+    write_json(inputs.artifact.parent / "runtime.json", _runtime_json(target, inputs.artifact, session, present))
+    ctx.progress.stage(f"{target.name}: verify against the original"
+                       + ("" if present.present else f" on {settings['device']} ({target.device} not present here)"))
+    evaluate = _evaluator(ctx, samples, expected)
+    fidelity, figures = evaluate(session)
+    if (not reused and ctx.profile.recovery and target.precision is None and precision == "int8"
+            and not accuracy_met(ctx.profile.budgets, fidelity, figures)):
+        found = _recover(ctx, runtime, inputs, samples, expected, fidelity, evaluate, qsettings, notes)
+        if found is not None and found.kept_fp32:  # the best artifact found replaces the plain one
+            session = runtime.open(inputs.artifact, settings, ctx.threads)
+            fidelity, figures = evaluate(session)
+            session.run(samples.benchmark)
+    if not reused:  # the artifact as built, recovery included, for the next build with the same inputs
+        ctx.store.store("artifact", key, {f.name: f for f in runtime.files(inputs.artifact)},
+                        {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
+    write_reference(inputs.artifact.parent, session, samples.evaluation[0], settings["device"],
+                    settings.get("execution_provider", "CPUExecutionProvider"))  # rule 4
+    return Built(target, precision, inputs.artifact, qsettings, notes, session, load_ms, time.monotonic() - started,
+                 fidelity, figures, present, settings["device"], variant, precompiled, first_ms, memory_mb)
+
+
+def _load(runtime, artifact: Path, settings: dict, threads: int, feed) -> tuple[Session, float, float, float]:
+    """(session, load ms, first inference ms, resident MB added by both)."""
+    rss_before = benchmark.resident_mb()
+    start = time.perf_counter()
+    session = runtime.open(artifact, settings, threads)
+    load_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    session.run(feed)
+    first_ms = (time.perf_counter() - start) * 1e3
+    return session, load_ms, first_ms, max(0.0, benchmark.resident_mb() - rss_before)
+
+
+def _evaluator(ctx: Context, samples: Samples, expected: list):
+    """A session -> (fidelity, the task's budget figures) on the evaluation samples."""
+    prep = ctx.prep
+    masks = [feed.get("attention_mask") for feed in samples.evaluation]
+
+    def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
+        outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
+        fid = verify.compare(expected, outputs, prep.output_names, ctx.classifier, masks)
+        task = metrics.evaluate(expected, outputs, prep.output_names, ctx.task_kind, samples.evaluation_labels, masks)
+        fid.add_task(task)
+        return fid, task.budget_figures()
+
+    return evaluate
+
+
+def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expected: list, fidelity: verify.Fidelity,
+             evaluate, qsettings: dict, notes: list[str]):
+    """The runtime's layer fallback (rule 3); its record goes into the settings and a line into the notes."""
+    prof = ctx.profile
+    ctx.progress.stage(f"{inputs.target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
+                       f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
+
+    def score(session: Session) -> tuple[float, bool]:
+        fid, figures = evaluate(session)
+        return fid.cosine_min, accuracy_met(prof.budgets, fid, figures)
+
+    with muted():
+        found = runtime.recover(RecoveryInputs(inputs, inputs.artifact, fidelity.cosine_min, samples.evaluation, expected,
+                                               ctx.threads, score, ctx.progress.note, qsettings))
+    if found is None:
+        notes.append(f"no accuracy recovery: the {runtime.name} runtime has none")
+        return None
+    qsettings["recovery"] = found.to_dict()
+    notes.append(_recovery_note(found))
+    return found
+
+
+def _recovery_note(found) -> str:
+    share = f"{len(found.kept_fp32)} of {found.candidates} quantised layers kept FP32"
+    if found.recovered:
+        return f"recovered: {share}; cosine_min {found.before:.4f} -> {found.after:.4f}"
+    return (f"recovery could not meet the budget ({found.note}); best found: {share}, "
+            f"cosine_min {found.before:.4f} -> {found.after:.4f}")
+
+
+def _copy_preprocessors(prep: Prepared, dst: Path) -> None:
+    from .stages.export import PREPROCESSOR_FILES
+
+    if prep.preprocess_dir is None:
+        return
+    for name in PREPROCESSOR_FILES:
+        if (prep.preprocess_dir / name).is_file() and (prep.source.kind == "huggingface" or name != "config.json"):
+            shutil.copy2(prep.preprocess_dir / name, dst / name)
+
+
+def _precompiled(session: Session, target: Target, out_dir: Path, present: Availability) -> dict:
+    """The compiled model as the device holds it (`export_model`), with the versions it is bound to."""
+    if not present.present:
+        return {"written": False, "reason": f"not written: no {target.device} on this machine; the blob is "
+                                            "compiled on the device (rerun there, or compile model.xml on it)"}
+    export = getattr(session, "export_blob", None)
+    if export is None:
+        return {"written": False, "reason": f"{target.runtime} cannot export a compiled model"}
+    blob = out_dir / "model.blob"
+    versions = export(blob)
+    return {"written": True, "file": f"{target.name}/{blob.name}", **versions, "portable": False, "note": BLOB_NOTE}
+
+
+def _runtime_json(target: Target, artifact: Path, session: Session, present: Availability) -> dict:
+    """How to run the artifact: the settings it ran with, or, without its device, the device's and why (rule 2)."""
+    if present.present:
+        return {"target": target.name, "artifact": artifact.name, **session.settings}
+    return {"target": target.name, "artifact": artifact.name, "runtime": target.runtime, "device": target.device,
+            **runtimes.get(target.runtime).absent_settings(target),
+            "measured": False, "not_measured": present.reason, "verified_with": session.settings}
+
+
+def static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepared, workdir: Path, progress) -> dict[str, Variant]:
+    """For each static-shape target, its fixed graph and padded samples, and the original's outputs on them.
+
+    Targets with the same shapes share one; shapes that are already the prepared ones reuse its samples.
+    """
+    variants: dict[str, Variant] = {}
+    by_shape: dict[tuple, Variant] = {}
+    for name, static in fixed.items():
+        key = tuple((s.name, tuple(s.shape)) for s in static.specs)
+        if key not in by_shape:
+            if [tuple(s.shape) for s in static.specs] == [tuple(s.shape) for s in prep.specs] or prep.samples_for is None:
+                by_shape[key] = Variant(prep.onnx_fp32, prep.samples, prep.reference_outputs, static, prep.samples_key)
+            else:
+                progress.stage(f"static shapes {static.describe()}: padded samples, and the original run on them")
+                path = static_shapes.write_static_onnx(prep.onnx_fp32, workdir / f"static-{len(by_shape)}.onnx", static)
+                samples, outputs, samples_key = prep.samples_for(static.specs)
+                by_shape[key] = Variant(path, samples, outputs, static, samples_key)
+        variants[name] = dataclasses.replace(by_shape[key], static=static)
+    return variants

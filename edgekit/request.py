@@ -1,0 +1,84 @@
+"""A compile request: every option of one compile, in one frozen dataclass, with its defaults in one place.
+
+Rules:
+1. `edgekit compile` (cli.py), a project file's model (project.py) and `edgekit.compile(**kwargs)` all
+   build a `CompileRequest`; `pipeline.run(request)` compiles it. No other place spells an option's default.
+2. `resolve()` checks everything that can be checked before a model is read, once: the targets and the
+   profile exist, the overrides are valid, every target can build the profile's precision, the shapes
+   parse, `data` exists, `junit` is not a folder, `--no-bench` and `--require-measured` do not clash.
+   Each failure is a usage error (exit 2) with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import graph
+from .config import Profile, Target, apply_overrides, load_profile, load_target, resolve_precision
+from .errors import UsageError
+
+DEFAULT_TARGETS = ("cpu",)
+DEFAULT_PROFILE = "balanced"
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    """What to compile and how (see `edgekit.compile` for each option)."""
+
+    model: str | Path | None = None  # a Hugging Face folder or id, an .onnx file; None: the embedded default
+    targets: Sequence[str] = DEFAULT_TARGETS
+    profile: str = DEFAULT_PROFILE
+    output: str | Path | None = None
+    task: str | None = None
+    shapes: Mapping[str, Sequence[int]] | Iterable[str] | None = None
+    data: str | Path | None = None
+    threads: int | None = None
+    text_column: str = "text"
+    label_column: str | None = None
+    overrides: Mapping[str, Any] | None = None
+    junit: str | Path | None = None
+    require_measured: bool = False
+    trust_remote_code: bool = False
+    force: bool = False
+    no_bench: bool = False
+    cache: bool = True
+    progress: Any = field(default=None, compare=False)
+
+    def resolve(self) -> "Resolved":
+        """The request checked and loaded (rule 2)."""
+        if self.no_bench and self.require_measured:
+            raise UsageError("--require-measured needs the benchmark: drop --no-bench, or drop --require-measured")
+        targets = [load_target(t) for t in dict.fromkeys(self.targets or DEFAULT_TARGETS)]
+        profile = apply_overrides(load_profile(self.profile or DEFAULT_PROFILE), self.overrides)
+        precisions = {t.name: resolve_precision(t, profile) for t in targets}  # one a target cannot build: exit 2 now
+        shapes = _parse_shapes(self.shapes)
+        data = Path(self.data) if self.data is not None else None
+        if data is not None and not data.exists():
+            raise UsageError(f"--data: no such file or folder: {data}")
+        junit = Path(self.junit) if self.junit is not None else None
+        if junit is not None and junit.is_dir():
+            raise UsageError(f"--junit {junit}: is a folder; give a file path, e.g. {junit / 'edgekit.xml'}")
+        return Resolved(self, targets, profile, precisions, shapes, data, junit)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checked request: its targets and profile loaded, its paths and shapes parsed."""
+
+    request: CompileRequest
+    targets: list[Target]
+    profile: Profile
+    precisions: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    data: Path | None
+    junit: Path | None
+
+
+def _parse_shapes(shapes: Mapping[str, Sequence[int]] | Iterable[str] | None) -> dict[str, tuple[int, ...]]:
+    if not shapes:
+        return {}
+    if isinstance(shapes, Mapping):
+        return {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+    return dict(graph.parse_shape_option(text) for text in shapes)

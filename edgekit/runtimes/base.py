@@ -1,0 +1,238 @@
+"""The runtime contract: one module per runtime under `edgekit/runtimes/`, registered by decorator.
+
+A runtime answers every question about the artifacts it builds and runs; the compiler asks the registry
+and never branches on a runtime's name. Rules:
+1. A runtime is a subclass of `Runtime` decorated with `@register`. Every module in this package is
+   imported when the registry is first read, and so is every `edgekit.runtimes` entry point of an
+   installed distribution: adding a runtime is one module plus a target TOML file that names it.
+2. `get(name)` returns the registered runtime; an unknown name is a usage error that lists the
+   registered ones. Nothing falls through to a default runtime.
+3. Its data: `name` (what a target's `runtime` key says), `label` (what messages say), `suffix` (its
+   artifact file's suffix), `reads` (the file suffixes it loads), `target_keys` (the runtime-specific
+   target keys it accepts; config rejects the others for it), `runtime_only_keys` (keys that change how
+   an artifact runs, not its bytes: kept out of the build-cache key) and `extra_target_keys` (a schema
+   for keys of its own, stored in `Target.options`).
+4. Its questions: `files(artifact)` (the files that make the artifact), `probe()` (what it can run on
+   here), `placement(target)` / `recorded_placement(settings)` (the device or provider a probe lists),
+   `availability(placement, found)`, `open_settings(target, profile, present)` (how compile opens an
+   artifact, in runtime.json's keys), `open(artifact, settings, threads)` (a session from those
+   settings, or from a runtime.json), `absent_settings(target)` (runtime.json's device part when the
+   device is not here), `recipe(inputs)` (the build steps, a plain list: stages/base.py) and
+   `recover(inputs)` (layer fallback when an INT8 artifact misses an accuracy budget; None where the
+   runtime has none).
+5. A session takes a feed `{input name: numpy array}` and returns its outputs as numpy arrays in
+   `output_names` order; `settings` records what a figure measured with it needs to be reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+
+import numpy as np
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..config import Profile, Target
+    from ..stages.base import BuildInputs, Step
+
+Feed = dict[str, np.ndarray]
+
+
+class Session(Protocol):
+    runtime: str
+    output_names: list[str]
+    settings: dict[str, Any]
+
+    def run(self, feed: Feed) -> list[np.ndarray]: ...
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RuntimeDevices:
+    """What one runtime can run on here."""
+
+    runtime: str
+    version: str
+    devices: tuple[str, ...]  # ONNX Runtime: execution providers; OpenVINO: device names
+    problems: dict[str, str] = field(default_factory=dict)  # device -> why it is not usable, in the runtime's words
+
+
+@dataclass(frozen=True)
+class Availability:
+    present: bool
+    reason: str = ""  # why not, when not present
+
+
+def first_line(text: object, limit: int = 200) -> str:
+    """A runtime's message without its source locations and library paths."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip() and not line.strip().startswith("Exception from")]
+    line = lines[-1] if lines else str(text).strip()
+    return re.sub(r'Cannot load library "(?:[^"]*/)?([^"/]+)"', r"\1", line)[:limit]
+
+
+class LazySession:
+    """A session opened on its first run: the original PyTorch model when the build cache already holds
+    everything it would compute (a `--no-bench` rebuild never loads it)."""
+
+    def __init__(self, opener: Callable[[], Session], runtime: str, output_names: list[str], settings: dict[str, Any]):
+        self._opener, self._session = opener, None
+        self.runtime, self.output_names, self.settings = runtime, list(output_names), dict(settings)
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        if self._session is None:
+            self._session = self._opener()
+            self.settings = dict(self._session.settings)
+        return self._session.run(feed)
+
+
+@dataclass
+class RecoveryInputs:
+    """What a runtime's accuracy recovery needs (rule 4): the build it repairs and how to score a candidate."""
+
+    build: "BuildInputs"  # the inputs the artifact was built from
+    artifact: Path  # the artifact that missed the budget; the best one found is written over it
+    before: float  # its cosine_min
+    evaluation: list[Feed]
+    expected: list  # the original's outputs on `evaluation`
+    threads: int
+    score: Callable[[Session], tuple[float, bool]]  # (cosine_min, every accuracy budget met) of a session
+    note: Callable[[str], None]  # one line of progress per attempt
+    settings: dict[str, Any]  # the artifact's quantisation settings, updated where recovery changes them
+
+
+class Runtime:
+    """One runtime: how its artifacts are built, found, loaded, probed and recovered (module docstring)."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    suffix: ClassVar[str] = ".onnx"
+    reads: ClassVar[tuple[str, ...]] = (".onnx",)
+    target_keys: ClassVar[frozenset[str]] = frozenset()
+    runtime_only_keys: ClassVar[frozenset[str]] = frozenset()
+    extra_target_keys: ClassVar[Mapping[str, tuple[tuple[type, ...], Any]]] = {}
+
+    @property
+    def artifact_name(self) -> str:
+        return "model" + self.suffix
+
+    def files(self, artifact: Path) -> list[Path]:
+        return [artifact]
+
+    def version(self) -> str:
+        from importlib import metadata
+
+        return metadata.version(self.name)
+
+    def check_target(self, path: Path, data: dict[str, Any]) -> None:
+        """Cross-key checks on a target file's validated keys (a usage error naming the file)."""
+
+    def probe(self) -> RuntimeDevices:
+        raise NotImplementedError
+
+    def placement(self, target: "Target") -> str:
+        return target.device
+
+    def recorded_placement(self, settings: Mapping[str, Any]) -> str:
+        return str(settings.get("device", "CPU"))
+
+    def availability(self, placement: str, found: RuntimeDevices) -> Availability:
+        device = placement.split(".")[0]
+        if any(d.split(".")[0] == device for d in found.devices):
+            return Availability(True)
+        problem = found.problems.get(device)
+        return Availability(False, f"{self.label} {found.version} sees no {device} here "
+                                   f"(devices: {', '.join(found.devices) or 'none'})" + (f": {problem}" if problem else ""))
+
+    def open_settings(self, target: "Target", profile: "Profile", present: bool) -> dict[str, Any]:
+        """How compile opens the target's artifact, in runtime.json's keys: on the target's device when it is
+        here, else on its verify device."""
+        return {"device": target.device if present else target.verify_device}
+
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> Session:
+        raise NotImplementedError
+
+    def absent_settings(self, target: "Target") -> dict[str, Any]:
+        return {}
+
+    def recipe(self, inputs: "BuildInputs") -> "list[Step]":
+        raise NotImplementedError
+
+    def recover(self, inputs: RecoveryInputs):
+        """A `stages.recovery.Recovery`, or None where the runtime has no layer fallback."""
+        return None
+
+
+_REGISTRY: dict[str, Runtime] = {}
+_DISCOVERED = False
+
+
+def register(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: make `cls` the runtime its `name` says (a later registration replaces it)."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__}: a runtime needs a name")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _discover() -> None:
+    """Import every runtime module of this package, then the `edgekit.runtimes` entry points (rule 1)."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import importlib
+    import pkgutil
+    from importlib import metadata
+
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
+    for entry in metadata.entry_points(group="edgekit.runtimes"):
+        entry.load()
+
+
+def get(name: str) -> Runtime:
+    _discover()
+    found = _REGISTRY.get(name)
+    if found is None:
+        raise UsageError(f"unknown runtime '{name}' (registered: {', '.join(names())})")
+    return found
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def all_runtimes() -> list[Runtime]:
+    return [get(name) for name in names()]
+
+
+def open_artifact(path: Path, runtime: str, threads: int, **settings: Any) -> Session:
+    """Open an artifact on `runtime` with runtime.json-style `settings` (each runtime's defaults otherwise)."""
+    return get(runtime).open(Path(path), settings, threads)
+
+
+def open_recorded(artifact: Path, settings: Mapping[str, Any], threads: int) -> Session:
+    """Open an artifact with the runtime settings a runtime.json records for it."""
+    return get(settings["runtime"]).open(Path(artifact), settings, threads)

@@ -1,0 +1,301 @@
+"""ONNX Runtime: ONNX artifacts on an execution provider (the CPU's, CUDA's, ...).
+
+Rules:
+1. The artifact is one `model.onnx`. It is verified and timed with the session options `ort_options`
+   sets (runtime.json records them), on the target's execution provider where it is here, else on the CPU's.
+2. `probe()` lists the execution providers ONNX Runtime can really use here: a listed provider other than
+   the CPU's counts only when a one-node session actually runs on it (onnxruntime-gpu lists CUDA even
+   where no GPU or driver is), and why a provider is missing is kept in ONNX Runtime's own words.
+3. Recipes: INT8 (the profile's, on a target without its own precision): quantise to QDQ
+   (stages/quantize_ort.py), then, with the target's `contrib_ops`, keep that QDQ copy for recovery and
+   fold the weight MatMuls' biases (stages/ort_int8.py). FP32: onnxruntime's transformer fusions (with
+   the target's `graph_fusions`, Hugging Face sources), then the shape arithmetic folded into constants.
+   A device target (its own precision): FP16 (stages/fp16.py) or FP32 as exported.
+4. Recovery ranks the quantised layers by sensitivity and rebuilds with the fewest of them FP32 that meet
+   the budget (stages/recovery.py); the rebuilt QDQ artifact is finished as the first one was.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from ..errors import InternalError, UsageError
+from ..stages.base import BuildInputs, Step, StepInput, StepResult, copy_to_artifact, step
+from .base import Availability, Feed, RecoveryInputs, Runtime, RuntimeDevices, first_line, register
+
+if TYPE_CHECKING:
+    from ..config import Profile, Target
+
+# What `pip install edgekit[gpu]` brings; named in the reasons so the fix is one line away.
+GPU_EXTRA = "install onnxruntime-gpu in place of onnxruntime (pip install edgekit[gpu]; see the README)"
+DISABLE_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"  # ONNX Runtime session config entry
+CPU_PROVIDER = "CPUExecutionProvider"
+QDQ_COPY = "qdq.onnx"  # the INT8 artifact before its biases were folded (stages/ort_int8.py)
+
+
+def ort_options(threads: int, disabled_optimizers: tuple[str, ...] = ()):
+    """The ONNX Runtime session options every artifact is verified and timed with (runtime.json records them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if disabled_optimizers:
+        options.add_session_config_entry(DISABLE_OPTIMIZERS_KEY, ";".join(disabled_optimizers))
+    return options
+
+
+@dataclass
+class OrtSession:
+    path: Path
+    threads: int
+    provider: str = CPU_PROVIDER
+    runtime: str = "onnxruntime"
+    disabled_optimizers: tuple[str, ...] = ()  # graph optimizers left out (a target's `disabled_optimizers`)
+    output_names: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            raise UsageError(
+                f"ONNX Runtime here has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
+            )
+        options = ort_options(self.threads, self.disabled_optimizers)
+        # A GPU provider runs what it has kernels for; ONNX Runtime places the rest on the CPU.
+        providers = [self.provider] + ([CPU_PROVIDER] if self.provider != CPU_PROVIDER else [])
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:
+            raise InternalError(f"ONNX Runtime could not load {self.path.name}: {str(exc).splitlines()[0]}") from exc
+        if self._session.get_providers()[0] != self.provider:  # onnxruntime-gpu falls back silently without a GPU
+            raise UsageError(f"ONNX Runtime could not start {self.provider} here (it fell back to "
+                             f"{', '.join(self._session.get_providers())}); no device or driver for it")
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self.settings = {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "execution_provider": self.provider,
+            "intra_op_num_threads": self.threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            **({"session_config": {DISABLE_OPTIMIZERS_KEY: ";".join(self.disabled_optimizers)}}
+               if self.disabled_optimizers else {}),
+        }
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        return self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})
+
+
+def recorded_disabled_optimizers(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The graph optimizers a runtime.json's ONNX Runtime session config leaves out."""
+    config = settings.get("session_config", {})
+    value = config.get(DISABLE_OPTIMIZERS_KEY, "") if isinstance(config, dict) else None
+    if not isinstance(value, str):
+        raise UsageError(f"runtime.json: session_config {DISABLE_OPTIMIZERS_KEY!r} must be a string of names separated "
+                         f"by ';', not {value!r}")
+    return tuple(name for name in value.split(";") if name)
+
+
+def _attaches(provider: str) -> str:
+    """'' when a one-node model runs on `provider`, else why not."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[provider, CPU_PROVIDER])
+        session.run(None, {"x": np.zeros(1, dtype=np.float32)})
+    except Exception as exc:
+        return first_line(exc)
+    if provider not in session.get_providers():
+        return f"it is listed, but a session could not start on it (no device or driver); it fell back to {', '.join(session.get_providers())}"
+    return ""
+
+
+# ------------------------------------------------------------------ build steps (rule 3)
+
+
+@step("quantise QDQ")
+def quantise_qdq(inp: StepInput) -> StepResult:
+    from ..stages.quantize_ort import quantize_onnxruntime
+
+    b = inp.build
+    result = quantize_onnxruntime(inp.path, b.workdir, b.artifact, b.calibration, b.profile, b.transformer, fused=False)
+    return StepResult(b.artifact, result.settings, result.notes)
+
+
+@step("keep QDQ copy")
+def keep_qdq_copy(inp: StepInput) -> StepResult:
+    """What accuracy recovery reads: the INT8 artifact before its biases are folded."""
+    shutil.copyfile(inp.path, inp.work / QDQ_COPY)
+    return StepResult(inp.path)
+
+
+@step("fold biases")
+def fold_biases_step(inp: StepInput) -> StepResult:
+    return StepResult(inp.path, _fold_biases(inp.path))
+
+
+def _fold_biases(artifact: Path) -> dict[str, str]:
+    from ..stages.ort_int8 import fold_biases
+
+    folded = fold_biases(artifact)
+    return {"bias_folded": f"{folded} weight MatMuls as com.microsoft.MatMulIntegerToFloat with their bias"} if folded else {}
+
+
+@step("transformer fusions")
+def transformer_fusions(inp: StepInput) -> StepResult:
+    from ..stages.optimize import fuse_transformer
+
+    cfg = inp.build.model_config or {}
+    fused = fuse_transformer(inp.path, inp.work / "fused.onnx", cfg.get("model_type"), cfg.get("num_attention_heads", 0) or 0,
+                             cfg.get("hidden_size", 0) or 0)
+    settings = {"fusions": ", ".join(f"{k}×{v}" for k, v in sorted(fused.fused.items()))} if fused.fused else {}
+    return StepResult(fused.path, settings, [fused.note] if fused.note else [])
+
+
+@step("fold shapes")
+def fold_shapes_step(inp: StepInput) -> StepResult:
+    """The FP32 artifact: the graph with its shape arithmetic folded into constants (a copy where none folds)."""
+    from ..stages.shape_fold import fold_shapes
+
+    folded = fold_shapes(inp.path, inp.artifact)
+    settings = {"shape_arithmetic": folded.describe()} if folded.changed else {}
+    if not folded.changed:
+        shutil.copyfile(inp.path, inp.artifact)
+    return StepResult(inp.artifact, {**settings, "format": "FP32 ONNX"}, folded.notes)
+
+
+@step("convert FP16")
+def convert_fp16_step(inp: StepInput) -> StepResult:
+    from ..stages.fp16 import convert_fp16
+
+    result = convert_fp16(inp.path, inp.artifact)
+    return StepResult(inp.artifact, result.settings, result.notes)
+
+
+@register
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    label = "ONNX Runtime"
+    suffix = ".onnx"
+    reads = (".onnx",)
+    target_keys = frozenset({"execution_provider", "graph_fusions", "contrib_ops", "disabled_optimizers"})
+    runtime_only_keys = frozenset({"disabled_optimizers"})
+
+    def check_target(self, path: Path, data: dict[str, Any]) -> None:
+        data.setdefault("execution_provider", CPU_PROVIDER)
+
+    def probe(self) -> RuntimeDevices:
+        import onnxruntime as ort
+
+        usable, problems = [], {}
+        for provider in ort.get_available_providers():
+            why = "" if provider == CPU_PROVIDER else _attaches(provider)
+            if why:
+                problems[provider] = why
+            else:
+                usable.append(provider)
+        return RuntimeDevices("onnxruntime", ort.__version__, tuple(usable), problems)
+
+    def placement(self, target: "Target") -> str:
+        return target.execution_provider or CPU_PROVIDER
+
+    def recorded_placement(self, settings: Mapping[str, Any]) -> str:
+        return str(settings.get("execution_provider") or CPU_PROVIDER)
+
+    def availability(self, placement: str, found: RuntimeDevices) -> Availability:
+        if placement in found.devices:
+            return Availability(True)
+        problem = found.problems.get(placement)
+        if problem:
+            return Availability(False, f"onnxruntime {found.version} cannot use {placement} here: {problem}")
+        hint = f"; {GPU_EXTRA}" if placement == "CUDAExecutionProvider" else ""
+        return Availability(False, f"onnxruntime {found.version} has no {placement} here "
+                                   f"(providers: {', '.join(found.devices) or 'none'}){hint}")
+
+    def open_settings(self, target: "Target", profile: "Profile", present: bool) -> dict[str, Any]:
+        settings: dict[str, Any] = {"device": target.device if present else target.verify_device,
+                                    "execution_provider": self.placement(target) if present else CPU_PROVIDER}
+        if target.disabled_optimizers:
+            settings["session_config"] = {DISABLE_OPTIMIZERS_KEY: ";".join(target.disabled_optimizers)}
+        return settings
+
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> OrtSession:
+        return OrtSession(artifact, threads, self.recorded_placement(settings),
+                          disabled_optimizers=recorded_disabled_optimizers(settings))
+
+    def absent_settings(self, target: "Target") -> dict[str, Any]:
+        return {"execution_provider": target.execution_provider}
+
+    def recipe(self, inputs: BuildInputs) -> list[Step]:
+        target, precision = inputs.target, inputs.precision
+        if target.precision is not None:  # a device target: its own precision (config rule 5)
+            if precision == "fp16":
+                return [convert_fp16_step]
+            if precision == "fp32":
+                return [copy_to_artifact]
+            raise UsageError(f"target {target.name}: ONNX Runtime targets build fp16 or fp32, not {precision}")
+        if precision == "int8":
+            return [quantise_qdq] + ([keep_qdq_copy, fold_biases_step] if target.contrib_ops else [])
+        fusions = target.graph_fusions and inputs.model_config is not None  # a Hugging Face source
+        return ([transformer_fusions] if fusions else []) + [fold_shapes_step]
+
+    def recover(self, inputs: RecoveryInputs):
+        found = _recover(inputs)
+        if found.kept_fp32 and inputs.build.target.contrib_ops:  # the rebuilt artifact is QDQ: finish it as the first one
+            inputs.settings.pop("bias_folded", None)
+            inputs.settings.update(_fold_biases(inputs.artifact))
+        return found
+
+
+def _recover(inputs: RecoveryInputs):
+    """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
+    (stages/recovery.py); the best artifact found (QDQ) is written over the artifact (rule 4)."""
+    from ..stages import recovery
+    from ..stages.quantize_ort import quantize_onnxruntime
+
+    b, profile = inputs.build, inputs.build.profile
+    qdq = b.workdir / QDQ_COPY
+    qdq = qdq if qdq.is_file() else inputs.artifact
+    ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8])
+    candidates = len(recovery.quantised_layers(qdq))
+
+    def rebuild(keep: list[str]) -> Path:
+        folder = b.workdir / f"recovery-{len(keep)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        quantize_onnxruntime(b.original_onnx, folder, folder / "model.onnx", b.calibration, profile, b.transformer,
+                             fused=False, keep_fp32=keep)
+        return folder / "model.onnx"
+
+    def score(candidate: Path) -> tuple[float, bool]:
+        return inputs.score(OrtSession(candidate, inputs.threads, disabled_optimizers=b.target.disabled_optimizers))
+
+    def show(attempt: recovery.Attempt) -> None:
+        inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
+                    f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+
+    found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before,
+                                  max(1, int(profile.recovery_max_fp32_fraction * candidates)), profile.recovery_seconds, show)
+    found.candidates = candidates
+    if best is not None and found.kept_fp32:
+        shutil.copyfile(best, inputs.artifact)
+    return found

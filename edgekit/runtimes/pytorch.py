@@ -1,0 +1,76 @@
+"""PyTorch: the original model, eager, in FP32, as the reference every artifact is compared with.
+
+Rules:
+1. A `TorchSession` is called the way the model's ONNX export is called: a sentence-transformers model
+   with the feed as one dict, any other model with the feed as keyword arguments; its outputs are taken
+   by the export's output names, in that order, as FP32 numpy arrays.
+2. It builds no artifacts: no target names it (`recipe` refuses), and `open` needs the model object, which
+   compile and bench pass to `TorchSession` directly (stages/export.py `load_reference`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import InternalError, UsageError
+from .base import Feed, Runtime, RuntimeDevices, register
+
+
+class TorchSession:
+    """The original PyTorch model, called the way its ONNX export is called."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model: Any, library: str, output_names: list[str], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._model = model.eval()
+        self._library = library
+        self.output_names = list(output_names)
+        self.settings = torch_settings(threads)
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        torch = self._torch
+        inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}
+        with torch.inference_mode():
+            outputs = self._model(inputs) if self._library == "sentence_transformers" else self._model(**inputs)
+        found = dict(outputs.items()) if hasattr(outputs, "items") else {}
+        missing = [n for n in self.output_names if n not in found]
+        if missing:
+            raise InternalError(f"the PyTorch model returned no output named {missing[0]} (it returned {', '.join(found)})")
+        return [found[n].detach().float().numpy() for n in self.output_names]
+
+
+def torch_settings(threads: int) -> dict[str, Any]:
+    """What a TorchSession records, known without importing torch (for a reference that was never loaded)."""
+    from importlib import metadata
+
+    return {"runtime": "pytorch", "version": metadata.version("torch"), "num_threads": threads,
+            "precision": "fp32", "mode": "eager, inference_mode"}
+
+
+@register
+class PyTorch(Runtime):
+    name = "pytorch"
+    label = "PyTorch"
+    suffix = ".pt"
+    reads = ()
+
+    def version(self) -> str:
+        from importlib import metadata
+
+        return metadata.version("torch")
+
+    def probe(self) -> RuntimeDevices:
+        return RuntimeDevices("pytorch", self.version(), ("CPU",))
+
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> TorchSession:
+        raise UsageError("the pytorch runtime runs the original model only; open it with stages.export.load_reference")
+
+    def recipe(self, inputs):
+        raise UsageError(f"target {inputs.target.name}: the pytorch runtime builds no artifacts (it runs the original)")
