@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from .stages.verify import Fidelity
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 NO_BENCH = "benchmark skipped (--no-bench)"
+# the keys latency_json adds to an entry; Report.from_dict takes them back out of `original`
+LATENCY_ENTRY_KEYS = ("latency_measured", "latency_not_measured", "latency_ms", "first_inference_ms", "latency_runs",
+                      "latency_cv", "latency_noisy", "latency_samples_ms")
 
 
 def _mb(size_bytes: int) -> str:
@@ -37,6 +41,50 @@ def latency_json(lat: Latency | None, not_measured: str = "") -> dict[str, Any]:
         "latency_noisy": lat.noisy,
         "latency_samples_ms": [round(x, 4) for x in lat.samples_ms],
     }
+
+
+def _float(value: Any) -> Any:
+    """A figure read back from report.json: null (how `clean_json` writes NaN) or missing reads NaN."""
+    return math.nan if value is None else value
+
+
+def latency_from_json(entry: dict[str, Any]) -> Latency | None:
+    """The inverse of `latency_json`: None when the entry has no `latency_ms` (not measured).
+
+    Old reports lack some figures: a missing percentile reads NaN, a missing count 0, missing samples [].
+    """
+    figures = entry.get("latency_ms")
+    if not isinstance(figures, dict):
+        return None
+    samples = entry.get("latency_samples_ms")
+    return Latency(**{k: _float(figures.get(k)) for k in LATENCY_KEYS}, cv=_float(entry.get("latency_cv")),
+                   runs=entry.get("latency_runs", 0), first_ms=_float(entry.get("first_inference_ms")),
+                   noisy=bool(entry.get("latency_noisy")), samples_ms=list(samples) if isinstance(samples, list) else [])
+
+
+def throughput_from_json(by_batch: Any) -> dict[int, Throughput]:
+    """The inverse of `throughput_json`; anything but a dict of batch -> figures reads as no throughput."""
+    if not isinstance(by_batch, dict):
+        return {}
+    names = {f.name for f in fields(Throughput)}
+    return {int(b): Throughput(**{k: v for k, v in t.items() if k in names}) for b, t in by_batch.items()
+            if isinstance(t, dict)}
+
+
+def _fidelity_from_json(accuracy: Any) -> Fidelity:
+    """The inverse of `Fidelity.to_dict`: a figure the report lacks reads NaN (required) or None (optional)."""
+    given = accuracy if isinstance(accuracy, dict) else {}
+    required = ("cosine_min", "cosine_mean", "max_abs_error", "snr_db", "samples")
+    values = {f.name: given[f.name] for f in fields(Fidelity) if f.name in given and f.name not in required}
+    return Fidelity(**{k: _float(given.get(k)) for k in required}, **values)
+
+
+def _check_from_json(check: dict[str, Any]) -> Check:
+    """The inverse of `Check.to_dict`."""
+    return Check(str(check.get("budget", "")), check.get("limit", math.nan), check.get("measured"), check.get("passed"),
+                 applicable=check.get("applicable", True) is not False, reason=str(check.get("reason") or ""),
+                 original=check.get("original"), artifact=check.get("artifact"),
+                 not_checked=bool(check.get("not_checked")))
 
 
 @dataclass
@@ -100,6 +148,22 @@ class TargetResult:
             **extra,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetResult:
+        """The inverse of `to_dict`; fields an older report lacks take their defaults."""
+        return cls(
+            target=d["target"], profile=str(d.get("profile") or ""), runtime=str(d.get("runtime") or ""),
+            device=str(d.get("device") or ""), precision=str(d.get("precision") or ""), artifact=str(d.get("artifact") or ""),
+            size_bytes=d.get("size_bytes"), latency=latency_from_json(d), speedup_p50=d.get("speedup_p50"),
+            accuracy=_fidelity_from_json(d.get("accuracy")),
+            checks=[_check_from_json(c) for c in d.get("budgets") or [] if isinstance(c, dict)],
+            verdict=str(d.get("verdict") or ""), load_ms=d.get("load_ms"),
+            quantization=d.get("quantization") or {}, runtime_settings=d.get("runtime_settings") or {},
+            notes=list(d.get("notes") or []), build_seconds=d.get("build_seconds", 0.0),
+            throughput=throughput_from_json(d.get("throughput")), memory_mb=d.get("memory_mb"),
+            not_measured=str(d.get("latency_not_measured") or ""), verified_on=str(d.get("verified_on") or ""),
+            static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"))
+
 
 @dataclass
 class Report:
@@ -151,6 +215,23 @@ class Report:
             "notes": self.notes,
             "cache": self.cache,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """The inverse of `to_dict` (report.json back to a Report).
+
+        Rules: `verdict` and `unmeasured` are not read (they follow from the targets); the latency and
+        throughput keys of `original` become `original_latency` and `original_throughput`; a field an
+        older report lacks takes its default (empty, NaN or None), so old bundles still load.
+        """
+        original = d.get("original") or {}
+        return cls(
+            edgekit_version=str(d.get("edgekit_version") or ""), source=d.get("source") or {}, task=str(d.get("task") or ""),
+            profile=str(d.get("profile") or ""),
+            original={k: v for k, v in original.items() if k not in LATENCY_ENTRY_KEYS and k != "throughput"},
+            original_latency=latency_from_json(original), data=d.get("data") or {}, benchmark=d.get("benchmark") or {},
+            targets=[TargetResult.from_dict(t) for t in d.get("targets") or []], notes=list(d.get("notes") or []),
+            original_throughput=throughput_from_json(original.get("throughput")), cache=d.get("cache") or {})
 
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
