@@ -84,10 +84,10 @@ class BenchReport:
                 t = r.throughput.get(b)
                 row += f" {'—' if t is None or t.per_second is None else f'{t.per_second:.1f}'} |"
             lines.append(row)
-        noisy = [r.name for r in self.results if r.latency.noisy]
+        noisy = benchmark.noisy_note((r.name, r.latency) for r in self.results)
         notes = list(self.notes) + [f"{r.name}: {t.note}" for r in self.results for t in r.throughput.values() if t.note]
         if noisy:
-            notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}")
+            notes.append(noisy)
         if notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from typing import Any
 
 from .judge import Check
 from .runtimes import DISABLE_OPTIMIZERS_KEY, recorded_disabled_optimizers
-from .stages.benchmark import Latency, Throughput
+from .stages.benchmark import Latency, Throughput, noisy_note
 from .stages.verify import Fidelity
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
@@ -374,11 +374,11 @@ class Report:
                 lines.append(head + f"measured {c.measured:.4g}{figures} — {'pass' if c.passed else 'FAIL'}")
         lines += self._task_markdown()
         lines += self._device_markdown()
-        noisy = [name for name, lat in [("original", o)] + [(t.target, t.latency) for t in self.targets] if lat is not None and lat.noisy]
+        noisy = noisy_note([("original", o)] + [(t.target, t.latency) for t in self.targets])
         notes = list(self.notes) + [f"{t.target}: {n}" for t in self.targets for n in t.notes]
         notes += [f"{t.target}: {line}" for t in self.targets for line in _how_it_runs(t)]
         if noisy:
-            notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}; rerun on a quieter machine")
+            notes.append(f"{noisy}; rerun on a quieter machine")
         if notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ import json
 from typing import Any, Sequence
 
 from .. import __version__
+from ..stages.benchmark import NOISY_RULE
 from .compare import Comparison, change_cells
 from .figures import DASH, fmt_num
 from .load import LoadedBundle
@@ -86,7 +87,7 @@ def render_html(bundles: Sequence[LoadedBundle], comparison: Comparison | None =
     if synthetic:
         body.append(f'<div class="warn"><strong>Accuracy from synthetic inputs, not real data:</strong> {escape(", ".join(synthetic))}</div>')
     if noisy:
-        body.append(f'<div class="warn"><strong>Noisy latency</strong> (coefficient of variation &gt; 25%), do not trust small '
+        body.append(f'<div class="warn"><strong>Noisy latency</strong> ({escape(NOISY_RULE)}), do not trust small '
                     f"differences: {escape(', '.join(noisy))}</div>")
     body.append(_table_html(bundles))
     if comparison is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..stages.benchmark import NOISY_RULE
 from .compare import Comparison, change_cells
 from .figures import DASH
 from .load import LoadedBundle
@@ -43,7 +44,7 @@ def render_markdown(bundles: Sequence[LoadedBundle], comparison: Comparison | No
         lines.append(f"- **accuracy from synthetic inputs, not real data:** {', '.join(synthetic)}")
     noisy = noisy_names(bundles)
     if noisy:
-        lines.append(f"- ⚠ noisy latency (coefficient of variation > 25%), do not trust small differences: {', '.join(noisy)}")
+        lines.append(f"- ⚠ noisy latency ({NOISY_RULE}), do not trust small differences: {', '.join(noisy)}")
     if comparison is not None:
         lines += ["", _comparison_markdown(comparison)]
     return "\n".join(lines).rstrip("\n") + "\n"
