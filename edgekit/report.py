@@ -11,9 +11,11 @@ from .judge import Check
 from .runtimes import DISABLE_OPTIMIZERS_KEY, recorded_disabled_optimizers
 from .stages.benchmark import Latency, Throughput, noisy_note
 from .stages.verify import Fidelity
+from .table import Table
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 NO_BENCH = "benchmark skipped (--no-bench)"
+NOT_MEASURED = "not measured"
 # the keys latency_json adds to an entry; Report.from_dict takes them back out of `original`
 LATENCY_ENTRY_KEYS = ("latency_measured", "latency_not_measured", "latency_ms", "first_inference_ms", "latency_runs",
                       "latency_cv", "latency_noisy", "latency_samples_ms")
@@ -22,6 +24,13 @@ LATENCY_ENTRY_KEYS = ("latency_measured", "latency_not_measured", "latency_ms", 
 def _mb(size_bytes: int) -> str:
     mb = size_bytes / 1e6
     return f"{mb:.1f}" if mb >= 10 else f"{mb:.3g}"
+
+
+def _timing(lat: Latency | None, speedup: str | None) -> list[str]:
+    """The p50, p90, p99 and speedup cells of the figures table; "not measured" without latency."""
+    if lat is None:
+        return [NOT_MEASURED] * 3 + ["—"]
+    return [f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}", str(speedup)]
 
 
 def throughput_json(by_batch: dict[int, Throughput]) -> dict[str, Any]:
@@ -235,25 +244,24 @@ class Report:
 
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
-        rows = []
+        table = Table(["target", "metric", "original", "artifact", "drop"], align="llrrr")
         for t in self.targets:
             a = t.accuracy
             for name, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
                 m = (a.task_metrics or {}).get(name)
                 if m:
-                    rows.append(f"| {t.target} | {label} | {m['original']:.4f} | {m['artifact']:.4f} | {m['drop']:+.4f} |")
+                    table.add(t.target, label, f"{m['original']:.4f}", f"{m['artifact']:.4f}", f"{m['drop']:+.4f}")
             retrieval = f"retrieval agreement @{a.retrieval_k or 5}"
             for value, label in ((a.top1_agreement, "top-1 agreement"), (a.top5_agreement, "top-5 agreement"),
                                  (a.retrieval_agreement_at_5, retrieval)):
                 if value is not None:
-                    rows.append(f"| {t.target} | {label} with the original | — | {value:.1%} | — |")
-        if not rows:
+                    table.add(t.target, f"{label} with the original", "—", f"{value:.1%}", "—")
+        if not table.rows:
             return []
         labelled = self.data.get("labelled")
         head = (f"{self.data.get('eval_samples')} labelled evaluation samples; drop = original − artifact."
                 if labelled else "No labels in the data: accuracy and macro-F1 are not measured; agreement with the original is.")
-        return ["", "## Task metrics", "", head, "", "| target | metric | original | artifact | drop |",
-                "|---|---|---:|---:|---:|"] + rows
+        return ["", "## Task metrics", "", head, "", table.to_markdown()]
 
     def _device_markdown(self) -> list[str]:
         """Where accuracy was verified and why latency was not measured; static shapes; precompiled blobs."""
@@ -284,7 +292,14 @@ class Report:
         return lines
 
     def to_markdown(self) -> str:
-        o = self.original_latency
+        """report.md: the summary, the figures table, then one section per topic that has something to say."""
+        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()]
+        lines += self._cold_start_markdown() + self._throughput_markdown() + self._recovery_markdown()
+        lines += self._budgets_markdown() + self._task_markdown() + self._device_markdown() + self._notes_markdown()
+        return "\n".join(lines) + "\n"
+
+    def _summary_markdown(self) -> list[str]:
+        """The title and the lines that say what was built, from what data, and how it was timed."""
         lines = [
             f"# edgekit report: {self.source.get('location')}",
             "",
@@ -308,55 +323,74 @@ class Report:
                          + f" (`{self.cache.get('dir')}`)")
         if self.data.get("synthetic"):
             lines.append("- **WARNING: accuracy figures come from synthetic inputs, not real data** (give --data)")
-        lines += [
-            "",
-            "| target | runtime | precision | size MB | p50 ms | p90 ms | p99 ms | speedup p50 | cosine min | cosine mean | max abs err | verdict |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| original | {self.original['runtime']} | {self.original['precision']} | {_mb(self.original['size_bytes'])} | "
-            + (f"{o.p50:.2f} | {o.p90:.2f} | {o.p99:.2f} | 1.00× | " if o is not None else "not measured | not measured | not measured | — | ")
-            + "— | — | — | — |",
-        ]
-        for t in self.targets:
-            a, lat = t.accuracy, t.latency
-            timing = (f"{lat.p50:.2f} | {lat.p90:.2f} | {lat.p99:.2f} | {t.speedup_p50:.2f}×" if lat is not None
-                      else "not measured | not measured | not measured | —")
-            lines.append(
-                f"| {t.target} | {t.runtime} | {t.precision} | {_mb(t.size_bytes)} | {timing} | "
-                f"{a.cosine_min:.4f} | {a.cosine_mean:.4f} | {a.max_abs_error:.3g} | "
-                f"{'✅ pass' if t.verdict == 'pass' else '❌ FAIL'} |"
-            )
-        lines += ["", "## Cold start and memory", "",
-                  "| target | load/compile ms | first inference ms | resident memory added MB |", "|---|---:|---:|---:|",
-                  f"| original | — | {'—' if o is None or o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
-        lines += [f"| {t.target} | {t.load_ms:.0f} | {t.latency.first_ms:.1f} | "
-                  f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" if t.latency is not None and t.load_ms is not None
-                  else f"| {t.target} | not measured | not measured | not measured |" for t in self.targets]
-        batches = sorted({b for t in self.targets for b in t.throughput} | set(self.original_throughput))
-        if any(b > 1 for b in batches):
-            def cell(tp: dict, b: int) -> str:
-                item = tp.get(b)
-                return "—" if item is None or item.per_second is None else f"{item.per_second:.1f}"
+        return lines
 
-            lines += ["", "## Throughput (samples per second)", "",
-                      "| target | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                      "|---|" + "---:|" * len(batches),
-                      "| original | " + " | ".join(cell(self.original_throughput, b) for b in batches) + " |"]
-            lines += ["| " + t.target + " | " + " | ".join(cell(t.throughput, b) for b in batches) + " |" for t in self.targets]
+    def _figures_table(self) -> Table:
+        """Size, batch-1 latency, speedup, accuracy and verdict: the original first, then each target."""
+        table = Table(["target", "runtime", "precision", "size MB", "p50 ms", "p90 ms", "p99 ms", "speedup p50", "cosine min",
+                       "cosine mean", "max abs err", "verdict"], align="lllrrrrrrrrl")
+        o = self.original_latency
+        table.add("original", self.original["runtime"], self.original["precision"], _mb(self.original["size_bytes"]),
+                  *_timing(o, "1.00×"), "—", "—", "—", "—")
+        for t in self.targets:
+            a = t.accuracy
+            table.add(t.target, t.runtime, t.precision, _mb(t.size_bytes),
+                      *_timing(t.latency, None if t.latency is None else f"{t.speedup_p50:.2f}×"),
+                      f"{a.cosine_min:.4f}", f"{a.cosine_mean:.4f}", f"{a.max_abs_error:.3g}",
+                      "✅ pass" if t.verdict == "pass" else "❌ FAIL")
+        return table
+
+    def _cold_start_markdown(self) -> list[str]:
+        """Load/compile time, first inference and resident memory added, per target."""
+        o = self.original_latency
+        table = Table(["target", "load/compile ms", "first inference ms", "resident memory added MB"], align="lrrr")
+        table.add("original", "—", "—" if o is None or o.first_ms != o.first_ms else f"{o.first_ms:.1f}", "—")
+        for t in self.targets:
+            if t.latency is not None and t.load_ms is not None:
+                table.add(t.target, f"{t.load_ms:.0f}", f"{t.latency.first_ms:.1f}",
+                          "—" if t.memory_mb is None else f"{t.memory_mb:.0f}")
+            else:
+                table.add(t.target, *[NOT_MEASURED] * 3)
+        return ["", "## Cold start and memory", "", table.to_markdown()]
+
+    def _throughput_markdown(self) -> list[str]:
+        """Samples per second at each batch size, when any batch above 1 was measured."""
+        batches = sorted({b for t in self.targets for b in t.throughput} | set(self.original_throughput))
+        if not any(b > 1 for b in batches):
+            return []
+
+        def cells(by_batch: dict[int, Throughput]) -> list[str]:
+            return ["—" if (item := by_batch.get(b)) is None or item.per_second is None else f"{item.per_second:.1f}"
+                    for b in batches]
+
+        table = Table(["target"] + [f"batch {b}" for b in batches], align="l" + "r" * len(batches))
+        table.add("original", *cells(self.original_throughput))
+        for t in self.targets:
+            table.add(t.target, *cells(t.throughput))
+        return ["", "## Throughput (samples per second)", "", table.to_markdown()]
+
+    def _recovery_markdown(self) -> list[str]:
+        """Targets whose INT8 accuracy was recovered: what was tried, what it gave, which layers stayed FP32."""
         recovered = [(t.target, t.quantization["recovery"]) for t in self.targets if t.quantization.get("recovery")]
-        if recovered:
-            lines += ["", "## Accuracy recovery", "",
-                      "| target | method | result | cosine min before → after | layers kept FP32 | INT8 share | attempts |",
-                      "|---|---|---|---|---:|---:|---:|"]
-            for name, r in recovered:
-                lines.append(f"| {name} | {r['method']} | {'met the budget' if r['recovered'] else 'FAILED: ' + r['note']} | "
-                             f"{r['score_before']:.5f} → {r['score_after']:.5f} | {r['kept_fp32_count']} of {r['candidates']} | "
-                             f"{r['int8_fraction']:.0%} | {len(r['attempts'])} |")
-            for name, r in recovered:
-                if r["kept_fp32"]:
-                    shown = ", ".join(f"`{n}`" for n in r["kept_fp32"][:12])
-                    more = f" and {len(r['kept_fp32']) - 12} more" if len(r["kept_fp32"]) > 12 else ""
-                    lines.append(f"- {name} kept FP32: {shown}{more}")
-        lines += ["", "## Budgets", ""]
+        if not recovered:
+            return []
+        table = Table(["target", "method", "result", "cosine min before → after", "layers kept FP32", "INT8 share", "attempts"],
+                      align="llllrrr")
+        for name, r in recovered:
+            table.add(name, r["method"], "met the budget" if r["recovered"] else "FAILED: " + r["note"],
+                      f"{r['score_before']:.5f} → {r['score_after']:.5f}", f"{r['kept_fp32_count']} of {r['candidates']}",
+                      f"{r['int8_fraction']:.0%}", str(len(r["attempts"])))
+        lines = ["", "## Accuracy recovery", "", table.to_markdown()]
+        for name, r in recovered:
+            if r["kept_fp32"]:
+                shown = ", ".join(f"`{n}`" for n in r["kept_fp32"][:12])
+                more = f" and {len(r['kept_fp32']) - 12} more" if len(r["kept_fp32"]) > 12 else ""
+                lines.append(f"- {name} kept FP32: {shown}{more}")
+        return lines
+
+    def _budgets_markdown(self) -> list[str]:
+        """Each budget of each target: limit, measured figure and pass/fail, or why it does not count."""
+        lines = ["", "## Budgets", ""]
         for t in self.targets:
             for c in t.checks:
                 if c.budget == "require_measured":
@@ -372,16 +406,17 @@ class Report:
                     continue
                 figures = f" (original {c.original:.4g}, artifact {c.artifact:.4g})" if c.original is not None else ""
                 lines.append(head + f"measured {c.measured:.4g}{figures} — {'pass' if c.passed else 'FAIL'}")
-        lines += self._task_markdown()
-        lines += self._device_markdown()
+        return lines
+
+    def _notes_markdown(self) -> list[str]:
+        """The report's and targets' notes, how each target runs, and the noisy-latency warning."""
+        o = self.original_latency
         noisy = noisy_note([("original", o)] + [(t.target, t.latency) for t in self.targets])
         notes = list(self.notes) + [f"{t.target}: {n}" for t in self.targets for n in t.notes]
         notes += [f"{t.target}: {line}" for t in self.targets for line in _how_it_runs(t)]
         if noisy:
             notes.append(f"{noisy}; rerun on a quieter machine")
-        if notes:
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-        return "\n".join(lines) + "\n"
+        return ["", "## Notes", ""] + [f"- {n}" for n in notes] if notes else []
 
 
 def _how_it_runs(t: TargetResult) -> list[str]:

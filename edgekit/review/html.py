@@ -10,7 +10,7 @@ from ..stages.benchmark import NOISY_RULE
 from .compare import Comparison, change_cells
 from .figures import DASH, fmt_num
 from .load import LoadedBundle
-from .rows import has_top1, noisy_names, rows_of, synthetic_names
+from .rows import columns, has_top1, noisy_names, rows_of, synthetic_names
 from .svg import PALETTE, escape, latency_svg, scatter_svg
 
 CSS = """
@@ -38,9 +38,7 @@ def _settings_html(title: str, settings: Any) -> str:
 
 def _table_html(bundles: Sequence[LoadedBundle]) -> str:
     top1 = has_top1(bundles)
-    head = ["model", "target", "profile", "runtime", "precision", "size MB", "p50 ms", "p90 ms", "p99 ms",
-            "speedup p50", "cosine min"] + (["top-1 agreement"] if top1 else []) + ["verdict"]
-    out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in columns(top1)) + "</tr></thead><tbody>"]
     for r in rows_of(bundles):
         noisy = ' <span class="fail" title="noisy latency">⚠</span>' if r.noisy else ""
         nums = [r.size, r.p50, r.p90, r.p99, r.speedup, r.cosine] + ([r.top1] if top1 else [])

@@ -52,6 +52,12 @@ def measured(entry: dict[str, Any]) -> bool:
     return entry.get("latency_measured") is not False
 
 
+def columns(top1: bool) -> list[str]:
+    """The table's headers; top-1 agreement only when some target has it."""
+    return (["model", "target", "profile", "runtime", "precision", "size MB", "p50 ms", "p90 ms", "p99 ms", "speedup p50",
+             "cosine min"] + (["top-1 agreement"] if top1 else []) + ["verdict"])
+
+
 def has_top1(bundles: Sequence[LoadedBundle]) -> bool:
     return any(acc_figure(t, "top1_agreement") is not None for b in bundles for t in b.targets)
 
