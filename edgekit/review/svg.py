@@ -58,9 +58,14 @@ def _tick_label(value: float, step: float) -> str:
 
 
 class Axis:
-    """A linear or log mapping from data to pixels."""
+    """A linear or log mapping from data to pixels, and the one way every chart draws its ticks.
 
-    def __init__(self, lo: float, hi: float, p0: float, p1: float, log: bool = False):
+    A horizontal axis (x) runs from pixel p0 to p1 left to right; a vertical one (y) from p0 at the
+    bottom to p1 at the top. Log scale only when asked and both ends are positive.
+    """
+
+    def __init__(self, lo: float, hi: float, p0: float, p1: float, log: bool = False, vertical: bool = False):
+        self.vertical = vertical
         self.log = log and lo > 0 and hi > 0
         if self.log:
             lo, hi = math.log10(lo), math.log10(hi)
@@ -82,6 +87,30 @@ class Axis:
         if self.log or len(ticks) < 2:
             return f"{value:g}"
         return _tick_label(value, ticks[1] - ticks[0])
+
+    def grid(self, across: tuple[float, float], label_at: float, color: str, tick_marks: bool = False) -> list[str]:
+        """Per tick: a grid line in `color` across the plot (`across`: from, to, in the other axis' pixels),
+        a 5 px tick mark past its end when `tick_marks` (horizontal axis), and the tick's label at
+        `label_at` (the y of a horizontal axis' labels, centred; the x of a vertical one's, right-aligned)."""
+        a0, a1 = across
+        out = []
+        for t in self.ticks():
+            p, label = self(t), escape(self.label(t))
+            if self.vertical:
+                out.append(f'<line x1="{a0}" y1="{p:.1f}" x2="{a1}" y2="{p:.1f}" stroke="{color}"/>')
+                out.append(f'<text x="{label_at}" y="{p + 4:.1f}" text-anchor="end" fill="#333">{label}</text>')
+                continue
+            out.append(f'<line x1="{p:.1f}" y1="{a0}" x2="{p:.1f}" y2="{a1}" stroke="{color}"/>')
+            if tick_marks:
+                out.append(f'<line x1="{p:.1f}" y1="{a1}" x2="{p:.1f}" y2="{a1 + 5}" stroke="#333"/>')
+            out.append(f'<text x="{p:.1f}" y="{label_at}" text-anchor="middle" fill="#333">{label}</text>')
+        return out
+
+    def line(self, at: float) -> str:
+        """The axis itself, at `at` in the other axis' pixels (a horizontal axis' y, a vertical one's x)."""
+        if self.vertical:
+            return f'<line x1="{at}" y1="{self.p1}" x2="{at}" y2="{self.p0}" stroke="#333"/>'
+        return f'<line x1="{self.p0}" y1="{at}" x2="{self.p1}" y2="{at}" stroke="#333"/>'
 
 
 def _svg_open(width: int, height: int, title: str) -> list[str]:
@@ -143,12 +172,8 @@ def latency_svg(name: str, original: dict[str, Any], target: dict[str, Any], col
     bottom = top + lane * len(series)
     legend = "dots: timed runs · box: p25–p75 · bar: p50 · ticks: p90, p99 · line: min–max"
     out.append(f'<text x="{width - 8}" y="{bottom + 36}" text-anchor="end" font-size="11" fill="#666">{escape(legend)}</text>')
-    for t in x.ticks():
-        px = x(t)
-        out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#e6e6e6"/>')
-        out.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#333"/>')
-        out.append(f'<text x="{px:.1f}" y="{bottom + 18}" text-anchor="middle" fill="#333">{escape(x.label(t))}</text>')
-    out.append(f'<line x1="{left}" y1="{bottom}" x2="{width - right}" y2="{bottom}" stroke="#333"/>')
+    out += x.grid((top, bottom), bottom + 18, "#e6e6e6", tick_marks=True)
+    out.append(x.line(bottom))
     out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{bottom + 36}" text-anchor="middle" fill="#333">'
                f'latency per inference, ms{" (log scale)" if x.log else ""}</text>')
     for i, (label, s, col) in enumerate(series):
@@ -214,19 +239,12 @@ def scatter_svg(bundle: LoadedBundle, colors: dict[str, str], width: int = 1040,
     span = (y_hi - y_lo) or 0.01
     y_lo, y_hi = y_lo - span * 0.12, y_hi + span * 0.08
     x = Axis(0.0, x_hi, left, width - right)
-    y = Axis(y_lo, y_hi, height - bottom, top)
+    y = Axis(y_lo, y_hi, height - bottom, top, vertical=True)
     out = _svg_open(width, height, title)
     out.append(f'<text x="{left}" y="20" font-weight="600">{escape(title)}</text>')
-    for t in x.ticks():
-        px = x(t)
-        out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom}" stroke="#eeeeee"/>')
-        out.append(f'<text x="{px:.1f}" y="{height - bottom + 17}" text-anchor="middle" fill="#333">{escape(x.label(t))}</text>')
-    for t in y.ticks():
-        py = y(t)
-        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="#eeeeee"/>')
-        out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" fill="#333">{escape(y.label(t))}</text>')
-    out.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#333"/>')
-    out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#333"/>')
+    out += x.grid((top, height - bottom), height - bottom + 17, "#eeeeee")
+    out += y.grid((left, width - right), left - 6, "#eeeeee")
+    out += [x.line(height - bottom), y.line(left)]
     out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 12}" text-anchor="middle" fill="#333">p50 latency, ms (batch 1)</text>')
     out.append(f'<text transform="translate(18 {(top + height - bottom) / 2:.0f}) rotate(-90)" text-anchor="middle" fill="#333">'
                f'cosine min vs original</text>')
