@@ -177,42 +177,50 @@ def latency_svg(name: str, original: dict[str, Any], target: dict[str, Any], col
     out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{bottom + 36}" text-anchor="middle" fill="#333">'
                f'latency per inference, ms{" (log scale)" if x.log else ""}</text>')
     for i, (label, s, col) in enumerate(series):
-        cy = top + lane * i + lane / 2
-        st = s["stats"]
-        out.append(f'<text x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end" font-weight="600" fill="{col}">{escape(label)}</text>')
-        raw = s["raw"]
-        if raw:
-            step = max(1, len(raw) // 1500)  # at most ~1500 dots a lane
-            dots = [f'<circle cx="{x(v):.1f}" cy="{cy + _jitter(j, label) * lane * 0.3:.1f}" r="1.8"/>'
-                    for j, v in enumerate(raw[::step])]
-            out.append(f'<g fill="{col}" fill-opacity="0.28">{"".join(dots)}</g>')
-        if st.get("min") is not None and st.get("max") is not None:
-            out.append(f'<line x1="{x(st["min"]):.1f}" y1="{cy:.1f}" x2="{x(st["max"]):.1f}" y2="{cy:.1f}" stroke="{col}" stroke-width="1"/>')
-        if st.get("q1") is not None and st.get("q3") is not None:
-            x1, x3 = x(st["q1"]), x(st["q3"])
-            out.append(f'<rect x="{x1:.1f}" y="{cy - 11:.1f}" width="{max(x3 - x1, 1):.1f}" height="22" fill="{col}" '
-                       f'fill-opacity="0.18" stroke="{col}" stroke-width="1.2"/>')
-        if st.get("p50") is not None:
-            out.append(f'<line x1="{x(st["p50"]):.1f}" y1="{cy - 14:.1f}" x2="{x(st["p50"]):.1f}" y2="{cy + 14:.1f}" '
-                       f'stroke="{col}" stroke-width="3"/>')
-        last_label = -1e9
-        for key in ("p90", "p99"):
-            if st.get(key) is not None:
-                px = x(st[key])
-                out.append(f'<line x1="{px:.1f}" y1="{cy - 8:.1f}" x2="{px:.1f}" y2="{cy + 8:.1f}" stroke="{col}" stroke-width="1.5"/>')
-                below = px - last_label < 24  # too close to the p90 label: put this one under the lane
-                ty = cy + 21 if below else cy - 12
-                out.append(f'<text x="{px:.1f}" y="{ty:.1f}" text-anchor="middle" font-size="10" fill="{col}">{key}</text>')
-                last_label = px if not below else last_label
-        summary = f'p50 {fmt_ms(st.get("p50"))} · p90 {fmt_ms(st.get("p90"))} · p99 {fmt_ms(st.get("p99"))} ms'
-        detail = f'{len(raw)} runs' if raw else "percentiles only (no samples in report)"
-        if s["noisy"]:
-            detail += " · NOISY"
-        out.append(f'<text x="{width - right + 12}" y="{cy - 2:.1f}" fill="#222">{escape(summary)}</text>')
-        out.append(f'<text x="{width - right + 12}" y="{cy + 13:.1f}" font-size="11" fill="{"#b00020" if s["noisy"] else "#666"}">'
-                   f'{escape(detail)}</text>')
+        out += _lane(x, label, s, col, top + lane * i + lane / 2, lane, (left, width - right))
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _lane(x: Axis, label: str, s: dict[str, Any], col: str, cy: float, lane: float, plot: tuple[float, float]) -> list[str]:
+    """One series of the latency plot, centred at y = `cy`: every timed run as a dot (at most ~1500), the
+    min-max line, the p25-p75 box, the p50 bar, p90/p99 ticks, and its figures right of the plot."""
+    left, right = plot
+    out: list[str] = []
+    st = s["stats"]
+    out.append(f'<text x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end" font-weight="600" fill="{col}">{escape(label)}</text>')
+    raw = s["raw"]
+    if raw:
+        step = max(1, len(raw) // 1500)  # at most ~1500 dots a lane
+        dots = [f'<circle cx="{x(v):.1f}" cy="{cy + _jitter(j, label) * lane * 0.3:.1f}" r="1.8"/>'
+                for j, v in enumerate(raw[::step])]
+        out.append(f'<g fill="{col}" fill-opacity="0.28">{"".join(dots)}</g>')
+    if st.get("min") is not None and st.get("max") is not None:
+        out.append(f'<line x1="{x(st["min"]):.1f}" y1="{cy:.1f}" x2="{x(st["max"]):.1f}" y2="{cy:.1f}" stroke="{col}" stroke-width="1"/>')
+    if st.get("q1") is not None and st.get("q3") is not None:
+        x1, x3 = x(st["q1"]), x(st["q3"])
+        out.append(f'<rect x="{x1:.1f}" y="{cy - 11:.1f}" width="{max(x3 - x1, 1):.1f}" height="22" fill="{col}" '
+                   f'fill-opacity="0.18" stroke="{col}" stroke-width="1.2"/>')
+    if st.get("p50") is not None:
+        out.append(f'<line x1="{x(st["p50"]):.1f}" y1="{cy - 14:.1f}" x2="{x(st["p50"]):.1f}" y2="{cy + 14:.1f}" '
+                   f'stroke="{col}" stroke-width="3"/>')
+    last_label = -1e9
+    for key in ("p90", "p99"):
+        if st.get(key) is not None:
+            px = x(st[key])
+            out.append(f'<line x1="{px:.1f}" y1="{cy - 8:.1f}" x2="{px:.1f}" y2="{cy + 8:.1f}" stroke="{col}" stroke-width="1.5"/>')
+            below = px - last_label < 24  # too close to the p90 label: put this one under the lane
+            ty = cy + 21 if below else cy - 12
+            out.append(f'<text x="{px:.1f}" y="{ty:.1f}" text-anchor="middle" font-size="10" fill="{col}">{key}</text>')
+            last_label = px if not below else last_label
+    summary = f'p50 {fmt_ms(st.get("p50"))} · p90 {fmt_ms(st.get("p90"))} · p99 {fmt_ms(st.get("p99"))} ms'
+    detail = f'{len(raw)} runs' if raw else "percentiles only (no samples in report)"
+    if s["noisy"]:
+        detail += " · NOISY"
+    out.append(f'<text x="{right + 12}" y="{cy - 2:.1f}" fill="#222">{escape(summary)}</text>')
+    out.append(f'<text x="{right + 12}" y="{cy + 13:.1f}" font-size="11" fill="{"#b00020" if s["noisy"] else "#666"}">'
+               f'{escape(detail)}</text>')
+    return out
 
 
 def scatter_svg(bundle: LoadedBundle, colors: dict[str, str], width: int = 1040, height: int = 420) -> str:
@@ -258,12 +266,20 @@ def scatter_svg(bundle: LoadedBundle, colors: dict[str, str], width: int = 1040,
         out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom}" stroke="#b00020" stroke-dasharray="6 4" stroke-width="1.5"/>')
         out.append(f'<text x="{px - 4:.1f}" y="{top + 12}" text-anchor="end" font-size="11" fill="#b00020">'
                    f'{escape(f"max_latency_ms {v:g} (p90 budget)")}</text>')
-    # labels in the right margin, in the order of the points, pushed apart so none overlap
+    out += _point_labels(points, x, y, height - bottom, width - right + 10)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _point_labels(points: list[tuple[str, float, float, str, str]], x: Axis, y: Axis, floor: float, lx: float) -> list[str]:
+    """The scatter's points, each labelled in the right margin (from x = `lx`) in the order of the points,
+    the labels pushed apart so none overlap and kept above `floor`; a failing target's point is ringed red."""
+    out: list[str] = []
     placed = sorted(((y(p[2]), p) for p in points), key=lambda item: item[0])
     label_y: list[float] = []
     for py, _ in placed:
         label_y.append(max(py, label_y[-1] + 15) if label_y else py)
-    overflow = (label_y[-1] - (height - bottom)) if label_y else 0
+    overflow = (label_y[-1] - floor) if label_y else 0
     if overflow > 0:
         label_y = [v - overflow for v in label_y]
     for (py, (name, px_val, cos, col, verdict)), ly in zip(placed, label_y):
@@ -272,9 +288,7 @@ def scatter_svg(bundle: LoadedBundle, colors: dict[str, str], width: int = 1040,
         shape = (f'<rect x="{px - 5:.1f}" y="{py - 5:.1f}" width="10" height="10" fill="{col}"{ring}/>' if name == "original"
                  else f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{col}"{ring}/>')
         out.append(shape)
-        lx = width - right + 10
         out.append(f'<line x1="{px + 7:.1f}" y1="{py:.1f}" x2="{lx - 3}" y2="{ly:.1f}" stroke="{col}" stroke-opacity="0.35"/>')
         text = f"{name}: {fmt_ms(px_val)} ms, cosine {cos:.4f}" + (" FAIL" if verdict == "fail" else "")
         out.append(f'<text x="{lx}" y="{ly + 4:.1f}" font-size="11" fill="{col}">{escape(text)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    return out
