@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
 from ..errors import UsageError
+from ..report import Report
 from ..safety import inside_bundle
 
 BUNDLE_FORMAT = "edgekit-bundle/1"
@@ -18,10 +19,17 @@ BUNDLE_FORMAT = "edgekit-bundle/1"
 
 @dataclass
 class LoadedBundle:
+    """A bundle as read: its report.json both as written (`report`, for the JSON output) and as typed
+    objects (`parsed`, `Report.from_dict`, for the table)."""
+
     path: Path
     manifest: dict[str, Any]
     report: dict[str, Any]
     label: str = ""  # the model column; made unique across the bundles of one review
+    parsed: Report = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.parsed = Report.from_dict(self.report)
 
     @property
     def model(self) -> str:
@@ -107,7 +115,10 @@ def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
     if theirs is None or (ours is not None and theirs > ours):
         raise UsageError(f"{folder}: bundle from an incompatible edgekit version {version} (this is edgekit {__version__})")
     _require(report, folder / "report.json")
-    return LoadedBundle(folder, manifest, report)
+    try:
+        return LoadedBundle(folder, manifest, report)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UsageError(f"{folder / 'report.json'}: not an edgekit report ({exc.__class__.__name__}: {exc})") from None
 
 
 def load_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[LoadedBundle]:

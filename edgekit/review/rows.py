@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .figures import DASH, NOT_MEASURED, acc_figure, fmt_mb, fmt_ms, fmt_num, lat_figure
+from ..report import TargetResult
+from ..stages.benchmark import Latency
+from .figures import DASH, NOT_MEASURED, fmt_mb, fmt_ms, fmt_num, num
 from .load import LoadedBundle
 
 
@@ -28,23 +30,30 @@ class Row:
 
 
 def rows_of(bundles: Sequence[LoadedBundle]) -> list[Row]:
+    """Per bundle: the original (speedup 1.00× when timed), then each target. A figure that is missing
+    or not a finite number reads as a dash; latency of a target whose device was not here, "not measured"."""
     rows = []
     for b in bundles:
-        o = b.original
-        rows.append(Row(b.name, "original", str(b.report.get("profile") or ""), str(o.get("runtime") or ""),
-                        str(o.get("precision") or ""), fmt_mb(o.get("size_bytes")), fmt_ms(lat_figure(o, "p50")),
-                        fmt_ms(lat_figure(o, "p90")), fmt_ms(lat_figure(o, "p99")), "1.00×" if lat_figure(o, "p50") is not None else DASH, DASH, DASH, "",
-                        bool(o.get("latency_noisy"))))
-        for t in b.targets:
-            top1 = acc_figure(t, "top1_agreement")
-            timed = [fmt_ms(lat_figure(t, k)) for k in ("p50", "p90", "p99")] if measured(t) else [NOT_MEASURED] * 3
-            rows.append(Row(b.name, t["target"], str(t.get("profile") or b.report.get("profile") or ""),
-                            str(t.get("runtime") or ""), str(t.get("precision") or ""), fmt_mb(t.get("size_bytes")),
-                            *timed,
-                            fmt_num(t.get("speedup_p50"), ".2f", "×"), fmt_num(acc_figure(t, "cosine_min"), ".4f"),
-                            DASH if top1 is None else f"{top1:.1%}", str(t.get("verdict") or ""),
-                            bool(t.get("latency_noisy"))))
+        r, o = b.parsed, b.parsed.original_latency
+        timed = o is not None and num(o.p50) is not None
+        rows.append(Row(b.name, "original", r.profile, str(r.original.get("runtime") or ""),
+                        str(r.original.get("precision") or ""), fmt_mb(r.original.get("size_bytes")), *_timing(o),
+                        "1.00×" if timed else DASH, DASH, DASH, "", bool(o and o.noisy)))
+        rows += [_target_row(b.name, r.profile, t) for t in r.targets]
     return rows
+
+
+def _target_row(model: str, profile: str, t: TargetResult) -> Row:
+    top1 = num(t.accuracy.top1_agreement)
+    timed = _timing(t.latency) if t.measured else [NOT_MEASURED] * 3
+    return Row(model, t.target, t.profile or profile, t.runtime, t.precision, fmt_mb(t.size_bytes), *timed,
+               fmt_num(t.speedup_p50, ".2f", "×"), fmt_num(t.accuracy.cosine_min, ".4f"),
+               DASH if top1 is None else f"{top1:.1%}", t.verdict, bool(t.latency and t.latency.noisy))
+
+
+def _timing(lat: Latency | None) -> list[str]:
+    """The p50, p90 and p99 cells."""
+    return [fmt_ms(None if lat is None else getattr(lat, k)) for k in ("p50", "p90", "p99")]
 
 
 def measured(entry: dict[str, Any]) -> bool:
@@ -59,7 +68,7 @@ def columns(top1: bool) -> list[str]:
 
 
 def has_top1(bundles: Sequence[LoadedBundle]) -> bool:
-    return any(acc_figure(t, "top1_agreement") is not None for b in bundles for t in b.targets)
+    return any(num(t.accuracy.top1_agreement) is not None for b in bundles for t in b.parsed.targets)
 
 
 def noisy_names(bundles: Sequence[LoadedBundle]) -> list[str]:
