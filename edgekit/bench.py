@@ -36,6 +36,7 @@ from .report import latency_json, throughput_json
 from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact, open_recorded
 from .source import DEFAULT_MODEL_ID, resolve_source
 from .stages import benchmark
+from .table import Table
 
 
 @dataclass
@@ -70,29 +71,33 @@ class BenchReport:
                 "interleaved": True, "results": [r.to_dict() for r in self.results], "notes": self.notes}
 
     def to_markdown(self) -> str:
-        batches = [b for b in self.batches if b > 1]
-        head = "| session | runtime | p50 ms | p90 ms | p99 ms | std ms | runs | speedup p50 | load ms | first ms | memory added MB |"
-        head += "".join(f" batch {b} /s |" for b in batches)
         lines = [f"# edgekit bench: {self.path}", "",
                  f"- input {self.input}, {self.threads} threads, batch-1 latency; sessions interleaved in one run", "",
-                 head, "|---|---|" + "---:|" * (9 + len(batches))]
-        for r in self.results:
-            lat = r.latency
-            row = (f"| {r.name} | {r.runtime} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p99:.2f} | {lat.std:.2f} | {lat.runs} | "
-                   f"{'—' if r.speedup_p50 is None else f'{r.speedup_p50:.2f}×'} | "
-                   f"{'—' if r.load_ms is None else f'{r.load_ms:.0f}'} | {lat.first_ms:.1f} | "
-                   f"{'—' if r.memory_mb is None else f'{r.memory_mb:.0f}'} |")
-            for b in batches:
-                t = r.throughput.get(b)
-                row += f" {'—' if t is None or t.per_second is None else f'{t.per_second:.1f}'} |"
-            lines.append(row)
-        noisy = [r.name for r in self.results if r.latency.noisy]
+                 self._table().to_markdown()]
+        noisy = benchmark.noisy_note((r.name, r.latency) for r in self.results)
         notes = list(self.notes) + [f"{r.name}: {t.note}" for r in self.results for t in r.throughput.values() if t.note]
         if noisy:
-            notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}")
+            notes.append(noisy)
         if notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"
+
+    def _table(self) -> Table:
+        """One row per session: batch-1 latency, cold start, memory, then samples per second at each batch > 1."""
+        batches = [b for b in self.batches if b > 1]
+        table = Table(["session", "runtime", "p50 ms", "p90 ms", "p99 ms", "std ms", "runs", "speedup p50", "load ms",
+                       "first ms", "memory added MB"] + [f"batch {b} /s" for b in batches], align="ll" + "r" * (9 + len(batches)))
+        for r in self.results:
+            lat = r.latency
+            per_second = [r.throughput.get(b) for b in batches]
+            table.add(r.name, r.runtime, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}", f"{lat.std:.2f}", str(lat.runs),
+                      _or_dash(r.speedup_p50, ".2f", "×"), _or_dash(r.load_ms, ".0f"), f"{lat.first_ms:.1f}",
+                      _or_dash(r.memory_mb, ".0f"), *(_or_dash(t and t.per_second, ".1f") for t in per_second))
+        return table
+
+
+def _or_dash(value: float | None, spec: str, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
 def _specs_of(path: Path) -> list[graph.InputSpec]:

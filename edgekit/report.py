@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .judge import Check
 from .runtimes import DISABLE_OPTIMIZERS_KEY, recorded_disabled_optimizers
-from .stages.benchmark import Latency, Throughput
+from .stages.benchmark import Latency, Throughput, noisy_note
 from .stages.verify import Fidelity
+from .table import Table
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 NO_BENCH = "benchmark skipped (--no-bench)"
+NOT_MEASURED = "not measured"
+# the keys latency_json adds to an entry; Report.from_dict takes them back out of `original`
+LATENCY_ENTRY_KEYS = ("latency_measured", "latency_not_measured", "latency_ms", "first_inference_ms", "latency_runs",
+                      "latency_cv", "latency_noisy", "latency_samples_ms")
 
 
 def _mb(size_bytes: int) -> str:
     mb = size_bytes / 1e6
     return f"{mb:.1f}" if mb >= 10 else f"{mb:.3g}"
+
+
+def _timing(lat: Latency | None, speedup: str | None) -> list[str]:
+    """The p50, p90, p99 and speedup cells of the figures table; "not measured" without latency."""
+    if lat is None:
+        return [NOT_MEASURED] * 3 + ["—"]
+    return [f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}", str(speedup)]
 
 
 def throughput_json(by_batch: dict[int, Throughput]) -> dict[str, Any]:
@@ -37,6 +50,50 @@ def latency_json(lat: Latency | None, not_measured: str = "") -> dict[str, Any]:
         "latency_noisy": lat.noisy,
         "latency_samples_ms": [round(x, 4) for x in lat.samples_ms],
     }
+
+
+def _float(value: Any) -> Any:
+    """A figure read back from report.json: null (how `clean_json` writes NaN) or missing reads NaN."""
+    return math.nan if value is None else value
+
+
+def latency_from_json(entry: dict[str, Any]) -> Latency | None:
+    """The inverse of `latency_json`: None when the entry has no `latency_ms` (not measured).
+
+    Old reports lack some figures: a missing percentile reads NaN, a missing count 0, missing samples [].
+    """
+    figures = entry.get("latency_ms")
+    if not isinstance(figures, dict):
+        return None
+    samples = entry.get("latency_samples_ms")
+    return Latency(**{k: _float(figures.get(k)) for k in LATENCY_KEYS}, cv=_float(entry.get("latency_cv")),
+                   runs=entry.get("latency_runs", 0), first_ms=_float(entry.get("first_inference_ms")),
+                   noisy=bool(entry.get("latency_noisy")), samples_ms=list(samples) if isinstance(samples, list) else [])
+
+
+def throughput_from_json(by_batch: Any) -> dict[int, Throughput]:
+    """The inverse of `throughput_json`; anything but a dict of batch -> figures reads as no throughput."""
+    if not isinstance(by_batch, dict):
+        return {}
+    names = {f.name for f in fields(Throughput)}
+    return {int(b): Throughput(**{k: v for k, v in t.items() if k in names}) for b, t in by_batch.items()
+            if isinstance(t, dict)}
+
+
+def _fidelity_from_json(accuracy: Any) -> Fidelity:
+    """The inverse of `Fidelity.to_dict`: a figure the report lacks reads NaN (required) or None (optional)."""
+    given = accuracy if isinstance(accuracy, dict) else {}
+    required = ("cosine_min", "cosine_mean", "max_abs_error", "snr_db", "samples")
+    values = {f.name: given[f.name] for f in fields(Fidelity) if f.name in given and f.name not in required}
+    return Fidelity(**{k: _float(given.get(k)) for k in required}, **values)
+
+
+def _check_from_json(check: dict[str, Any]) -> Check:
+    """The inverse of `Check.to_dict`."""
+    return Check(str(check.get("budget", "")), check.get("limit", math.nan), check.get("measured"), check.get("passed"),
+                 applicable=check.get("applicable", True) is not False, reason=str(check.get("reason") or ""),
+                 original=check.get("original"), artifact=check.get("artifact"),
+                 not_checked=bool(check.get("not_checked")))
 
 
 @dataclass
@@ -100,6 +157,22 @@ class TargetResult:
             **extra,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetResult:
+        """The inverse of `to_dict`; fields an older report lacks take their defaults."""
+        return cls(
+            target=d["target"], profile=str(d.get("profile") or ""), runtime=str(d.get("runtime") or ""),
+            device=str(d.get("device") or ""), precision=str(d.get("precision") or ""), artifact=str(d.get("artifact") or ""),
+            size_bytes=d.get("size_bytes"), latency=latency_from_json(d), speedup_p50=d.get("speedup_p50"),
+            accuracy=_fidelity_from_json(d.get("accuracy")),
+            checks=[_check_from_json(c) for c in d.get("budgets") or [] if isinstance(c, dict)],
+            verdict=str(d.get("verdict") or ""), load_ms=d.get("load_ms"),
+            quantization=d.get("quantization") or {}, runtime_settings=d.get("runtime_settings") or {},
+            notes=list(d.get("notes") or []), build_seconds=d.get("build_seconds", 0.0),
+            throughput=throughput_from_json(d.get("throughput")), memory_mb=d.get("memory_mb"),
+            not_measured=str(d.get("latency_not_measured") or ""), verified_on=str(d.get("verified_on") or ""),
+            static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"))
+
 
 @dataclass
 class Report:
@@ -152,27 +225,43 @@ class Report:
             "cache": self.cache,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """The inverse of `to_dict` (report.json back to a Report).
+
+        Rules: `verdict` and `unmeasured` are not read (they follow from the targets); the latency and
+        throughput keys of `original` become `original_latency` and `original_throughput`; a field an
+        older report lacks takes its default (empty, NaN or None), so old bundles still load.
+        """
+        original = d.get("original") or {}
+        return cls(
+            edgekit_version=str(d.get("edgekit_version") or ""), source=d.get("source") or {}, task=str(d.get("task") or ""),
+            profile=str(d.get("profile") or ""),
+            original={k: v for k, v in original.items() if k not in LATENCY_ENTRY_KEYS and k != "throughput"},
+            original_latency=latency_from_json(original), data=d.get("data") or {}, benchmark=d.get("benchmark") or {},
+            targets=[TargetResult.from_dict(t) for t in d.get("targets") or []], notes=list(d.get("notes") or []),
+            original_throughput=throughput_from_json(original.get("throughput")), cache=d.get("cache") or {})
+
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
-        rows = []
+        table = Table(["target", "metric", "original", "artifact", "drop"], align="llrrr")
         for t in self.targets:
             a = t.accuracy
             for name, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
                 m = (a.task_metrics or {}).get(name)
                 if m:
-                    rows.append(f"| {t.target} | {label} | {m['original']:.4f} | {m['artifact']:.4f} | {m['drop']:+.4f} |")
+                    table.add(t.target, label, f"{m['original']:.4f}", f"{m['artifact']:.4f}", f"{m['drop']:+.4f}")
             retrieval = f"retrieval agreement @{a.retrieval_k or 5}"
             for value, label in ((a.top1_agreement, "top-1 agreement"), (a.top5_agreement, "top-5 agreement"),
                                  (a.retrieval_agreement_at_5, retrieval)):
                 if value is not None:
-                    rows.append(f"| {t.target} | {label} with the original | — | {value:.1%} | — |")
-        if not rows:
+                    table.add(t.target, f"{label} with the original", "—", f"{value:.1%}", "—")
+        if not table.rows:
             return []
         labelled = self.data.get("labelled")
         head = (f"{self.data.get('eval_samples')} labelled evaluation samples; drop = original − artifact."
                 if labelled else "No labels in the data: accuracy and macro-F1 are not measured; agreement with the original is.")
-        return ["", "## Task metrics", "", head, "", "| target | metric | original | artifact | drop |",
-                "|---|---|---:|---:|---:|"] + rows
+        return ["", "## Task metrics", "", head, "", table.to_markdown()]
 
     def _device_markdown(self) -> list[str]:
         """Where accuracy was verified and why latency was not measured; static shapes; precompiled blobs."""
@@ -203,7 +292,14 @@ class Report:
         return lines
 
     def to_markdown(self) -> str:
-        o = self.original_latency
+        """report.md: the summary, the figures table, then one section per topic that has something to say."""
+        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()]
+        lines += self._cold_start_markdown() + self._throughput_markdown() + self._recovery_markdown()
+        lines += self._budgets_markdown() + self._task_markdown() + self._device_markdown() + self._notes_markdown()
+        return "\n".join(lines) + "\n"
+
+    def _summary_markdown(self) -> list[str]:
+        """The title and the lines that say what was built, from what data, and how it was timed."""
         lines = [
             f"# edgekit report: {self.source.get('location')}",
             "",
@@ -227,55 +323,74 @@ class Report:
                          + f" (`{self.cache.get('dir')}`)")
         if self.data.get("synthetic"):
             lines.append("- **WARNING: accuracy figures come from synthetic inputs, not real data** (give --data)")
-        lines += [
-            "",
-            "| target | runtime | precision | size MB | p50 ms | p90 ms | p99 ms | speedup p50 | cosine min | cosine mean | max abs err | verdict |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| original | {self.original['runtime']} | {self.original['precision']} | {_mb(self.original['size_bytes'])} | "
-            + (f"{o.p50:.2f} | {o.p90:.2f} | {o.p99:.2f} | 1.00× | " if o is not None else "not measured | not measured | not measured | — | ")
-            + "— | — | — | — |",
-        ]
-        for t in self.targets:
-            a, lat = t.accuracy, t.latency
-            timing = (f"{lat.p50:.2f} | {lat.p90:.2f} | {lat.p99:.2f} | {t.speedup_p50:.2f}×" if lat is not None
-                      else "not measured | not measured | not measured | —")
-            lines.append(
-                f"| {t.target} | {t.runtime} | {t.precision} | {_mb(t.size_bytes)} | {timing} | "
-                f"{a.cosine_min:.4f} | {a.cosine_mean:.4f} | {a.max_abs_error:.3g} | "
-                f"{'✅ pass' if t.verdict == 'pass' else '❌ FAIL'} |"
-            )
-        lines += ["", "## Cold start and memory", "",
-                  "| target | load/compile ms | first inference ms | resident memory added MB |", "|---|---:|---:|---:|",
-                  f"| original | — | {'—' if o is None or o.first_ms != o.first_ms else f'{o.first_ms:.1f}'} | — |"]
-        lines += [f"| {t.target} | {t.load_ms:.0f} | {t.latency.first_ms:.1f} | "
-                  f"{'—' if t.memory_mb is None else f'{t.memory_mb:.0f}'} |" if t.latency is not None and t.load_ms is not None
-                  else f"| {t.target} | not measured | not measured | not measured |" for t in self.targets]
-        batches = sorted({b for t in self.targets for b in t.throughput} | set(self.original_throughput))
-        if any(b > 1 for b in batches):
-            def cell(tp: dict, b: int) -> str:
-                item = tp.get(b)
-                return "—" if item is None or item.per_second is None else f"{item.per_second:.1f}"
+        return lines
 
-            lines += ["", "## Throughput (samples per second)", "",
-                      "| target | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                      "|---|" + "---:|" * len(batches),
-                      "| original | " + " | ".join(cell(self.original_throughput, b) for b in batches) + " |"]
-            lines += ["| " + t.target + " | " + " | ".join(cell(t.throughput, b) for b in batches) + " |" for t in self.targets]
+    def _figures_table(self) -> Table:
+        """Size, batch-1 latency, speedup, accuracy and verdict: the original first, then each target."""
+        table = Table(["target", "runtime", "precision", "size MB", "p50 ms", "p90 ms", "p99 ms", "speedup p50", "cosine min",
+                       "cosine mean", "max abs err", "verdict"], align="lllrrrrrrrrl")
+        o = self.original_latency
+        table.add("original", self.original["runtime"], self.original["precision"], _mb(self.original["size_bytes"]),
+                  *_timing(o, "1.00×"), "—", "—", "—", "—")
+        for t in self.targets:
+            a = t.accuracy
+            table.add(t.target, t.runtime, t.precision, _mb(t.size_bytes),
+                      *_timing(t.latency, None if t.latency is None else f"{t.speedup_p50:.2f}×"),
+                      f"{a.cosine_min:.4f}", f"{a.cosine_mean:.4f}", f"{a.max_abs_error:.3g}",
+                      "✅ pass" if t.verdict == "pass" else "❌ FAIL")
+        return table
+
+    def _cold_start_markdown(self) -> list[str]:
+        """Load/compile time, first inference and resident memory added, per target."""
+        o = self.original_latency
+        table = Table(["target", "load/compile ms", "first inference ms", "resident memory added MB"], align="lrrr")
+        table.add("original", "—", "—" if o is None or o.first_ms != o.first_ms else f"{o.first_ms:.1f}", "—")
+        for t in self.targets:
+            if t.latency is not None and t.load_ms is not None:
+                table.add(t.target, f"{t.load_ms:.0f}", f"{t.latency.first_ms:.1f}",
+                          "—" if t.memory_mb is None else f"{t.memory_mb:.0f}")
+            else:
+                table.add(t.target, *[NOT_MEASURED] * 3)
+        return ["", "## Cold start and memory", "", table.to_markdown()]
+
+    def _throughput_markdown(self) -> list[str]:
+        """Samples per second at each batch size, when any batch above 1 was measured."""
+        batches = sorted({b for t in self.targets for b in t.throughput} | set(self.original_throughput))
+        if not any(b > 1 for b in batches):
+            return []
+
+        def cells(by_batch: dict[int, Throughput]) -> list[str]:
+            return ["—" if (item := by_batch.get(b)) is None or item.per_second is None else f"{item.per_second:.1f}"
+                    for b in batches]
+
+        table = Table(["target"] + [f"batch {b}" for b in batches], align="l" + "r" * len(batches))
+        table.add("original", *cells(self.original_throughput))
+        for t in self.targets:
+            table.add(t.target, *cells(t.throughput))
+        return ["", "## Throughput (samples per second)", "", table.to_markdown()]
+
+    def _recovery_markdown(self) -> list[str]:
+        """Targets whose INT8 accuracy was recovered: what was tried, what it gave, which layers stayed FP32."""
         recovered = [(t.target, t.quantization["recovery"]) for t in self.targets if t.quantization.get("recovery")]
-        if recovered:
-            lines += ["", "## Accuracy recovery", "",
-                      "| target | method | result | cosine min before → after | layers kept FP32 | INT8 share | attempts |",
-                      "|---|---|---|---|---:|---:|---:|"]
-            for name, r in recovered:
-                lines.append(f"| {name} | {r['method']} | {'met the budget' if r['recovered'] else 'FAILED: ' + r['note']} | "
-                             f"{r['score_before']:.5f} → {r['score_after']:.5f} | {r['kept_fp32_count']} of {r['candidates']} | "
-                             f"{r['int8_fraction']:.0%} | {len(r['attempts'])} |")
-            for name, r in recovered:
-                if r["kept_fp32"]:
-                    shown = ", ".join(f"`{n}`" for n in r["kept_fp32"][:12])
-                    more = f" and {len(r['kept_fp32']) - 12} more" if len(r["kept_fp32"]) > 12 else ""
-                    lines.append(f"- {name} kept FP32: {shown}{more}")
-        lines += ["", "## Budgets", ""]
+        if not recovered:
+            return []
+        table = Table(["target", "method", "result", "cosine min before → after", "layers kept FP32", "INT8 share", "attempts"],
+                      align="llllrrr")
+        for name, r in recovered:
+            table.add(name, r["method"], "met the budget" if r["recovered"] else "FAILED: " + r["note"],
+                      f"{r['score_before']:.5f} → {r['score_after']:.5f}", f"{r['kept_fp32_count']} of {r['candidates']}",
+                      f"{r['int8_fraction']:.0%}", str(len(r["attempts"])))
+        lines = ["", "## Accuracy recovery", "", table.to_markdown()]
+        for name, r in recovered:
+            if r["kept_fp32"]:
+                shown = ", ".join(f"`{n}`" for n in r["kept_fp32"][:12])
+                more = f" and {len(r['kept_fp32']) - 12} more" if len(r["kept_fp32"]) > 12 else ""
+                lines.append(f"- {name} kept FP32: {shown}{more}")
+        return lines
+
+    def _budgets_markdown(self) -> list[str]:
+        """Each budget of each target: limit, measured figure and pass/fail, or why it does not count."""
+        lines = ["", "## Budgets", ""]
         for t in self.targets:
             for c in t.checks:
                 if c.budget == "require_measured":
@@ -291,16 +406,17 @@ class Report:
                     continue
                 figures = f" (original {c.original:.4g}, artifact {c.artifact:.4g})" if c.original is not None else ""
                 lines.append(head + f"measured {c.measured:.4g}{figures} — {'pass' if c.passed else 'FAIL'}")
-        lines += self._task_markdown()
-        lines += self._device_markdown()
-        noisy = [name for name, lat in [("original", o)] + [(t.target, t.latency) for t in self.targets] if lat is not None and lat.noisy]
+        return lines
+
+    def _notes_markdown(self) -> list[str]:
+        """The report's and targets' notes, how each target runs, and the noisy-latency warning."""
+        o = self.original_latency
+        noisy = noisy_note([("original", o)] + [(t.target, t.latency) for t in self.targets])
         notes = list(self.notes) + [f"{t.target}: {n}" for t in self.targets for n in t.notes]
         notes += [f"{t.target}: {line}" for t in self.targets for line in _how_it_runs(t)]
         if noisy:
-            notes.append(f"latency spread too wide to trust (coefficient of variation > 25%) for: {', '.join(noisy)}; rerun on a quieter machine")
-        if notes:
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-        return "\n".join(lines) + "\n"
+            notes.append(f"{noisy}; rerun on a quieter machine")
+        return ["", "## Notes", ""] + [f"- {n}" for n in notes] if notes else []
 
 
 def _how_it_runs(t: TargetResult) -> list[str]:

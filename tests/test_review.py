@@ -469,3 +469,35 @@ def test_html_renders_in_headless_chromium(bundle, tmp_path):
     assert shot.is_file(), "chromium wrote no screenshot"
     assert shot.stat().st_size > 10_000  # a blank page compresses to a few hundred bytes
     assert re.match(rb"\x89PNG", shot.read_bytes()[:4])
+
+
+# ------------------------------------------------------------------ Report.from_dict
+
+
+def test_report_from_dict_is_the_inverse_of_to_dict(bundle):
+    """report.json -> Report -> report.json gives the same JSON, and the same report.md."""
+    from edgekit.bundle import clean_json
+    from edgekit.report import Report
+
+    data = json.loads((bundle / "report.json").read_text())
+    report = Report.from_dict(data)
+    assert clean_json(report.to_dict()) == data
+    assert report.to_markdown() == (bundle / "report.md").read_text()
+
+
+def test_report_from_dict_reads_old_reports(bundle):
+    """A report without the newer fields (samples, throughput, cache, verified_on...) still loads."""
+    from edgekit.report import Report
+
+    data = json.loads((bundle / "report.json").read_text())
+    for entry in [data["original"], *data["targets"]]:
+        for key in ("latency_samples_ms", "latency_cv", "throughput", "first_inference_ms"):
+            entry.pop(key, None)
+    for t in data["targets"]:
+        for key in ("verified_on", "memory_mb", "build_seconds", "runtime_settings", "quantization"):
+            t.pop(key, None)
+    data.pop("cache")
+    report = Report.from_dict(data)
+    assert [t.target for t in report.targets] == list(TARGETS)
+    assert report.original_latency is not None and report.original_latency.samples_ms == []
+    assert report.to_markdown().startswith("# edgekit report:")

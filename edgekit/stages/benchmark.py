@@ -27,7 +27,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -38,7 +38,8 @@ SETTLE = 2  # untimed runs before each block, at least
 BLOCK_MS = 100.0  # a block's length in time, about
 SETTLE_MS = 20.0  # the untimed runs' length in time, about
 MAX_BLOCK = 1000  # runs per block, at most (sub-millisecond sessions)
-NOISY_CV = 0.25
+NOISY_CV = 0.25  # rule 3
+NOISY_RULE = f"coefficient of variation > {NOISY_CV:.0%}"  # how every report words rule 3
 
 
 @dataclass
@@ -61,13 +62,24 @@ class Latency:
         return asdict(self)
 
 
+def is_noisy(cv: float) -> bool:
+    """Rule 3: a coefficient of variation above `NOISY_CV` marks the latency as too spread to trust."""
+    return cv > NOISY_CV
+
+
+def noisy_note(named: Iterable[tuple[str, Latency | None]]) -> str:
+    """The note naming every noisy latency of (name, latency) pairs; "" when none is noisy (None: not measured)."""
+    noisy = [name for name, lat in named if lat is not None and lat.noisy]
+    return f"latency spread too wide to trust ({NOISY_RULE}) for: {', '.join(noisy)}" if noisy else ""
+
+
 def _stats(samples_ms: list[float], first_ms: float) -> Latency:
     a = np.asarray(samples_ms)
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
     p50, p90, p95, p99 = (float(np.percentile(a, q)) for q in (50, 90, 95, 99))
     cv = std / mean if mean > 0 else 0.0
-    return Latency(p50, p90, p95, p99, mean, std, float(a.min()), float(a.max()), cv, int(a.size), first_ms, cv > NOISY_CV,
+    return Latency(p50, p90, p95, p99, mean, std, float(a.min()), float(a.max()), cv, int(a.size), first_ms, is_noisy(cv),
                    [float(x) for x in a])
 
 
