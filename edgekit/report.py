@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .judge import Check
-from .runtimes import DISABLE_OPTIMIZERS_KEY, recorded_disabled_optimizers
+from . import runtimes
 from .stages.benchmark import Latency, Throughput, noisy_note
 from .stages.verify import Fidelity
 from .table import Table
@@ -420,19 +420,13 @@ class Report:
 
 
 def _how_it_runs(t: TargetResult) -> list[str]:
-    """What a reviewer needs to read the figures: recipes that change how the artifact computes or runs."""
+    """What a reviewer needs to read the figures: the steps that built the artifact, and what changes how it
+    computes or runs (the runtime says what of its settings matters: `Runtime.how_it_runs`)."""
     lines = []
     if t.quantization.get("outlier_channels"):
         lines.append(t.quantization["outlier_channels"])
-    buckets = t.runtime_settings.get("length_buckets")
-    if buckets:
-        lines.append(f"runs in length buckets ({', '.join(map(str, buckets))} tokens): each input is padded to the "
-                     "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json). "
-                     "Loading compiles nothing: the first inference at each new bucket compiles it (in the cold-start "
-                     "table's first inference)")
-    disabled = recorded_disabled_optimizers(t.runtime_settings)
-    if disabled:
-        lines.append(f"ONNX Runtime runs it with graph optimizer(s) {', '.join(disabled)} disabled (session config "
-                     f"entry {DISABLE_OPTIMIZERS_KEY}, in runtime.json): verified and timed that way; "
-                     "the device should set the same entry")
+    runtime = runtimes.find(t.runtime)
+    lines += runtime.how_it_runs(t.runtime_settings) if runtime is not None else []
+    if t.quantization.get("steps"):
+        lines.append(f"built by the steps: {t.quantization['steps']}")
     return lines

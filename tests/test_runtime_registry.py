@@ -98,6 +98,7 @@ def test_a_runtime_registered_in_a_test_compiles_verifies_benchmarks_reports_and
     assert toy.quantization["steps"] == "round weights to fp16" and int(toy.quantization["rounded"]) > 0
     assert toy.accuracy.cosine_min > 0.999 and toy.latency is not None and toy.latency.p50 > 0
     assert "no accuracy recovery" not in " ".join(toy.notes)
+    assert "- toy: built by the steps: round weights to fp16" in (out / "report.md").read_text()
     recorded = json.loads((out / "toy" / "runtime.json").read_text())
     assert recorded["runtime"] == "toyrt" and recorded["evaluator"] == "onnx.reference"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import (Availability, Feed, LazySession, RecoveryInputs, Runtime, RuntimeDevices, Session, all_runtimes,
-                   default_threads, get, names, open_artifact, open_recorded, register, unregister)
+                   default_threads, find, get, names, open_artifact, open_recorded, register, unregister)
 
 # Names importable from `edgekit.runtimes` that live in a runtime's module (imported when first asked for,
 # so `from edgekit.runtimes import Feed` loads no runtime library).
@@ -31,4 +31,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Availability", "Feed", "LazySession", "RecoveryInputs", "Runtime", "RuntimeDevices", "Session", "all_runtimes",
-           "default_threads", "get", "names", "open_artifact", "open_recorded", "register", "unregister", *_LAZY]
+           "default_threads", "find", "get", "names", "open_artifact", "open_recorded", "register", "unregister", *_LAZY]

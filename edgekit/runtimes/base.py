@@ -19,7 +19,7 @@ and never branches on a runtime's name. Rules:
    settings, or from a runtime.json), `absent_settings(target)` (runtime.json's device part when the
    device is not here), `recipe(inputs)` (the build steps, a plain list: stages/base.py) and
    `recover(inputs)` (layer fallback when an INT8 artifact misses an accuracy budget; None where the
-   runtime has none).
+   runtime has none) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
 5. A session takes a feed `{input name: numpy array}` and returns its outputs as numpy arrays in
    `output_names` order; `settings` records what a figure measured with it needs to be reproduced.
 """
@@ -176,6 +176,10 @@ class Runtime:
         """A `stages.recovery.Recovery`, or None where the runtime has no layer fallback."""
         return None
 
+    def how_it_runs(self, settings: Mapping[str, Any]) -> list[str]:
+        """Lines for the report: what in these (runtime.json) settings changes how the artifact runs."""
+        return []
+
 
 _REGISTRY: dict[str, Runtime] = {}
 _DISCOVERED = False
@@ -217,6 +221,12 @@ def get(name: str) -> Runtime:
     if found is None:
         raise UsageError(f"unknown runtime '{name}' (registered: {', '.join(names())})")
     return found
+
+
+def find(name: str) -> Runtime | None:
+    """The registered runtime, or None (a report read back may name one that is not registered here)."""
+    _discover()
+    return _REGISTRY.get(name)
 
 
 def names() -> list[str]:

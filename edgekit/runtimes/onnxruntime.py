@@ -246,6 +246,14 @@ class OnnxRuntime(Runtime):
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {"execution_provider": target.execution_provider}
 
+    def how_it_runs(self, settings: Mapping[str, Any]) -> list[str]:
+        disabled = recorded_disabled_optimizers(settings)
+        if not disabled:
+            return []
+        return [f"ONNX Runtime runs it with graph optimizer(s) {', '.join(disabled)} disabled (session config "
+                f"entry {DISABLE_OPTIMIZERS_KEY}, in runtime.json): verified and timed that way; "
+                "the device should set the same entry"]
+
     def recipe(self, inputs: BuildInputs) -> list[Step]:
         target, precision = inputs.target, inputs.precision
         if target.precision is not None:  # a device target: its own precision (config rule 5)

@@ -285,6 +285,15 @@ class OpenVino(Runtime):
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {"PERFORMANCE_HINT": target.performance_hint}
 
+    def how_it_runs(self, settings: Mapping[str, Any]) -> list[str]:
+        buckets = settings.get("length_buckets")
+        if not buckets:
+            return []
+        return [f"runs in length buckets ({', '.join(map(str, buckets))} tokens): each input is padded to the "
+                "smallest bucket that holds it and the outputs are cut back; verified and timed that way (runtime.json). "
+                "Loading compiles nothing: the first inference at each new bucket compiles it (in the cold-start "
+                "table's first inference)"]
+
     def recipe(self, inputs: BuildInputs) -> list[Step]:
         return [convert_device_ir if inputs.target.precision is not None else convert_ir]
 
