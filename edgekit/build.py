@@ -30,7 +30,8 @@ from .devices import Availability
 from .judge import judge
 from .progress import NullProgress
 from .runtimes import RecoveryInputs, Session
-from .stages import benchmark, metrics, static_shapes, verify
+from .tasks import TaskFamily
+from .stages import benchmark, static_shapes, verify
 from .stages.base import BuildInputs, run_recipe
 from .stages.prepare import Prepared, muted
 from .verify_bundle import write_reference
@@ -86,9 +87,8 @@ class Context:
     bundle: Bundle
     workdir: Path
     threads: int
+    family: TaskFamily
     progress: Any = dataclasses.field(default_factory=NullProgress)
-    classifier: bool = False
-    task_kind: str = "other"  # "classifier" | "embedding" | "other"
 
 
 def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool:
@@ -184,16 +184,13 @@ def _load(runtime, artifact: Path, settings: dict, threads: int, feed) -> tuple[
 
 
 def _evaluator(ctx: Context, samples: Samples, expected: list):
-    """A session -> (fidelity, the task's budget figures) on the evaluation samples."""
+    """A session -> (fidelity, the task's budget figures) on the evaluation samples, as the task family judges."""
     prep = ctx.prep
     masks = [feed.get("attention_mask") for feed in samples.evaluation]
 
     def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
         outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
-        fid = verify.compare(expected, outputs, prep.output_names, ctx.classifier, masks)
-        task = metrics.evaluate(expected, outputs, prep.output_names, ctx.task_kind, samples.evaluation_labels, masks)
-        fid.add_task(task)
-        return fid, task.budget_figures()
+        return ctx.family.evaluate(expected, outputs, prep.output_names, samples.evaluation_labels, masks)
 
     return evaluate
 

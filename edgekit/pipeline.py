@@ -15,13 +15,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, tasks
 from .build import Built, Context, Variant, build_target, static_variants
 from .bundle import Bundle, write_json
 from .cache import BuildCache
 from .config import Profile
 from .devices import probe_all
-from .data import LabelSpace, Samples
 from .errors import UsageError
 from .judge import judge, verdict
 from .junit import write_junit
@@ -29,10 +28,11 @@ from .progress import NullProgress, fraction_bar
 from .report import NO_BENCH, Report, TargetResult
 from .request import CompileRequest, Resolved
 from .runtimes import Feed, Session, default_threads
-from .source import CLASSIFICATION_TASKS, SourceModel, resolve_source
+from .source import SourceModel, resolve_source
 from .stages import benchmark, static_shapes
 from .stages.caps import check_caps
 from .stages.prepare import Prepared, prepare
+from .tasks import TaskFamily
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,18 @@ def _own_feed(session: Session, variant: Variant | None, shared: Feed) -> Sessio
     return _OwnFeed(session, own, shared)
 
 
-def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, progress
+def _benchmark(built: list[Built], prep: Prepared, feed: Feed, prof: Profile, progress
                ) -> tuple[dict[str, benchmark.Latency], dict[str, dict[int, benchmark.Throughput]]]:
-    """Latency of the original and every artifact whose device is here, interleaved; throughput at batch sizes."""
+    """Latency of the original and every artifact whose device is here on the task family's workload `feed`,
+    interleaved; throughput at batch sizes."""
     measured = [b for b in built if b.present.present]
     unmeasured = [b.target.name for b in built if not b.present.present]
     progress.stage(f"benchmark the original and {len(measured)} artifact(s), interleaved"
                    + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
     sessions: dict[str, Session] = {"original": prep.reference,
-                                    **{b.target.name: _own_feed(b.session, b.variant, prep.samples.benchmark) for b in measured}}
+                                    **{b.target.name: _own_feed(b.session, b.variant, feed) for b in measured}}
     with fraction_bar(progress, "benchmark") as on_progress:
-        latencies = benchmark.measure(sessions, prep.samples.benchmark, prof.bench_min_runs, prof.bench_min_seconds,
+        latencies = benchmark.measure(sessions, feed, prof.bench_min_runs, prof.bench_min_seconds,
                                       prof.bench_max_seconds, on_progress)
     first_ms = {"original": float("nan"), **{b.target.name: b.first_ms for b in built}}  # the original ran before it could be timed cold
     latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
@@ -84,7 +85,7 @@ def _benchmark(built: list[_Built], prep: Prepared, prof: Profile, progress
                   for name, lat in latencies.items()}
     if any(b > 1 for b in prof.bench_batch_sizes):
         progress.stage(f"throughput at batch {', '.join(str(b) for b in prof.bench_batch_sizes if b > 1)}")
-        for name, by_batch in benchmark.measure_throughput(sessions, prep.samples.benchmark, list(prof.bench_batch_sizes),
+        for name, by_batch in benchmark.measure_throughput(sessions, feed, list(prof.bench_batch_sizes),
                                                            max_seconds=prof.bench_max_seconds).items():
             throughput[name].update(by_batch)
     return latencies, throughput
@@ -124,15 +125,16 @@ def run(request: CompileRequest) -> Report:
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
-        prep, classifier, task_kind = _prepare(plan, source, threads, workdir, progress, store)
+        prep, family = _prepare(plan, source, threads, workdir, progress, store)
         fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
                                                plan.profile.sequence_length, frozenset(plan.shapes))
                  for t in plan.targets if t.static_shapes}
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)
-        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, progress, classifier, task_kind)
+        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress)
         built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
-        latencies, throughput = ({}, {}) if request.no_bench else _benchmark(built, prep, plan.profile, progress)
+        latencies, throughput = ({}, {}) if request.no_bench else _benchmark(built, prep, family.workload(prep.samples),
+                                                                             plan.profile, progress)
         report = _report(plan, source, prep, built, latencies, throughput, threads, store, bundle.root)
         _write(bundle, report, plan, built)
     if plan.junit is not None:
@@ -141,31 +143,18 @@ def run(request: CompileRequest) -> Report:
 
 
 def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, progress, store: BuildCache
-             ) -> tuple[Prepared, bool, str]:
-    """The export, the samples and the original's outputs (stages/prepare.py); (prepared, classifier, task kind)."""
-    request = plan.request
-    classifier = source.task in CLASSIFICATION_TASKS
-    label_space = LabelSpace.from_config(source.config) if classifier else None
-    prep = prepare(source, plan.profile, plan.shapes, plan.data, threads, workdir, progress, store, label_space,
-                   request.text_column, request.label_column)
+             ) -> tuple[Prepared, TaskFamily]:
+    """The export, the samples and the original's outputs (stages/prepare.py), and the model's task family."""
+    request, family = plan.request, tasks.for_task(source.task)
+    prep = prepare(source, plan.profile, plan.shapes, plan.data, threads, workdir, progress, store,
+                   family.label_space(source), request.text_column, request.label_column)
     if source.kind == "huggingface":
         check_caps(prep.onnx_fp32, plan.targets, "the exported graph")
     if prep.samples.ignored_labels:
         prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
                                   "(give --task text-classification or image-classification if it is one)")
-    if classifier:
-        _check_labels(prep.samples, prep.reference_outputs, plan.data)
-    return prep, classifier, "classifier" if classifier else "embedding" if source.task == "feature-extraction" else "other"
-
-
-def _check_labels(samples: Samples, reference_outputs: list, data: Path | None) -> None:
-    """Every evaluation label is a class the classifier outputs."""
-    if not samples.labelled or not reference_outputs:
-        return
-    classes = int(reference_outputs[0][0].size)
-    bad = [y for y in samples.evaluation_labels if not 0 <= y < classes]
-    if bad:
-        raise UsageError(f"{data}: label id {bad[0]} is not a class of the model, which outputs {classes} classes (ids 0..{classes - 1})")
+    family.check(prep.samples, prep.reference_outputs, plan.data)
+    return prep, family
 
 
 def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_root: Path) -> TargetResult:

@@ -166,34 +166,9 @@ def metric_entry(original: float, artifact: float) -> dict[str, float]:
 def evaluate(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]],
              output_names: Sequence[str], kind: str, labels: Sequence[int] | None = None,
              masks: Sequence[np.ndarray | None] | None = None) -> TaskMetrics:
-    """Task figures for one artifact. `kind`: "classifier", "embedding" or anything else (no task figure)."""
-    result = TaskMetrics()
-    if kind == "classifier":
-        ref, cand = class_logits(reference), class_logits(candidate)
-        result.top1_agreement = top1_agreement(ref, cand)
-        result.top5_agreement = topk_agreement(ref, cand, TOP5)
-        if result.top5_agreement is None:
-            result.not_measured["top5_agreement"] = f"fewer than {TOP5} classes ({ref.shape[1]})"
-        if labels is not None:
-            y = np.asarray(labels)
-            pred_ref, pred_cand = np.argmax(ref, axis=1), np.argmax(cand, axis=1)
-            result.task_metrics["accuracy"] = metric_entry(accuracy(y, pred_ref), accuracy(y, pred_cand))
-            result.task_metrics["macro_f1"] = metric_entry(macro_f1(y, pred_ref), macro_f1(y, pred_cand))
-            result.labelled_samples = int(y.size)
-        else:
-            for name in LABELLED_METRICS:
-                result.not_measured[name] = "no labels in the data"
-        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
-        return result
-    reason = "not a classifier"
-    for name in LABELLED_METRICS + ("top1_agreement", "top5_agreement"):
-        result.not_measured[name] = reason
-    if kind == "embedding":
-        value, k = retrieval_agreement(embeddings(reference, output_names, masks),
-                                       embeddings(candidate, output_names, masks), RETRIEVAL_K)
-        result.retrieval_agreement_at_5, result.retrieval_k = value, (k or None)
-        if value is None:
-            result.not_measured["retrieval_agreement_at_5"] = "fewer than 2 evaluation samples"
-    else:
-        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
-    return result
+    """Task figures for one artifact, as the task family `kind` computes them ("classifier", "embedding"; any
+    other name: the `tensor` family, no task figure). The families live in edgekit/tasks/."""
+    from .. import tasks
+
+    family = tasks.get(kind) if kind in tasks.names() else tasks.get("tensor")
+    return family.task_metrics(reference, candidate, output_names, labels, masks)

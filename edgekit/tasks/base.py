@@ -1,0 +1,116 @@
+"""The task-family contract: what a kind of model is judged on, decided once per compile.
+
+Rules:
+1. A task family is a subclass of `TaskFamily` decorated with `@register`; every module of this package is
+   imported when the registry is first read. Adding a family is one module here.
+2. `for_task(task)` picks the family for a model's task: the registered family that `handles` it with the
+   highest `priority`; the `tensor` family handles every task, at the lowest priority, so any model has one.
+3. A family answers: `classifier` (whether labels and class agreement apply), `label_space(source)` (the
+   classes `--data` labels are resolved against), `check(samples, reference_outputs, data)` (usage errors
+   about the samples, once the original ran on them), `evaluate(expected, outputs, output_names, labels,
+   masks)` (the fidelity figures and the task's own metrics of one artifact) and `workload(samples)` (the
+   feed the benchmark times: one forward pass today; a generation loop is a family's to define).
+4. The core (pipeline.py, build.py) asks the family and never branches on a task's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..data import LabelSpace, Samples
+    from ..runtimes.base import Feed
+    from ..source import SourceModel
+    from ..stages.metrics import TaskMetrics
+    from ..stages.verify import Fidelity
+
+
+class TaskFamily:
+    """One kind of model: its samples' checks, its metrics and its benchmark workload (module docstring)."""
+
+    name: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ()  # the Hugging Face tasks it covers
+    priority: ClassVar[int] = 0
+    classifier: ClassVar[bool] = False
+
+    def handles(self, task: str | None) -> bool:
+        return task in self.tasks
+
+    def label_space(self, source: "SourceModel") -> "LabelSpace | None":
+        return None
+
+    def check(self, samples: "Samples", reference_outputs: list, data: Path | None) -> None:
+        """Usage errors about the samples, found once the original ran on them."""
+
+    def task_metrics(self, expected: Sequence[Sequence[np.ndarray]], outputs: Sequence[Sequence[np.ndarray]],
+                     output_names: Sequence[str], labels: Sequence[int] | None,
+                     masks: Sequence[np.ndarray | None] | None) -> "TaskMetrics":
+        raise NotImplementedError
+
+    def evaluate(self, expected: Sequence[Sequence[np.ndarray]], outputs: Sequence[Sequence[np.ndarray]],
+                 output_names: Sequence[str], labels: Sequence[int] | None = None,
+                 masks: Sequence[np.ndarray | None] | None = None) -> "tuple[Fidelity, dict[str, Any]]":
+        """(fidelity with the task's figures added, the figures its budgets are judged on) of one artifact."""
+        from ..stages import verify
+
+        fidelity = verify.compare(list(expected), list(outputs), list(output_names), self.classifier,
+                                  list(masks) if masks is not None else None)
+        task = self.task_metrics(expected, outputs, output_names, labels, masks)
+        fidelity.add_task(task)
+        return fidelity, task.budget_figures()
+
+    def workload(self, samples: "Samples") -> "Feed":
+        """What the benchmark times, once per run: one forward pass on the benchmark feed."""
+        return samples.benchmark
+
+
+_REGISTRY: dict[str, TaskFamily] = {}
+_DISCOVERED = False
+
+
+def register(cls: type[TaskFamily]) -> type[TaskFamily]:
+    if not cls.name:
+        raise TypeError(f"{cls.__name__}: a task family needs a name")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import importlib
+    import pkgutil
+
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
+
+
+def get(name: str) -> TaskFamily:
+    from ..errors import UsageError
+
+    _discover()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown task family '{name}' (registered: {', '.join(names())})")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def for_task(task: str | None) -> TaskFamily:
+    """The family for a model's task (rule 2)."""
+    _discover()
+    return max((f for f in _REGISTRY.values() if f.handles(task)), key=lambda f: f.priority)

@@ -1,0 +1,59 @@
+"""Classifiers (text and image): class agreement with the original, and accuracy and macro F1 on labels.
+
+Rules:
+1. `--data` labels are resolved against the model's classes (config.json's id2label / label2id); a label
+   id outside the classes the model outputs is a usage error naming it.
+2. Figures: top-1 and top-5 agreement of the class logits with the original's (top-5 only with at least
+   five classes); with labels, accuracy and macro F1 of the original and the artifact (stages/metrics.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..stages import metrics
+from .base import TaskFamily, register
+
+
+@register
+class Classification(TaskFamily):
+    name = "classifier"
+    tasks = ("text-classification", "image-classification")
+    priority = 10
+    classifier = True
+
+    def label_space(self, source):
+        from ..data import LabelSpace
+
+        return LabelSpace.from_config(source.config)
+
+    def check(self, samples, reference_outputs: list, data: Path | None) -> None:
+        if not samples.labelled or not reference_outputs:
+            return
+        classes = int(reference_outputs[0][0].size)
+        bad = [y for y in samples.evaluation_labels if not 0 <= y < classes]
+        if bad:
+            raise UsageError(f"{data}: label id {bad[0]} is not a class of the model, which outputs {classes} classes "
+                             f"(ids 0..{classes - 1})")
+
+    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
+        result = metrics.TaskMetrics()
+        ref, cand = metrics.class_logits(expected), metrics.class_logits(outputs)
+        result.top1_agreement = metrics.top1_agreement(ref, cand)
+        result.top5_agreement = metrics.topk_agreement(ref, cand, metrics.TOP5)
+        if result.top5_agreement is None:
+            result.not_measured["top5_agreement"] = f"fewer than {metrics.TOP5} classes ({ref.shape[1]})"
+        if labels is not None:
+            y = np.asarray(labels)
+            pred_ref, pred_cand = np.argmax(ref, axis=1), np.argmax(cand, axis=1)
+            result.task_metrics["accuracy"] = metrics.metric_entry(metrics.accuracy(y, pred_ref), metrics.accuracy(y, pred_cand))
+            result.task_metrics["macro_f1"] = metrics.metric_entry(metrics.macro_f1(y, pred_ref), metrics.macro_f1(y, pred_cand))
+            result.labelled_samples = int(y.size)
+        else:
+            for name in metrics.LABELLED_METRICS:
+                result.not_measured[name] = "no labels in the data"
+        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
+        return result
