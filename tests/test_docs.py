@@ -42,8 +42,6 @@ SHELL = {"sh", "bash", "shell", "console"}
 MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<kind>[\w-]+)\s*(?:\((?P<why>[^)]*)\))?\s*-->")
 MARKS = {"slow", "skip"}
 FENCE = re.compile(r"^(?P<indent> {0,3})```(?P<lang>[\w+-]*)\s*$")
-# Written by someone else; linked from the README before it lands.
-PENDING = {"docs/architecture.md"}
 
 
 @dataclass(frozen=True)
@@ -297,8 +295,6 @@ def test_links_resolve():
                 continue
             file, _, anchor = target.partition("#")
             path = (doc.parent / file).resolve() if file else doc
-            if rel(path) in PENDING and not path.exists():
-                continue
             if not path.exists():
                 problems.append(f"{rel(doc)}: link to a missing file {target}")
             elif anchor and path.suffix == ".md" and anchor not in anchors(path):
