@@ -125,115 +125,135 @@ def _timed_open(opener) -> tuple[Session, float, float]:
     return session, (time.perf_counter() - start) * 1e3, before
 
 
+@dataclass
+class _Plan:
+    """What `bench` measures: the sessions to open and where the inputs' shapes and preprocessors come from."""
+
+    openers: list[tuple[str, str, str, Any]]  # (name, runtime, artifact, opener)
+    folder_for_inputs: Path
+    artifact_for_specs: Path
+    notes: list[str] = field(default_factory=list)
+
+
 def bench(path: str | Path, targets: list[str] | None = None, batches: list[int] | None = None, duration: float = 3.0,
           with_original: bool = False, threads: int | None = None, sequence_length: int = 128,
           shapes: dict[str, tuple[int, ...]] | None = None, progress=None) -> BenchReport:
     progress = progress or NullProgress()
     threads = threads or default_threads()
     batches = sorted(set(batches or [1]) | {1})
-    shapes = shapes or {}
     text = str(path)
     p = Path(text)
-    openers: list[tuple[str, str, str, Any]] = []  # (name, runtime, artifact, opener)
-    folder_for_inputs: Path
-    artifact_for_specs: Path
-    notes: list[str] = []
-    workdir = tempfile.TemporaryDirectory(prefix="edgekit-bench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as workdir:
         if p.is_dir() and (p / "manifest.json").is_file():
-            manifest = json.loads((p / "manifest.json").read_text())
-            found = sorted(d for d in p.iterdir() if (d / "runtime.json").is_file())
-            wanted = set(targets or [d.name for d in found])
-            unknown = wanted - {d.name for d in found}
-            if unknown:
-                raise UsageError(f"{p}: the bundle has no target {', '.join(sorted(unknown))} (it has {', '.join(d.name for d in found)})")
-            for d in found:
-                if d.name not in wanted:
-                    continue
-                settings = json.loads((d / "runtime.json").read_text())
-                artifact = d / settings["artifact"]
-                here = recorded_availability(settings)
-                if not here.present and not targets:  # named with --target: let it fail, saying why
-                    notes.append(f"{d.name}: not benchmarked: {here.reason}")
-                    continue
-                openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
-                                lambda a=artifact, s=settings: open_recorded(a, s, threads)))
-            if not openers:
-                raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
-            first = p / openers[0][2]
-            folder_for_inputs, artifact_for_specs = first.parent, first
-            if with_original:
-                source = manifest.get("source", {})
-                location = source.get("location")
-                if source.get("kind") == "onnx":
-                    openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))
-                else:
-                    openers.insert(0, ("original", "pytorch", location,
-                                       lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, artifact_for_specs, threads)))
+            plan = _plan_bundle(p, targets, with_original, threads)
         elif _readers(p.suffix):
-            if not p.is_file():
-                raise UsageError(f"no such artifact: {p}")
-            readers = _readers(p.suffix)
-            chosen = [load_target(t).runtime for t in targets] if targets else \
-                [next((r for r in readers if r.suffix == p.suffix), readers[0]).name]
-            if any(name not in {r.name for r in readers} for name in chosen):
-                raise UsageError(f"{p}: a {p.suffix} artifact runs on {', '.join(r.name for r in readers)} targets only "
-                                 f"(e.g. --target {_example_target(readers[0].name)})")
-            for runtime in dict.fromkeys(chosen):
-                openers.append((f"{p.name} on {runtime}", runtime, p.name, lambda r=runtime: open_artifact(p, r, threads)))
-            folder_for_inputs, artifact_for_specs = p.parent, p
-            if with_original:
-                notes.append("--original needs a bundle or a model; a lone artifact has no original to compare with")
+            plan = _plan_artifact(p, targets, with_original, threads)
         else:
-            source = resolve_source(text if text else None)
-            from .stages.prepare import muted
-            from .stages.export import export_huggingface
+            plan = _plan_model(text, targets, with_original, threads, Path(workdir), progress)
+        feed = _feed(_specs_of(plan.artifact_for_specs), plan.folder_for_inputs, shapes or {}, sequence_length)
+        results = _measure(plan, feed, batches, duration, progress)
+    return BenchReport(text, ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items()), threads, batches, results, plan.notes)
 
-            progress.stage(f"export {source.location} to ONNX (FP32) for benchmarking")
-            with muted():
-                export = export_huggingface(source, Path(workdir.name))
-            for t in targets or DEFAULT_TARGETS:
-                runtime = load_target(t).runtime
-                openers.append((f"fp32 on {runtime}", runtime, "model.onnx (fp32 export)",
-                                lambda r=runtime: open_artifact(export.onnx_path, r, threads)))
-            folder_for_inputs, artifact_for_specs = export.folder, export.onnx_path
-            if with_original:
-                names = [o.name for o in graph.load(export.onnx_path, load_external_data=False).graph.output]
-                openers.insert(0, ("original", "pytorch", source.location,
-                                   lambda: TorchSession(export.model, export.library, names, threads)))
-        feed = _feed(_specs_of(artifact_for_specs), folder_for_inputs, shapes, sequence_length)
-        sessions: dict[str, Session] = {}
-        loads: dict[str, float] = {}
-        memory: dict[str, float] = {}
-        first: dict[str, float] = {}
-        for name, runtime, artifact, opener in openers:
-            progress.stage(f"load {name}")
-            session, load_ms, before = _timed_open(opener)
-            start = time.perf_counter()
-            session.run(feed)
-            first[name] = (time.perf_counter() - start) * 1e3
-            sessions[name], loads[name] = session, load_ms
-            memory[name] = max(0.0, benchmark.resident_mb() - before)
-        progress.stage(f"measure {len(sessions)} session(s) interleaved for at least {duration:g} s")
-        with fraction_bar(progress, "latency") as on_progress:
-            latencies = benchmark.measure(sessions, feed, 50, duration, max(duration * 3, duration + 10), on_progress)
-        latencies = {n: dataclasses.replace(lat, first_ms=first[n]) for n, lat in latencies.items()}
-        throughput = {n: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)} for n, lat in latencies.items()}
-        if len(batches) > 1:
-            progress.stage(f"throughput at batch {', '.join(str(b) for b in batches if b > 1)}")
-            for n, by_batch in benchmark.measure_throughput(sessions, feed, batches, 10, duration / 2, duration * 2).items():
-                throughput[n].update(by_batch)
-        original = latencies.get("original")
-        results = [
-            Measured(name, runtime, artifact, latencies[name], throughput[name],
-                     loads[name],
-                     memory[name], sessions[name].settings,
+
+def _plan_bundle(p: Path, targets: list[str] | None, with_original: bool, threads: int) -> _Plan:
+    """Each target of a bundle whose device is here, opened with its runtime.json; `--original`: its source."""
+    manifest = json.loads((p / "manifest.json").read_text())
+    found = sorted(d for d in p.iterdir() if (d / "runtime.json").is_file())
+    wanted = set(targets or [d.name for d in found])
+    unknown = wanted - {d.name for d in found}
+    if unknown:
+        raise UsageError(f"{p}: the bundle has no target {', '.join(sorted(unknown))} (it has {', '.join(d.name for d in found)})")
+    openers, notes = [], []
+    for d in found:
+        if d.name not in wanted:
+            continue
+        settings = json.loads((d / "runtime.json").read_text())
+        artifact = d / settings["artifact"]
+        here = recorded_availability(settings)
+        if not here.present and not targets:  # named with --target: let it fail, saying why
+            notes.append(f"{d.name}: not benchmarked: {here.reason}")
+            continue
+        openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
+                        lambda a=artifact, s=settings: open_recorded(a, s, threads)))
+    if not openers:
+        raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
+    first = p / openers[0][2]
+    if with_original:
+        source = manifest.get("source", {})
+        location = source.get("location")
+        if source.get("kind") == "onnx":
+            openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))
+        else:
+            openers.insert(0, ("original", "pytorch", location,
+                               lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, first, threads)))
+    return _Plan(openers, first.parent, first, notes)
+
+
+def _plan_artifact(p: Path, targets: list[str] | None, with_original: bool, threads: int) -> _Plan:
+    """One artifact file on each named target's runtime (default: the runtime whose artifacts have its suffix)."""
+    if not p.is_file():
+        raise UsageError(f"no such artifact: {p}")
+    readers = _readers(p.suffix)
+    chosen = [load_target(t).runtime for t in targets] if targets else \
+        [next((r for r in readers if r.suffix == p.suffix), readers[0]).name]
+    if any(name not in {r.name for r in readers} for name in chosen):
+        raise UsageError(f"{p}: a {p.suffix} artifact runs on {', '.join(r.name for r in readers)} targets only "
+                         f"(e.g. --target {_example_target(readers[0].name)})")
+    openers = [(f"{p.name} on {runtime}", runtime, p.name, lambda r=runtime: open_artifact(p, r, threads))
+               for runtime in dict.fromkeys(chosen)]
+    notes = ["--original needs a bundle or a model; a lone artifact has no original to compare with"] if with_original else []
+    return _Plan(openers, p.parent, p, notes)
+
+
+def _plan_model(text: str, targets: list[str] | None, with_original: bool, threads: int, workdir: Path, progress) -> _Plan:
+    """A model exported to FP32 ONNX on the fly, on each target's runtime; `--original`: the PyTorch model."""
+    from .stages.export import export_huggingface
+    from .stages.prepare import muted
+
+    source = resolve_source(text if text else None)
+    progress.stage(f"export {source.location} to ONNX (FP32) for benchmarking")
+    with muted():
+        export = export_huggingface(source, workdir)
+    openers = []
+    for t in targets or DEFAULT_TARGETS:
+        runtime = load_target(t).runtime
+        openers.append((f"fp32 on {runtime}", runtime, "model.onnx (fp32 export)",
+                        lambda r=runtime: open_artifact(export.onnx_path, r, threads)))
+    if with_original:
+        names = [o.name for o in graph.load(export.onnx_path, load_external_data=False).graph.output]
+        openers.insert(0, ("original", "pytorch", source.location,
+                           lambda: TorchSession(export.model, export.library, names, threads)))
+    return _Plan(openers, export.folder, export.onnx_path)
+
+
+def _measure(plan: _Plan, feed: Feed, batches: list[int], duration: float, progress) -> list[Measured]:
+    """Open each session (load time, first inference, memory), then time them all interleaved."""
+    sessions: dict[str, Session] = {}
+    loads: dict[str, float] = {}
+    memory: dict[str, float] = {}
+    first: dict[str, float] = {}
+    for name, _, _, opener in plan.openers:
+        progress.stage(f"load {name}")
+        session, load_ms, before = _timed_open(opener)
+        start = time.perf_counter()
+        session.run(feed)
+        first[name] = (time.perf_counter() - start) * 1e3
+        sessions[name], loads[name] = session, load_ms
+        memory[name] = max(0.0, benchmark.resident_mb() - before)
+    progress.stage(f"measure {len(sessions)} session(s) interleaved for at least {duration:g} s")
+    with fraction_bar(progress, "latency") as on_progress:
+        latencies = benchmark.measure(sessions, feed, 50, duration, max(duration * 3, duration + 10), on_progress)
+    latencies = {n: dataclasses.replace(lat, first_ms=first[n]) for n, lat in latencies.items()}
+    throughput = {n: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)} for n, lat in latencies.items()}
+    if len(batches) > 1:
+        progress.stage(f"throughput at batch {', '.join(str(b) for b in batches if b > 1)}")
+        for n, by_batch in benchmark.measure_throughput(sessions, feed, batches, 10, duration / 2, duration * 2).items():
+            throughput[n].update(by_batch)
+    original = latencies.get("original")
+    return [Measured(name, runtime, artifact, latencies[name], throughput[name], loads[name], memory[name],
+                     sessions[name].settings,
                      (original.p50 / latencies[name].p50) if original is not None and latencies[name].p50 > 0 else None)
-            for name, runtime, artifact, _ in openers
-        ]
-        return BenchReport(text, ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items()), threads, batches, results, notes)
-    finally:
-        workdir.cleanup()
+            for name, runtime, artifact, _ in plan.openers]
 
 
 def _readers(suffix: str) -> list:
