@@ -153,6 +153,12 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
         sys.exit(130)
     except Exception as exc:  # every failure becomes one line and an exit code
         _fail(exc, debug)
+    _show(report, junit)
+
+
+def _show(report, junit: str | None) -> None:
+    """The report table on stdout; where the bundle went, what was not measured and which budget missed on stderr
+    (exit 1 when one did)."""
     click.echo(report.to_markdown())
     click.echo(f"bundle: {report.bundle}", err=True)
     if junit:

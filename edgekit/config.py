@@ -136,7 +136,7 @@ def _metric_table(low: float, high: float | None):
         out = {}
         for metric, value in table.items():
             if metric not in BUDGET_METRICS:
-                raise UsageError(f"{path}: unknown metric '{metric}' in '{key}'{_nearest(metric, list(BUDGET_METRICS), 'metrics')}")
+                raise UsageError(f"{path}: unknown metric '{metric}' in '{key}'{nearest(metric, list(BUDGET_METRICS), 'metrics')}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise UsageError(f"{path}: '{key}.{metric}' must be a finite number, not {value!r}")
             if value < low or (high is not None and value > high):
@@ -177,7 +177,7 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "float_precision": ((str,), FLOAT_PRECISIONS),
     "split_outliers": ((bool,), None),
 }
-_PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "budgets": {
         "min_cosine": ((float, int), (-1.0, 1.0)),
         "min_top1_agreement": ((float, int), (0.0, 1.0)),
@@ -206,16 +206,16 @@ _PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
 }
 
 
-def _nearest(key: str, valid: list[str], what: str = "keys") -> str:
+def nearest(key: str, valid: list[str], what: str = "keys") -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else f" (valid {what}: {', '.join(sorted(valid))})"
 
 
-def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[str, ...] = ()) -> dict:
+def check_table(path: Path, where: str, table: dict, schema: dict, required: tuple[str, ...] = ()) -> dict:
     out: dict[str, Any] = {}
     for key, value in table.items():
         if key not in schema:
-            raise UsageError(f"{path}: unknown key '{where}{key}'{_nearest(key, list(schema))}")
+            raise UsageError(f"{path}: unknown key '{where}{key}'{nearest(key, list(schema))}")
         types, rule = schema[key]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             wanted = " or ".join(t.__name__ for t in types)
@@ -257,7 +257,7 @@ def _check(path: Path, where: str, table: dict, schema: dict, required: tuple[st
     return out
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -288,14 +288,14 @@ def load_target(name_or_path: str) -> Target:
     from . import runtimes
 
     path = _resolve("target", name_or_path)
-    raw = _read_toml(path)
+    raw = read_toml(path)
     try:
         runtime = runtimes.get(raw["runtime"]) if isinstance(raw.get("runtime"), str) else None
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
     extra = dict(runtime.extra_target_keys) if runtime is not None else {}
-    options = _check(path, "", {k: v for k, v in raw.items() if k in extra and k not in _TARGET_KEYS}, extra)
-    data = _check(path, "", {k: v for k, v in raw.items() if k not in options}, _TARGET_KEYS, required=("runtime", "device"))
+    options = check_table(path, "", {k: v for k, v in raw.items() if k in extra and k not in _TARGET_KEYS}, extra)
+    data = check_table(path, "", {k: v for k, v in raw.items() if k not in options}, _TARGET_KEYS, required=("runtime", "device"))
     _runtime_keys(path, data, runtime)
     if "precisions" in data and "precision" not in data:
         raise UsageError(f"{path}: 'precisions' needs 'precision' (the one the target builds by default)")
@@ -319,19 +319,19 @@ def _runtime_keys(path: Path, data: dict, runtime) -> None:
 
 def load_profile(name_or_path: str) -> Profile:
     path = _resolve("profile", name_or_path)
-    raw = _read_toml(path)
+    raw = read_toml(path)
     top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
     sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
     for section in sections:
-        if section not in _PROFILE_SECTIONS:
-            raise UsageError(f"{path}: unknown section '[{section}]'{_nearest(section, list(_PROFILE_SECTIONS))}")
-    data = _check(path, "", top, _PROFILE_KEYS, required=("precision",))
-    budgets = _check(path, "budgets.", sections.get("budgets", {}), _PROFILE_SECTIONS["budgets"], required=("min_cosine",))
-    dataset = _check(path, "data.", sections.get("data", {}), _PROFILE_SECTIONS["data"])
+        if section not in PROFILE_SECTIONS:
+            raise UsageError(f"{path}: unknown section '[{section}]'{nearest(section, list(PROFILE_SECTIONS))}")
+    data = check_table(path, "", top, _PROFILE_KEYS, required=("precision",))
+    budgets = check_table(path, "budgets.", sections.get("budgets", {}), PROFILE_SECTIONS["budgets"], required=("min_cosine",))
+    dataset = check_table(path, "data.", sections.get("data", {}), PROFILE_SECTIONS["data"])
     bench = {f"bench_{k}" if k != "sequence_length" else k: v
-             for k, v in _check(path, "benchmark.", sections.get("benchmark", {}), _PROFILE_SECTIONS["benchmark"]).items()}
+             for k, v in check_table(path, "benchmark.", sections.get("benchmark", {}), PROFILE_SECTIONS["benchmark"]).items()}
     recovery = {("recovery" if k == "enabled" else f"recovery_{k}"): (float(v) if k != "enabled" else v)
-                for k, v in _check(path, "recovery.", sections.get("recovery", {}), _PROFILE_SECTIONS["recovery"]).items()}
+                for k, v in check_table(path, "recovery.", sections.get("recovery", {}), PROFILE_SECTIONS["recovery"]).items()}
     floats = {f.name for f in fields(Budgets)}
     budgets = {k: float(v) if k in floats and isinstance(v, (int, float)) else v for k, v in budgets.items()}
     return Profile(
@@ -368,8 +368,8 @@ def list_profiles() -> list[Profile]:
 
 # ------------------------------------------------------------------ overrides (the command line's budgets and data sizes)
 
-_OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "max_drop", "min_relative")
-_OVERRIDE_DATA = ("calibration_samples", "eval_samples", "seed")
+OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "max_drop", "min_relative")
+OVERRIDE_DATA = ("calibration_samples", "eval_samples", "seed")
 
 
 def option_name(key: str) -> str:
@@ -399,10 +399,10 @@ def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Pr
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None and not (isinstance(v, (list, tuple)) and not v)}
     for key in given:
-        if key not in _OVERRIDE_BUDGETS + _OVERRIDE_DATA:
-            raise UsageError(f"unknown override '{key}'{_nearest(key, list(_OVERRIDE_BUDGETS + _OVERRIDE_DATA))}")
+        if key not in OVERRIDE_BUDGETS + OVERRIDE_DATA:
+            raise UsageError(f"unknown override '{key}'{nearest(key, list(OVERRIDE_BUDGETS + OVERRIDE_DATA))}")
     budgets: dict[str, Any] = {}
-    for key in _OVERRIDE_BUDGETS:
+    for key in OVERRIDE_BUDGETS:
         if key not in given:
             continue
         value = given[key]
@@ -410,14 +410,14 @@ def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Pr
         if key in ("max_drop", "min_relative"):
             if not isinstance(value, Mapping):
                 value = dict(parse_metric_option(item, option) for item in ([value] if isinstance(value, str) else value))
-            checked = _check("command line", "", {option: dict(value)}, {option: _PROFILE_SECTIONS["budgets"][key]})[option]
+            checked = check_table("command line", "", {option: dict(value)}, {option: PROFILE_SECTIONS["budgets"][key]})[option]
             budgets[key] = {**getattr(profile.budgets, key), **checked}
         else:
-            checked = _check("command line", "", {option: value}, {option: _PROFILE_SECTIONS["budgets"][key]})[option]
+            checked = check_table("command line", "", {option: value}, {option: PROFILE_SECTIONS["budgets"][key]})[option]
             budgets[key] = float(checked)
-    data = {key: _check("command line", "", {option_name(key): given[key]},
-                        {option_name(key): _PROFILE_SECTIONS["data"][key]})[option_name(key)]
-            for key in _OVERRIDE_DATA if key in given}
+    data = {key: check_table("command line", "", {option_name(key): given[key]},
+                        {option_name(key): PROFILE_SECTIONS["data"][key]})[option_name(key)]
+            for key in OVERRIDE_DATA if key in given}
     if not budgets and not data:
         return profile
     return replace(profile, budgets=replace(profile.budgets, **budgets), **data)

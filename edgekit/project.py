@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .config import (_OVERRIDE_BUDGETS, _OVERRIDE_DATA, _PROFILE_SECTIONS, _check, _nearest, _read_toml, apply_overrides,
+from .config import (OVERRIDE_BUDGETS, OVERRIDE_DATA, PROFILE_SECTIONS, check_table, nearest, read_toml, apply_overrides,
                      load_profile, load_target, resolve_precision)
 from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EXIT_OK, EdgekitError, UsageError
 from .progress import NullProgress
@@ -80,13 +80,13 @@ _MODEL_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "shape": ((dict,), _shape_table),
     "text_column": ((str,), None),
     "label_column": ((str,), None),
-    **{key: _PROFILE_SECTIONS["budgets"][key] for key in ("min_cosine", "max_drop", "max_latency_ms", "max_size_mb")},
-    **{key: _PROFILE_SECTIONS["data"][key] for key in _OVERRIDE_DATA},
+    **{key: PROFILE_SECTIONS["budgets"][key] for key in ("min_cosine", "max_drop", "max_latency_ms", "max_size_mb")},
+    **{key: PROFILE_SECTIONS["data"][key] for key in OVERRIDE_DATA},
 }
 _DEFAULT_KEYS = {**_MODEL_KEYS, "output": ((str,), None)}
 _ENTRY_KEYS = {"name": ((str,), None), "source": ((str,), None), **_MODEL_KEYS}
 _TOP_KEYS = ("defaults", "models")
-OVERRIDE_KEYS = tuple(k for k in _OVERRIDE_BUDGETS + _OVERRIDE_DATA if k in _MODEL_KEYS)
+OVERRIDE_KEYS = tuple(k for k in OVERRIDE_BUDGETS + OVERRIDE_DATA if k in _MODEL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def find_project(folder: str | os.PathLike) -> Path | None:
     pyproject = folder / PYPROJECT_FILE
     if pyproject.is_file():
         try:
-            has_table = "edgekit" in _read_toml(pyproject).get("tool", {})
+            has_table = "edgekit" in read_toml(pyproject).get("tool", {})
         except UsageError:
             # someone else's broken pyproject.toml is not ours to judge, unless it meant to hold a project
             if "tool.edgekit" in pyproject.read_text(errors="replace"):
@@ -211,7 +211,7 @@ def project_to_build(model: str | None, project: str | os.PathLike | None, folde
 def load_project(path: str | os.PathLike) -> Project:
     """Read and validate a project file (rules 1-5); raises UsageError naming the file, the model and the key."""
     path = Path(path)
-    raw = _read_toml(path)
+    raw = read_toml(path)
     prefix = ""
     if path.name == PYPROJECT_FILE:
         raw, prefix = raw.get("tool", {}).get("edgekit"), "tool.edgekit."
@@ -219,11 +219,11 @@ def load_project(path: str | os.PathLike) -> Project:
             raise UsageError(f"{path}: no [tool.edgekit] table")
     for key in raw:
         if key not in _TOP_KEYS:
-            raise UsageError(f"{path}: unknown key '{prefix}{key}'{_nearest(key, list(_TOP_KEYS))}")
+            raise UsageError(f"{path}: unknown key '{prefix}{key}'{nearest(key, list(_TOP_KEYS))}")
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"{path}: '{prefix}defaults' must be a table ([{prefix}defaults]), not {defaults!r}")
-    defaults = _check(path, f"{prefix}defaults.", defaults, _DEFAULT_KEYS)
+    defaults = check_table(path, f"{prefix}defaults.", defaults, _DEFAULT_KEYS)
     entries = raw.get("models")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise UsageError(f"{path}: no models: add one [[{prefix}models]] table per model, with a name and a source")
@@ -236,7 +236,7 @@ def load_project(path: str | os.PathLike) -> Project:
         where = f"{path}: {label}"
         if "output" in entry:
             raise UsageError(f"{where}: 'output' is set in [{prefix}defaults] only: each bundle goes to <output>/<name>")
-        values = {**defaults, **_check(where, "", entry, _ENTRY_KEYS, required=("name", "source"))}
+        values = {**defaults, **check_table(where, "", entry, _ENTRY_KEYS, required=("name", "source"))}
         name = values["name"]
         if not _NAME.match(name) or name in (".", ".."):
             raise UsageError(f"{where}: 'name' must be usable as a folder name (letters, digits, '.', '_', '-'; "
@@ -462,6 +462,20 @@ def build_project(project: Project, jobs: int = 1, options: BuildOptions | None 
 
 
 # ------------------------------------------------------------------ the summary
+
+
+def compile_project(path: str | os.PathLike | None = None, jobs: int = 1, progress=None, **options: Any) -> list[ModelOutcome]:
+    """What `edgekit compile --project PATH` does, from Python: every model of the project file, each into its
+    bundle; one outcome per model (a failed model does not stop the others).
+
+    `path`: the project file (None: edgekit.toml, else pyproject.toml's [tool.edgekit], in this folder).
+    `options`: BuildOptions' fields (no_bench, cache, threads, force, require_measured, trust_remote_code).
+    Raises UsageError when there is no project file or it is invalid.
+    """
+    found = Path(path) if path is not None else find_project(".")
+    if found is None:
+        raise UsageError("no project file here: give its path, or add edgekit.toml (see docs/project-file.md)")
+    return build_project(load_project(found), jobs, BuildOptions(**options), progress)
 
 
 def exit_code(outcomes: Iterable[ModelOutcome]) -> int:

@@ -212,3 +212,14 @@ def test_jobs_are_capped_by_memory(tmp_path):
     assert plan_jobs(project, 3, None, available=int(10 * per_model), cores=8).threads == 2
     assert plan_jobs(project, 9, None, available=10**12, cores=2).jobs == 4  # no more jobs than models
     assert plan_jobs(project, 4, None, available=0, cores=8).jobs == 1
+
+
+def test_compile_project_from_python(project, tmp_path, monkeypatch):
+    import edgekit
+
+    outcomes = edgekit.compile_project(project / "edgekit.toml", no_bench=True, cache=False)
+    assert [(o.name, [t.verdict for t in o.results]) for o in outcomes] == [("bert", ["pass", "pass"]), ("cnn", ["pass", "pass"])]
+    assert all(o.exit_code == 0 for o in outcomes)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(edgekit.errors.UsageError, match="no project file here"):
+        edgekit.compile_project()
