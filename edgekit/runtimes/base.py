@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 
-from ..errors import UsageError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..config import Profile, Target
@@ -181,61 +181,9 @@ class Runtime:
         return []
 
 
-_REGISTRY: dict[str, Runtime] = {}
-_DISCOVERED = False
-
-
-def register(cls: type[Runtime]) -> type[Runtime]:
-    """Class decorator: make `cls` the runtime its `name` says (a later registration replaces it)."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__}: a runtime needs a name")
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _discover() -> None:
-    """Import every runtime module of this package, then the `edgekit.runtimes` entry points (rule 1)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    import importlib
-    import pkgutil
-    from importlib import metadata
-
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if module.name != "base" and not module.name.startswith("_"):
-            importlib.import_module(f"{package}.{module.name}")
-    for entry in metadata.entry_points(group="edgekit.runtimes"):
-        entry.load()
-
-
-def get(name: str) -> Runtime:
-    _discover()
-    found = _REGISTRY.get(name)
-    if found is None:
-        raise UsageError(f"unknown runtime '{name}' (registered: {', '.join(names())})")
-    return found
-
-
-def find(name: str) -> Runtime | None:
-    """The registered runtime, or None (a report read back may name one that is not registered here)."""
-    _discover()
-    return _REGISTRY.get(name)
-
-
-def names() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
-
-
-def all_runtimes() -> list[Runtime]:
-    return [get(name) for name in names()]
+REGISTRY: Registry[Runtime] = Registry("runtime", __name__.rpartition(".")[0], Path(__file__).parent, "edgekit.runtimes")
+register, unregister, get, find, names = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.find, REGISTRY.names
+all_runtimes = REGISTRY.units
 
 
 def open_artifact(path: Path, runtime: str, threads: int, **settings: Any) -> Session:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from ..registry import Registry
+
 if TYPE_CHECKING:
     from ..data import LabelSpace, Samples
     from ..runtimes.base import Feed
@@ -67,50 +69,10 @@ class TaskFamily:
         return samples.benchmark
 
 
-_REGISTRY: dict[str, TaskFamily] = {}
-_DISCOVERED = False
-
-
-def register(cls: type[TaskFamily]) -> type[TaskFamily]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__}: a task family needs a name")
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    import importlib
-    import pkgutil
-
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if module.name != "base" and not module.name.startswith("_"):
-            importlib.import_module(f"{package}.{module.name}")
-
-
-def get(name: str) -> TaskFamily:
-    from ..errors import UsageError
-
-    _discover()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown task family '{name}' (registered: {', '.join(names())})")
-    return _REGISTRY[name]
-
-
-def names() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+REGISTRY: Registry[TaskFamily] = Registry("task family", __name__.rpartition(".")[0], Path(__file__).parent)
+register, unregister, get, names = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.names
 
 
 def for_task(task: str | None) -> TaskFamily:
     """The family for a model's task (rule 2)."""
-    _discover()
-    return max((f for f in _REGISTRY.values() if f.handles(task)), key=lambda f: f.priority)
+    return max((f for f in REGISTRY.units() if f.handles(task)), key=lambda f: f.priority)
