@@ -293,6 +293,10 @@ def load_target(name_or_path: str) -> Target:
         runtime = runtimes.get(raw["runtime"]) if isinstance(raw.get("runtime"), str) else None
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
+    if runtime is not None and not runtime.builds_artifacts:
+        builders = ", ".join(r.name for r in runtimes.all_runtimes() if r.builds_artifacts)
+        raise UsageError(f"{path}: runtime '{runtime.name}' runs the original model only; a target needs one that builds "
+                         f"artifacts ({builders})")
     extra = dict(runtime.extra_target_keys) if runtime is not None else {}
     options = check_table(path, "", {k: v for k, v in raw.items() if k in extra and k not in _TARGET_KEYS}, extra)
     data = check_table(path, "", {k: v for k, v in raw.items() if k not in options}, _TARGET_KEYS, required=("runtime", "device"))

@@ -145,6 +145,10 @@ def test_unknown_runtime_names_the_registered_ones(tmp_path):
         runtimes.get("toyrt")
     with pytest.raises(UsageError, match=r"toy.toml: unknown runtime 'toyrt'"):
         load_target(str(_target(tmp_path)))
+    original_only = tmp_path / "original.toml"
+    original_only.write_text('runtime = "pytorch"\ndevice = "CPU"\n')
+    with pytest.raises(UsageError, match=r"runtime 'pytorch' runs the original model only; .* \(onnxruntime, openvino\)"):
+        load_target(str(original_only))
 
 
 def test_a_recipe_that_does_not_write_the_artifact_is_a_bug(tmp_path, cnn_onnx):

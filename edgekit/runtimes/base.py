@@ -125,6 +125,7 @@ class Runtime:
     target_keys: ClassVar[frozenset[str]] = frozenset()
     runtime_only_keys: ClassVar[frozenset[str]] = frozenset()
     extra_target_keys: ClassVar[Mapping[str, tuple[tuple[type, ...], Any]]] = {}
+    builds_artifacts: ClassVar[bool] = True  # False: it runs the original only, and no target may name it
 
     @property
     def artifact_name(self) -> str:

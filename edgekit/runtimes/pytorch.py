@@ -60,6 +60,7 @@ class PyTorch(Runtime):
     label = "PyTorch"
     suffix = ".pt"
     reads = ()
+    builds_artifacts = False
 
     def version(self) -> str:
         from importlib import metadata
