@@ -258,8 +258,6 @@ def test_shell_line(command: Command, request, scratch):
 
 
 def test_python_blocks_parse_and_name_real_arguments():
-    import edgekit
-
     from edgekit.request import CompileRequest
 
     # edgekit.compile(model, **options): the options are CompileRequest's fields

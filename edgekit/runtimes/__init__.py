@@ -15,7 +15,7 @@ from .base import (Availability, Feed, LazySession, RecoveryInputs, Runtime, Run
 # so `from edgekit.runtimes import Feed` loads no runtime library).
 _LAZY = {
     "OrtSession": "onnxruntime", "ort_options": "onnxruntime", "DISABLE_OPTIMIZERS_KEY": "onnxruntime",
-    "recorded_disabled_optimizers": "onnxruntime", "QDQ_COPY": "onnxruntime",
+    "recorded_disabled_optimizers": "onnxruntime",
     "OpenVinoSession": "openvino", "BucketPlan": "openvino", "plan_buckets": "openvino", "recorded_buckets": "openvino",
     "TorchSession": "pytorch", "torch_settings": "pytorch",
 }

@@ -134,11 +134,6 @@ class Runtime:
     def files(self, artifact: Path) -> list[Path]:
         return [artifact]
 
-    def version(self) -> str:
-        from importlib import metadata
-
-        return metadata.version(self.name)
-
     def check_target(self, path: Path, data: dict[str, Any]) -> None:
         """Cross-key checks on a target file's validated keys (a usage error naming the file)."""
 

@@ -62,13 +62,10 @@ class PyTorch(Runtime):
     reads = ()
     builds_artifacts = False
 
-    def version(self) -> str:
+    def probe(self) -> RuntimeDevices:
         from importlib import metadata
 
-        return metadata.version("torch")
-
-    def probe(self) -> RuntimeDevices:
-        return RuntimeDevices("pytorch", self.version(), ("CPU",))
+        return RuntimeDevices("pytorch", metadata.version("torch"), ("CPU",))
 
     def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> TorchSession:
         raise UsageError("the pytorch runtime runs the original model only; open it with stages.export.load_reference")

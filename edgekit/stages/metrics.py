@@ -170,5 +170,5 @@ def evaluate(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequ
     other name: the `tensor` family, no task figure). The families live in edgekit/tasks/."""
     from .. import tasks
 
-    family = tasks.get(kind) if kind in tasks.names() else tasks.get("tensor")
+    family = tasks.REGISTRY.find(kind) or tasks.get("tensor")
     return family.task_metrics(reference, candidate, output_names, labels, masks)
