@@ -60,6 +60,7 @@ def _kernel_us(fused: bool, runs: int = 3000) -> float:
 
 def main() -> None:
     import edgekit.stages.quantize_ort as quantize_ort
+    import edgekit.stages.shape_fold as shape_fold
     from edgekit.config import load_profile, load_target
     from edgekit.graph import load
     from edgekit.runtimes import OrtSession, default_threads
@@ -81,18 +82,18 @@ def main() -> None:
         export, specs, calibration = minilm.export, minilm.specs, minilm.calibration
         profile = load_profile("balanced")
         artifacts = {}
-        real_fold = quantize_ort.fold_shapes
+        real_fold = shape_fold.fold_shapes
         for fold in (False, True):
             folder = work / f"fold-{fold}"
             folder.mkdir()
-            quantize_ort.fold_shapes = real_fold if fold else (lambda src, dst: FoldResult(src))
+            shape_fold.fold_shapes = real_fold if fold else (lambda src, dst: FoldResult(src))
             result = quantize_ort.quantize_onnxruntime(export.onnx_path, folder, folder / "model.onnx", calibration,
-                                                       profile, True, False)
+                                                       profile, True)
             fold_biases(result.path)  # as the cpu target finishes it
             artifacts[fold] = result.path
             nodes = len(load(result.path, load_external_data=False).graph.node)
             print(f"INT8, shape fold {'on' if fold else 'off'}: {nodes} nodes; {result.settings.get('shape_arithmetic', 'nothing folded')}")
-        quantize_ort.fold_shapes = real_fold
+        shape_fold.fold_shapes = real_fold
         sessions = {"ONNX Runtime FP32 (plain export)": OrtSession(export.onnx_path, threads)}
         for fold, path in artifacts.items():
             for off in ((), disabled):

@@ -49,7 +49,7 @@ def main() -> None:
             folder = work / f"split-{split}-fold-{fold}"
             folder.mkdir()
             result = quantize_onnxruntime(export.onnx_path, folder, folder / "model.onnx", calibration,
-                                          dataclasses.replace(profile, split_outliers=split), True, False)
+                                          dataclasses.replace(profile, split_outliers=split), True)
             if fold:
                 fold_biases(result.path)  # as the cpu target finishes it
             sessions[label] = OrtSession(result.path, threads)

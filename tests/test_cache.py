@@ -200,7 +200,7 @@ def test_interrupted_build_leaves_no_partial_entry(bert_dir, quick_profile, tmp_
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(quantize_ort, "quantize_onnxruntime", interrupt)
+    monkeypatch.setattr(quantize_ort, "quantize_static_qdq", interrupt)
     with pytest.raises(KeyboardInterrupt):
         edgekit.compile(str(bert_dir), targets=["cpu"], profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
     assert not (tmp_path / "out").exists()

@@ -273,7 +273,7 @@ def test_internal_failure_exits_3(cnn_onnx, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated runtime crash")
 
-    monkeypatch.setattr(quantize_ort, "quantize_onnxruntime", boom)
+    monkeypatch.setattr(quantize_ort, "_qdq_settings", boom)
     result = run(str(cnn_onnx), "--shape", "input=1,3,32,32", "-o", str(tmp_path / "o"), "-q")
     assert result.exit_code == 3
     assert "internal error: RuntimeError: simulated runtime crash" in result.stderr

@@ -26,7 +26,7 @@ def qdq(tmp_path_factory):
         folder = root / f"per-channel-{per_channel}"
         folder.mkdir()
         profile = dataclasses.replace(load_profile("balanced"), per_channel=per_channel)
-        built[per_channel] = quantize_onnxruntime(path, folder, folder / "model.onnx", feeds[:16], profile, True, False).path
+        built[per_channel] = quantize_onnxruntime(path, folder, folder / "model.onnx", feeds[:16], profile, True).path
     return built, feeds[16:]
 
 

@@ -87,9 +87,9 @@ def test_quantised_with_outliers_split(block):
     assert profile.split_outliers
     split_dir, whole_dir = root / "q-split", root / "q-whole"
     split_dir.mkdir(), whole_dir.mkdir()
-    with_split = quantize_onnxruntime(path, split_dir, split_dir / "model.onnx", calibration, profile, True, False)
+    with_split = quantize_onnxruntime(path, split_dir, split_dir / "model.onnx", calibration, profile, True)
     without = quantize_onnxruntime(path, whole_dir, whole_dir / "model.onnx", calibration,
-                                   dataclasses.replace(profile, split_outliers=False), True, False)
+                                   dataclasses.replace(profile, split_outliers=False), True)
     assert "outlier_channels" in with_split.settings and "outlier_channels" not in without.settings
     down = gelu_fed_matmuls(onnx.load(str(path)))[0]
     split_inputs, whole_inputs = _quantised_inputs(with_split.path), _quantised_inputs(without.path)
@@ -105,7 +105,7 @@ def test_quantised_with_outliers_split(block):
     # The same down projection quantised whole (the outliers inside its range) is far worse.
     whole = root / "q-naive"
     whole.mkdir()
-    naive = quantize_onnxruntime(path, whole, whole / "model.onnx", calibration, profile, False, False)
+    naive = quantize_onnxruntime(path, whole, whole / "model.onnx", calibration, profile, False)
     assert _quantised_inputs(naive.path)[down]
     naive_cosine = verify.compare(ref, _outputs(naive.path, evaluation), ["y"], classifier=False).cosine_min
     assert naive_cosine < fid.cosine_min - 0.01, (naive_cosine, fid.cosine_min)
@@ -121,6 +121,6 @@ def test_a_split_the_quantiser_skipped_is_reported(block, monkeypatch):
                         lambda src, dst, names, feeds: (src, Split(split={"not/in/the/graph": [1]})))
     folder = root / "q-claimed"
     folder.mkdir()
-    result = quantize_onnxruntime(path, folder, folder / "model.onnx", calibration, load_profile("balanced"), True, False)
+    result = quantize_onnxruntime(path, folder, folder / "model.onnx", calibration, load_profile("balanced"), True)
     assert "1 left FP32 by the quantiser" in result.settings["outlier_channels"]
     assert any("left FP32 by the quantiser" in n for n in result.notes)

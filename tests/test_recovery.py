@@ -22,7 +22,7 @@ def outlier(tmp_path_factory):
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(24)]
     qdq = root / "q.onnx"
-    quantize_onnxruntime(path, root, qdq, feeds[8:], load_profile("balanced"), transformer=False, fused=False)
+    quantize_onnxruntime(path, root, qdq, feeds[8:], load_profile("balanced"), transformer=False)
     return path, qdq, feeds[:8], root
 
 
@@ -54,7 +54,7 @@ def test_search_keeps_the_fewest_layers(outlier):
     def rebuild(keep):
         out = root / f"r{len(built)}.onnx"
         built.append(list(keep))
-        quantize_onnxruntime(path, root, out, feeds, load_profile("balanced"), transformer=False, fused=False, keep_fp32=keep)
+        quantize_onnxruntime(path, root, out, feeds, load_profile("balanced"), transformer=False, keep_fp32=keep)
         return out
 
     def evaluate(candidate):

@@ -6,9 +6,10 @@ Rules:
 2. `probe()` lists the execution providers ONNX Runtime can really use here: a listed provider other than
    the CPU's counts only when a one-node session actually runs on it (onnxruntime-gpu lists CUDA even
    where no GPU or driver is), and why a provider is missing is kept in ONNX Runtime's own words.
-3. Recipes: INT8 (the profile's, on a target without its own precision): quantise to QDQ
-   (stages/quantize_ort.py), then, with the target's `contrib_ops`, keep that QDQ copy for recovery and
-   fold the weight MatMuls' biases (stages/ort_int8.py). FP32: onnxruntime's transformer fusions (with
+3. Recipes: INT8 (the profile's, on a target without its own precision): upgrade opset → pre-process →
+   fold shapes → split outliers → quantise QDQ → (strip rounding, when recovery keeps layers FP32) →
+   FP32 consumers read FP32 (transformers) (stages/quantize_ort.py), then, with the target's
+   `contrib_ops`, keep that QDQ copy for recovery and fold the weight MatMuls' biases (stages/ort_int8.py). FP32: onnxruntime's transformer fusions (with
    the target's `graph_fusions`, Hugging Face sources), then the shape arithmetic folded into constants.
    A device target (its own precision): FP16 (stages/fp16.py) or FP32 as exported.
 4. Recovery ranks the quantised layers by sensitivity and rebuilds with the fewest of them FP32 that meet
@@ -18,7 +19,7 @@ Rules:
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -133,15 +134,6 @@ def _attaches(provider: str) -> str:
 # ------------------------------------------------------------------ build steps (rule 3)
 
 
-@step("quantise QDQ")
-def quantise_qdq(inp: StepInput) -> StepResult:
-    from ..stages.quantize_ort import quantize_onnxruntime
-
-    b = inp.build
-    result = quantize_onnxruntime(inp.path, b.workdir, b.artifact, b.calibration, b.profile, b.transformer, fused=False)
-    return StepResult(b.artifact, result.settings, result.notes)
-
-
 @step("keep QDQ copy")
 def keep_qdq_copy(inp: StepInput) -> StepResult:
     """What accuracy recovery reads: the INT8 artifact before its biases are folded."""
@@ -170,18 +162,6 @@ def transformer_fusions(inp: StepInput) -> StepResult:
                              cfg.get("hidden_size", 0) or 0)
     settings = {"fusions": ", ".join(f"{k}×{v}" for k, v in sorted(fused.fused.items()))} if fused.fused else {}
     return StepResult(fused.path, settings, [fused.note] if fused.note else [])
-
-
-@step("fold shapes")
-def fold_shapes_step(inp: StepInput) -> StepResult:
-    """The FP32 artifact: the graph with its shape arithmetic folded into constants (a copy where none folds)."""
-    from ..stages.shape_fold import fold_shapes
-
-    folded = fold_shapes(inp.path, inp.artifact)
-    settings = {"shape_arithmetic": folded.describe()} if folded.changed else {}
-    if not folded.changed:
-        shutil.copyfile(inp.path, inp.artifact)
-    return StepResult(inp.artifact, {**settings, "format": "FP32 ONNX"}, folded.notes)
 
 
 @step("convert FP16")
@@ -262,10 +242,13 @@ class OnnxRuntime(Runtime):
             if precision == "fp32":
                 return [copy_to_artifact]
             raise UsageError(f"target {target.name}: ONNX Runtime targets build fp16 or fp32, not {precision}")
+        from ..stages.quantize_ort import qdq_steps
+        from ..stages.shape_fold import fold_shapes_step
+
         if precision == "int8":
-            return [quantise_qdq] + ([keep_qdq_copy, fold_biases_step] if target.contrib_ops else [])
+            return qdq_steps(inputs) + ([keep_qdq_copy, fold_biases_step] if target.contrib_ops else [])
         fusions = target.graph_fusions and inputs.model_config is not None  # a Hugging Face source
-        return ([transformer_fusions] if fusions else []) + [fold_shapes_step]
+        return ([transformer_fusions] if fusions else []) + [fold_shapes_step, copy_to_artifact]
 
     def recover(self, inputs: RecoveryInputs):
         found = _recover(inputs)
@@ -279,7 +262,8 @@ def _recover(inputs: RecoveryInputs):
     """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
     (stages/recovery.py); the best artifact found (QDQ) is written over the artifact (rule 4)."""
     from ..stages import recovery
-    from ..stages.quantize_ort import quantize_onnxruntime
+    from ..stages.base import run_recipe
+    from ..stages.quantize_ort import qdq_steps
 
     b, profile = inputs.build, inputs.build.profile
     qdq = b.workdir / QDQ_COPY
@@ -290,9 +274,8 @@ def _recover(inputs: RecoveryInputs):
     def rebuild(keep: list[str]) -> Path:
         folder = b.workdir / f"recovery-{len(keep)}"
         folder.mkdir(parents=True, exist_ok=True)
-        quantize_onnxruntime(b.original_onnx, folder, folder / "model.onnx", b.calibration, profile, b.transformer,
-                             fused=False, keep_fp32=keep)
-        return folder / "model.onnx"
+        rebuilt = replace(b, onnx=b.original_onnx, workdir=folder, artifact=folder / "model.onnx", keep_fp32=tuple(keep))
+        return run_recipe(qdq_steps(rebuilt), rebuilt).artifact
 
     def score(candidate: Path) -> tuple[float, bool]:
         return inputs.score(OrtSession(candidate, inputs.threads, disabled_optimizers=b.target.disabled_optimizers))

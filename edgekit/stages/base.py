@@ -10,6 +10,8 @@ Rules:
 3. Pre- and post-conditions are typed errors: `StepInputMissing` (the file a step reads is not there) and
    `ArtifactNotWritten` (the recipe ended without writing the artifact). Both are bugs in edgekit (exit 3).
 4. The steps that ran are recorded in the settings as `steps`, in order, so the report lists them.
+5. What a step learns that a later step of the same recipe needs (besides the graph) goes into
+   `StepInput.state`, one typed object per kind (`inp.state.get(QdqPlan)`); it lives for one recipe run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from ..errors import InternalError
 
@@ -50,12 +52,29 @@ class BuildInputs:
     static: "StaticShapes | None"
     workdir: Path  # this target's own work folder
     artifact: Path  # where the artifact goes
+    keep_fp32: tuple[str, ...] = ()  # nodes the quantiser leaves FP32 (accuracy recovery rebuilds with them)
+
+
+T = TypeVar("T")
+
+
+class RecipeState:
+    """What a recipe's steps hand on to later ones (rule 5): one object per type, made on first use."""
+
+    def __init__(self) -> None:
+        self._items: dict[type, Any] = {}
+
+    def get(self, kind: type[T]) -> T:
+        if kind not in self._items:
+            self._items[kind] = kind()
+        return self._items[kind]
 
 
 @dataclass(frozen=True)
 class StepInput:
     path: Path  # the graph this step reads
     build: BuildInputs
+    state: RecipeState = field(default_factory=RecipeState)
 
     @property
     def artifact(self) -> Path:
@@ -112,11 +131,11 @@ class RecipeResult:
 
 def run_recipe(steps: list[Step], inputs: BuildInputs) -> RecipeResult:
     """Run `steps` in order from `inputs.onnx` (rules 1-4); the artifact must exist at the end."""
-    path, settings, notes, ran = inputs.onnx, {}, [], []
+    path, settings, notes, ran, state = inputs.onnx, {}, [], [], RecipeState()
     for unit in steps:
         if not path.is_file():
             raise StepInputMissing(f"step '{unit.name}': its input {path.name} does not exist")
-        result = unit.run(StepInput(path, inputs))
+        result = unit.run(StepInput(path, inputs, state))
         path = result.path
         settings.update(result.settings)
         notes += result.notes

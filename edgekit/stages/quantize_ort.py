@@ -1,19 +1,24 @@
-"""Quantise for ONNX Runtime: static INT8 QDQ with calibration data.
+"""Quantise for ONNX Runtime: static INT8 QDQ with calibration data, as a list of steps (`qdq_steps`).
 
-1. Graphs below opset 13 are converted to 13 first (per-channel QDQ needs it); when conversion fails,
-   quantisation falls back to per-tensor and says so.
-2. `quant_pre_process` (shape inference) runs first; when its symbolic shape inference fails, as it
+The recipe: upgrade opset → pre-process → fold shapes → split outliers → quantise QDQ → strip rounding
+(only when recovery keeps layers FP32) → FP32 consumers read FP32 (transformers). Rules:
+1. upgrade opset: graphs below opset 13 are converted to 13 (per-channel QDQ needs it); when conversion
+   fails, quantisation falls back to per-tensor and says so.
+2. pre-process: `quant_pre_process` (shape inference); when its symbolic shape inference fails, as it
    does on many published graphs, it is retried without it, then skipped — each fallback is noted.
-   Then the graph's shape arithmetic is folded into constants where its sizes are fixed
+   Then fold shapes: the graph's shape arithmetic is folded into constants where its sizes are fixed
    (stages/shape_fold.py).
-3. Weights are symmetric INT8 per channel; activations UINT8 (asymmetric or symmetric, per profile),
-   the fast u8s8 path on x86, with moving-average min/max calibration (one outlier sample does not
-   stretch a range). Transformers quantise the MatMuls that hold weights and the embedding Gathers;
-   MatMuls of two activations stay FP32, and MatMuls fed by a GELU (long-tailed inputs) stay FP32 or,
-   with the profile's `split_outliers`, are quantised with their outlier input channels FP32
-   (stages/outliers.py). Other graphs quantise every operator ONNX Runtime supports.
-4. Histogram calibration (percentile, entropy) needs equal-length samples; with variable-length text
+3. quantise QDQ: weights are symmetric INT8 per channel; activations UINT8 (asymmetric or symmetric, per
+   profile), the fast u8s8 path on x86, with moving-average min/max calibration (one outlier sample does
+   not stretch a range). Transformers quantise the MatMuls that hold weights and the embedding Gathers;
+   MatMuls of two activations stay FP32. Other graphs quantise every operator ONNX Runtime supports.
+4. split outliers: a transformer's MatMuls fed by a GELU (long-tailed inputs) stay FP32 or, with the
+   profile's `split_outliers`, are quantised with their outlier input channels FP32 (stages/outliers.py).
+5. Nodes named in `keep_fp32` (accuracy recovery) stay FP32, with the weightless producers that feed only them.
+6. Histogram calibration (percentile, entropy) needs equal-length samples; with variable-length text
    it falls back to min/max and says so.
+7. strip rounding: the inputs of the nodes of rule 5 are read unrounded.
+8. FP32 consumers read FP32: a transformer's FP32 consumers of a quantised activation read it unrounded.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from .. import graph
 from ..config import Profile
 from ..errors import InternalError
 from ..runtimes import Feed
+from .base import BuildInputs, Step, StepInput, StepResult, run_recipe, step
 from .outliers import Split, split_outlier_channels
-from .shape_fold import fold_shapes
+from .shape_fold import fold_shapes_step
 
 log = logging.getLogger(__name__)
 
@@ -217,78 +223,63 @@ def fp32_consumers_read_fp32(path: Path, quantised_types: set[str]) -> int:
     return _read_unrounded(path, choose)
 
 
-def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
-                         transformer: bool, fused: bool, keep_fp32: Sequence[str] = ()) -> QuantizeResult:
-    """Quantise `src` into `dst`; nodes named in `keep_fp32` stay FP32 (accuracy recovery uses this)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+@dataclass
+class QdqPlan:
+    """What the INT8 steps learn on the way to the quantiser (step rule 5)."""
 
+    per_channel_ok: bool = True  # rule 1: the graph is at opset 13 or above
+    gelu_fed: list[str] = field(default_factory=list)  # rule 4
+    split: Split = field(default_factory=Split)  # rule 4
+    kept: list[str] = field(default_factory=list)  # rule 5: the recovery's FP32 nodes and what feeds only them
+
+
+@step("upgrade opset")
+def upgrade_opset(inp: StepInput) -> StepResult:
+    """Rule 1."""
     notes: list[str] = []
-    upgraded, per_channel_ok = _upgrade_opset(src, workdir / "opset13.onnx", notes)
-    prepared = _pre_process(upgraded, workdir / "preprocessed.onnx", fused, notes)
-    folded = fold_shapes(prepared, workdir / "folded.onnx")
-    prepared = folded.path
-    notes += folded.notes
-    per_channel = profile.per_channel and per_channel_ok
-    calibration_method = profile.calibration_method
-    shapes = {tuple(v.shape for v in f.values()) for f in calibration}
-    if calibration_method != "minmax" and len(shapes) > 1:
-        notes.append(f"{calibration_method} calibration needs equal-shape samples; these vary in length, so min/max was used")
-        calibration_method = "minmax"
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[calibration_method]
-    prepared_model = onnx.load(str(prepared), load_external_data=False)
-    input_names = {i.name for i in prepared_model.graph.input}
-    gelu_fed = gelu_fed_matmuls(prepared_model) if transformer else []
-    split = Split()
-    if gelu_fed and profile.split_outliers:
-        prepared, split = split_outlier_channels(prepared, workdir / "outliers.onnx",
-                                                 [n for n in gelu_fed if n not in keep_fp32], calibration)
-        prepared_model = onnx.load(str(prepared), load_external_data=False)
-    excluded = (activation_only_nodes(prepared_model) + [n for n in gelu_fed if n not in split.split] + split.fp32_nodes
-                if transformer else [])
-    kept = _with_feeding_activations(prepared_model, keep_fp32)
-    excluded += [name for name in kept if name not in excluded]
-    settings = {
-        "format": "QDQ",
-        "weights": "int8, symmetric, " + ("per-channel" if per_channel else "per-tensor"),
-        "activations": f"uint8, {profile.activations}",
-        "calibration": f"{calibration_method}{' (moving average)' if calibration_method == 'minmax' else ''}, {len(calibration)} samples",
-        "operators": ", ".join(TRANSFORMER_OPS) if transformer else "all supported",
-        "kept_fp32": (f"{len(excluded)} nodes: MatMuls of two activations, activation Gathers, "
-                      + ("the outlier channels of MatMuls fed by GELU" if split.split else "MatMuls fed by GELU")
-                      if excluded else "none"),
-    }
-    if folded.changed:
-        settings["shape_arithmetic"] = folded.describe()
-    if split.split:
-        settings["outlier_channels"] = split.describe()
-    def run(quantize_bias: bool) -> None:
-        quantize_static(
-            str(prepared),
-            str(dst),
-            _Reader(calibration, input_names),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            op_types_to_quantize=TRANSFORMER_OPS if transformer else None,
-            nodes_to_exclude=excluded,
-            extra_options={
-                "ActivationSymmetric": profile.activations == "symmetric",
-                "WeightSymmetric": True,
-                "CalibTensorRangeSymmetric": profile.activations == "symmetric",
-                "CalibMovingAverage": True,
-                "QuantizeBias": quantize_bias,
-                # A weight MatMul's output stays FP32 (ONNX Runtime runs DQ->MatMul as MatMulIntegerToFloat):
-                # requantising it to UINT8 rounds the feed-forward outputs, whose range is the widest.
-                **({"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]} if transformer else {}),
-            },
-        )
+    path, per_channel_ok = _upgrade_opset(inp.path, inp.work / "opset13.onnx", notes)
+    inp.state.get(QdqPlan).per_channel_ok = per_channel_ok
+    return StepResult(path, notes=notes)
 
+
+@step("pre-process")
+def pre_process(inp: StepInput) -> StepResult:
+    """Rule 2."""
+    notes: list[str] = []
+    return StepResult(_pre_process(inp.path, inp.work / "preprocessed.onnx", False, notes), notes=notes)
+
+
+@step("split outliers")
+def split_outliers(inp: StepInput) -> StepResult:
+    """Rule 4: find a transformer's MatMuls fed by GELU; with the profile's `split_outliers`, move their
+    outlier input channels into an FP32 part."""
+    b, plan = inp.build, inp.state.get(QdqPlan)
+    model = onnx.load(str(inp.path), load_external_data=False)
+    plan.gelu_fed = gelu_fed_matmuls(model) if b.transformer else []
+    if not (plan.gelu_fed and b.profile.split_outliers):
+        return StepResult(inp.path)
+    path, plan.split = split_outlier_channels(inp.path, inp.work / "outliers.onnx",
+                                              [n for n in plan.gelu_fed if n not in b.keep_fp32], b.calibration)
+    return StepResult(path, {"outlier_channels": plan.split.describe()} if plan.split.split else {})
+
+
+@step("quantise QDQ")
+def quantise_qdq(inp: StepInput) -> StepResult:
+    """Rules 3, 5 and 6: static INT8 QDQ into the artifact."""
+    b, plan = inp.build, inp.state.get(QdqPlan)
+    model = onnx.load(str(inp.path), load_external_data=False)
+    excluded = (activation_only_nodes(model) + [n for n in plan.gelu_fed if n not in plan.split.split]
+                + plan.split.fp32_nodes if b.transformer else [])
+    plan.kept = _with_feeding_activations(model, b.keep_fp32)
+    excluded += [name for name in plan.kept if name not in excluded]
+    notes: list[str] = []
+    method = _calibration_method(b.profile, b.calibration, notes)
+    settings = _qdq_settings(b, plan, method, excluded)
+    config = QdqConfig(per_channel=b.profile.per_channel and plan.per_channel_ok, method=method,
+                       symmetric=b.profile.activations == "symmetric", transformer=b.transformer, excluded=excluded)
     try:
         try:
-            run(quantize_bias=True)
+            quantize_static_qdq(inp.path, b.artifact, b.calibration, {i.name for i in model.graph.input}, config, True)
         except Exception as exc:
             # A bias initializer shared between nodes (exporters deduplicate equal tensors) cannot be
             # given one int32 scale; keeping biases FP32 is the faithful way round it.
@@ -296,22 +287,117 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
                 raise
             notes.append(f"biases kept FP32: {str(exc).splitlines()[0]}")
             settings["biases"] = "fp32"
-            run(quantize_bias=False)
+            quantize_static_qdq(inp.path, b.artifact, b.calibration, {i.name for i in model.graph.input}, config, False)
     except Exception as exc:
         raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
-    if keep_fp32:
-        strip_rounding_before(dst, set(kept))
-    if transformer:
-        unrounded = fp32_consumers_read_fp32(dst, set(TRANSFORMER_OPS))
-        if unrounded:
-            settings["fp32_consumers"] = f"{unrounded} FP32 inputs read unrounded (residual adds of quantised tensors)"
-    if split.split:
-        quantised = {n.name for n in _dq_fed(onnx.load(str(dst), load_external_data=False))}
-        missed = [name for name in split.split if name not in quantised]
-        if missed:  # the quantiser skips a tensor it cannot type: say so, never claim INT8 that is not
-            notes.append(f"{len(missed)} of {len(split.split)} split MatMuls fed by GELU were left FP32 by the quantiser")
-            settings["outlier_channels"] += f"; {len(missed)} left FP32 by the quantiser"
-    return QuantizeResult(dst, notes, settings)
+    _check_split(b.artifact, plan.split, settings, notes)
+    return StepResult(b.artifact, settings, notes)
+
+
+@step("strip rounding")
+def strip_rounding(inp: StepInput) -> StepResult:
+    """Rule 7: the inputs of the nodes kept FP32 by recovery are not rounded."""
+    strip_rounding_before(inp.path, set(inp.state.get(QdqPlan).kept))
+    return StepResult(inp.path)
+
+
+@step("FP32 consumers read FP32")
+def fp32_consumers(inp: StepInput) -> StepResult:
+    """Rule 8."""
+    unrounded = fp32_consumers_read_fp32(inp.path, set(TRANSFORMER_OPS))
+    return StepResult(inp.path, {"fp32_consumers": f"{unrounded} FP32 inputs read unrounded (residual adds of "
+                                                   "quantised tensors)"} if unrounded else {})
+
+
+def qdq_steps(inputs: BuildInputs) -> list[Step]:
+    """The INT8 QDQ recipe, in the order of the rules: the artifact is a QDQ graph any ONNX Runtime runs."""
+    return ([upgrade_opset, pre_process, fold_shapes_step, split_outliers, quantise_qdq]
+            + ([strip_rounding] if inputs.keep_fp32 else []) + ([fp32_consumers] if inputs.transformer else []))
+
+
+def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
+                         transformer: bool, keep_fp32: Sequence[str] = ()) -> QuantizeResult:
+    """Quantise `src` into `dst` with the INT8 QDQ recipe, from Python; nodes named in `keep_fp32` stay FP32."""
+    # The INT8 steps read no target: a compile's BuildInputs carries one for the runtime's recipe.
+    inputs = BuildInputs(target=None, profile=profile, precision="int8", onnx=src, original_onnx=src,  # type: ignore[arg-type]
+                         calibration=calibration, transformer=transformer, model_config=None, static=None,
+                         workdir=workdir, artifact=dst, keep_fp32=tuple(keep_fp32))
+    result = run_recipe(qdq_steps(inputs), inputs)
+    return QuantizeResult(result.artifact, result.notes, result.settings)
+
+
+@dataclass(frozen=True)
+class QdqConfig:
+    per_channel: bool
+    method: str  # minmax, percentile or entropy
+    symmetric: bool  # activations
+    transformer: bool
+    excluded: list[str]
+
+
+def quantize_static_qdq(src: Path, dst: Path, calibration: list[Feed], input_names: set[str], config: QdqConfig,
+                        quantize_bias: bool) -> None:
+    """ONNX Runtime's static quantiser with the settings of rule 3."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(calibration, input_names),
+        quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                          "entropy": CalibrationMethod.Entropy}[config.method],
+        op_types_to_quantize=TRANSFORMER_OPS if config.transformer else None,
+        nodes_to_exclude=config.excluded,
+        extra_options={
+            "ActivationSymmetric": config.symmetric,
+            "WeightSymmetric": True,
+            "CalibTensorRangeSymmetric": config.symmetric,
+            "CalibMovingAverage": True,
+            "QuantizeBias": quantize_bias,
+            # A weight MatMul's output stays FP32 (ONNX Runtime runs DQ->MatMul as MatMulIntegerToFloat):
+            # requantising it to UINT8 rounds the feed-forward outputs, whose range is the widest.
+            **({"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]} if config.transformer else {}),
+        },
+    )
+
+
+def _calibration_method(profile: Profile, calibration: list[Feed], notes: list[str]) -> str:
+    """Rule 6: histogram calibration needs equal-shape samples."""
+    shapes = {tuple(v.shape for v in f.values()) for f in calibration}
+    if profile.calibration_method != "minmax" and len(shapes) > 1:
+        notes.append(f"{profile.calibration_method} calibration needs equal-shape samples; these vary in length, "
+                     "so min/max was used")
+        return "minmax"
+    return profile.calibration_method
+
+
+def _qdq_settings(b: BuildInputs, plan: QdqPlan, method: str, excluded: list[str]) -> dict[str, str]:
+    per_channel = b.profile.per_channel and plan.per_channel_ok
+    return {
+        "format": "QDQ",
+        "weights": "int8, symmetric, " + ("per-channel" if per_channel else "per-tensor"),
+        "activations": f"uint8, {b.profile.activations}",
+        "calibration": f"{method}{' (moving average)' if method == 'minmax' else ''}, {len(b.calibration)} samples",
+        "operators": ", ".join(TRANSFORMER_OPS) if b.transformer else "all supported",
+        "kept_fp32": (f"{len(excluded)} nodes: MatMuls of two activations, activation Gathers, "
+                      + ("the outlier channels of MatMuls fed by GELU" if plan.split.split else "MatMuls fed by GELU")
+                      if excluded else "none"),
+    }
+
+
+def _check_split(artifact: Path, split: Split, settings: dict[str, str], notes: list[str]) -> None:
+    """The quantiser skips a tensor it cannot type: say so, never claim INT8 that is not."""
+    if not split.split:
+        return
+    quantised = {n.name for n in _dq_fed(onnx.load(str(artifact), load_external_data=False))}
+    missed = [name for name in split.split if name not in quantised]
+    if missed:
+        notes.append(f"{len(missed)} of {len(split.split)} split MatMuls fed by GELU were left FP32 by the quantiser")
+        settings["outlier_channels"] = f"{split.describe()}; {len(missed)} left FP32 by the quantiser"
 
 
 def _dq_fed(model: onnx.ModelProto) -> list[onnx.NodeProto]:

@@ -36,6 +36,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .base import StepInput, StepResult, step
+
 log = logging.getLogger(__name__)
 
 MAX_FOLDED_ELEMENTS = 4096
@@ -474,3 +476,11 @@ def fold_shapes(src: Path, dst: Path) -> FoldResult:
         onnx.save(model, str(dst))
         result.path = dst
     return result
+
+
+@step("fold shapes")
+def fold_shapes_step(inp: StepInput) -> StepResult:
+    """The graph with its shape arithmetic folded into constants, in the work folder (the graph itself,
+    unchanged, when nothing folds)."""
+    folded = fold_shapes(inp.path, inp.work / "folded.onnx")
+    return StepResult(folded.path, {"shape_arithmetic": folded.describe()} if folded.changed else {}, folded.notes)
