@@ -413,108 +413,169 @@ def synthetic_feed(specs: list[InputSpec], rng: np.random.Generator, vocab_size:
     return feed
 
 
-def build_samples(
-    specs: list[InputSpec],
-    modality: str,
-    data: Path | None,
-    n_calib: int,
-    n_eval: int,
-    seed: int,
-    sequence_length: int,
-    tokenizer=None,
-    image_processor: Callable | None = None,
-    max_length: int = 512,
-    label_space: LabelSpace | None = None,
-    text_column: str = "text",
-    label_column: str | None = None,
-) -> Samples:
-    """All the feeds a compile needs, from `--data` or the built-in fallbacks.
+def decide_modality(declared: str, specs: list[InputSpec], tokenizer=None) -> str:
+    """The one place a model's kind of input is decided (a task family may decide otherwise):
+    a Hugging Face model's is declared by its task and config (`declared`, "text" or "image"); an ONNX
+    file's ("tensor" declared) is text when a tokenizer sits beside it, image when its only input is a
+    4-D float tensor, else tensor."""
+    if declared != "tensor":
+        return declared
+    if tokenizer is not None:
+        return "text"
+    if len(specs) == 1 and len(specs[0].shape) == 4 and specs[0].dtype.kind == "f":
+        return "image"
+    return "tensor"
 
-    `label_space`: the classifier's classes, to resolve labels found in `--data`; None for a model that
-    is not a classifier (labels are then ignored and `ignored_labels` is set).
-    """
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What a compile asks of its samples: the inputs, where the data is and how many of each."""
+
+    specs: list[InputSpec]
+    modality: str  # decided once (decide_modality)
+    data: Path | None
+    n_calib: int
+    n_eval: int
+    seed: int
+    sequence_length: int
+    tokenizer: Any = None
+    image_processor: Callable | None = None
+    max_length: int = 512
+    label_space: LabelSpace | None = None  # the classifier's classes; None for a model that is not one
+    text_column: str = "text"
+    label_column: str | None = None
+
+
+class _Labels:
+    """Labels found in `--data`, resolved against the classifier's classes (rule 2), with the notes they cause."""
+
+    def __init__(self, req: SampleRequest, notes: list[str]):
+        self.req, self.notes, self.ignored = req, notes, False
+
+    def resolve(self, raw, where: list[str], sorted_names: bool = False) -> list[int] | None:
+        if raw is None:
+            return None
+        if self.req.label_space is None:
+            self.ignored = True
+            return None
+        ids, note = resolve_labels(self.req.data, list(raw), where, self.req.label_space, sorted_names)
+        if note:
+            self.notes.append(note)
+        return ids
+
+    def split(self, items: list, ids: list[int] | None) -> tuple[list, list, list[int] | None]:
+        """(evaluation, calibration, evaluation labels): rule 4."""
+        req = self.req
+        ev_i, cal_i = _split(list(range(len(items))), req.n_eval, req.n_calib, req.seed, self.notes)
+        return [items[i] for i in ev_i], [items[i] for i in cal_i], (None if ids is None else [ids[i] for i in ev_i])
+
+
+def _tag(ids) -> str:
+    return ", labelled" if ids is not None else ""
+
+
+def npz_samples(req: SampleRequest) -> Samples:
+    """`--data` an .npz with one array per input (any model)."""
     notes: list[str] = []
-    ignored: list[bool] = []
-    rng = np.random.default_rng(seed)
-    image_input = next((s for s in specs if len(s.shape) == 4 and s.dtype.kind == "f"), None)
-    if modality == "tensor" and tokenizer is not None:
-        modality = "text"
-    if modality == "tensor" and image_input is not None and len(specs) == 1:
-        modality = "image"
+    labels = _Labels(req, notes)
+    feeds, raw = read_npz(req.data, req.specs)
+    ids = labels.resolve(raw, [f"labels[{i}]" for i in range(len(feeds))])
+    ev, cal, ev_ids = labels.split(feeds, ids)
+    return Samples(cal, ev, ev[0], f"{req.data.name} (.npz, {len(feeds)} samples{_tag(ids)})", False, notes, ev_ids,
+                   labels.ignored)
 
-    def to_image_feed(image):
-        if image_processor is not None:
-            return image_processor(image)
-        return image_feed_plain(image, image_input)
 
-    if data is not None:
-        if not data.exists():
-            raise UsageError(f"--data: no such file or folder: {data}")
-        def resolve(raw, where: list[str], sorted_names: bool = False) -> list[int] | None:
-            if raw is None:
-                return None
-            if label_space is None:
-                ignored.append(True)
-                return None
-            ids, note = resolve_labels(data, list(raw), where, label_space, sorted_names)
-            if note:
-                notes.append(note)
-            return ids
+def _image_feed(req: SampleRequest) -> Callable:
+    if req.image_processor is not None:
+        return req.image_processor
+    spec = next((s for s in req.specs if len(s.shape) == 4 and s.dtype.kind == "f"), None)
+    return lambda image: image_feed_plain(image, spec)
 
-        def split(items: list, ids: list[int] | None) -> tuple[list, list, list[int] | None]:
-            ev_i, cal_i = _split(list(range(len(items))), n_eval, n_calib, seed, notes)
-            return [items[i] for i in ev_i], [items[i] for i in cal_i], (None if ids is None else [ids[i] for i in ev_i])
 
-        tag = lambda ids: ", labelled" if ids is not None else ""  # noqa: E731
-        suffix = data.suffix.lower()
-        if suffix == ".npz":
-            feeds, raw = read_npz(data, specs)
-            ids = resolve(raw, [f"labels[{i}]" for i in range(len(feeds))])
-            ev, cal, ev_ids = split(feeds, ids)
-            return Samples(cal, ev, ev[0], f"{data.name} (.npz, {len(feeds)} samples{tag(ids)})", False, notes, ev_ids, bool(ignored))
-        if data.is_dir():
-            if modality != "image":
-                raise UsageError(f"--data {data}: a folder of images needs an image model; for this {modality} model give {'a text, .jsonl or .csv file or ' if modality == 'text' else ''}an .npz")
-            images = list_images(data)
-            classes = image_classes(data, images)
-            ids = resolve(classes, [f"subfolder '{c}'" for c in classes or []], sorted_names=True)
-            ev, cal, ev_ids = split(images, ids)
-            ev_feeds = [to_image_feed(_open_image(p)) for p in ev]
-            return Samples([to_image_feed(_open_image(p)) for p in cal], ev_feeds, ev_feeds[0],
-                           f"{data.name}/ ({len(images)} images{tag(ids)})", False, notes, ev_ids, bool(ignored))
-        if modality != "text":
-            kind = f"a {suffix} file" if suffix in (".jsonl", ".csv") else "a text file"
-            raise UsageError(f"--data {data}: {kind} needs a text model with a tokenizer; give {'a folder of images or ' if modality == 'image' else ''}an .npz with one array per input")
-        if suffix in (".jsonl", ".csv"):
-            texts, raw, where = (read_jsonl if suffix == ".jsonl" else read_csv)(data, text_column, label_column)
-            ids = resolve(raw, where)
-            ev, cal, ev_ids = split(texts, ids)
-            origin = f"{data.name} ({len(texts)} records{tag(ids)})"
-        else:
-            texts = read_lines(data)
-            ev, cal, ev_ids = split(texts, None)
-            origin = f"{data.name} ({len(texts)} lines)"
-        return Samples(text_feeds(tokenizer, cal, specs, max_length), text_feeds(tokenizer, ev, specs, max_length),
-                       benchmark_text(tokenizer, texts, specs, sequence_length), origin, False, notes, ev_ids, bool(ignored))
+def image_folder_samples(req: SampleRequest) -> Samples:
+    """`--data` a folder of images (image models), ImageFolder subfolders as labels."""
+    data, modality = req.data, req.modality
+    if modality != "image":
+        raise UsageError(f"--data {data}: a folder of images needs an image model; for this {modality} model give "
+                         f"{'a text, .jsonl or .csv file or ' if modality == 'text' else ''}an .npz")
+    notes: list[str] = []
+    labels, to_feed = _Labels(req, notes), _image_feed(req)
+    images = list_images(data)
+    classes = image_classes(data, images)
+    ids = labels.resolve(classes, [f"subfolder '{c}'" for c in classes or []], sorted_names=True)
+    ev, cal, ev_ids = labels.split(images, ids)
+    ev_feeds = [to_feed(_open_image(p)) for p in ev]
+    return Samples([to_feed(_open_image(p)) for p in cal], ev_feeds, ev_feeds[0],
+                   f"{data.name}/ ({len(images)} images{_tag(ids)})", False, notes, ev_ids, labels.ignored)
 
-    if modality == "text":
-        texts = read_lines(CORPUS)
-        ev, cal = _split(texts, n_eval, n_calib, seed, notes)
-        return Samples(text_feeds(tokenizer, cal, specs, max_length), text_feeds(tokenizer, ev, specs, max_length),
-                       benchmark_text(tokenizer, texts, specs, sequence_length),
-                       f"built-in English corpus ({len(texts)} paragraphs)", False, notes)
 
-    notes.append("no --data given: calibration and accuracy figures come from SYNTHETIC inputs; "
-                 "real data (--data) can change both, often a lot for INT8")
-    if modality == "image" and image_processor is not None:
+def text_file_samples(req: SampleRequest) -> Samples:
+    """`--data` a text file, .jsonl or .csv (text models)."""
+    data, suffix = req.data, req.data.suffix.lower()
+    if req.modality != "text":
+        kind = f"a {suffix} file" if suffix in (".jsonl", ".csv") else "a text file"
+        raise UsageError(f"--data {data}: {kind} needs a text model with a tokenizer; give "
+                         f"{'a folder of images or ' if req.modality == 'image' else ''}an .npz with one array per input")
+    notes: list[str] = []
+    labels = _Labels(req, notes)
+    if suffix in (".jsonl", ".csv"):
+        texts, raw, where = (read_jsonl if suffix == ".jsonl" else read_csv)(data, req.text_column, req.label_column)
+        ids = labels.resolve(raw, where)
+        ev, cal, ev_ids = labels.split(texts, ids)
+        origin = f"{data.name} ({len(texts)} records{_tag(ids)})"
+    else:
+        texts = read_lines(data)
+        ev, cal, ev_ids = labels.split(texts, None)
+        origin = f"{data.name} ({len(texts)} lines)"
+    return _text_samples(req, texts, ev, cal, origin, notes, ev_ids, labels.ignored)
+
+
+def corpus_samples(req: SampleRequest) -> Samples:
+    """No `--data`, a text model: the built-in corpus of real English text (rule 3)."""
+    notes: list[str] = []
+    texts = read_lines(CORPUS)
+    ev, cal = _split(texts, req.n_eval, req.n_calib, req.seed, notes)
+    return _text_samples(req, texts, ev, cal, f"built-in English corpus ({len(texts)} paragraphs)", notes)
+
+
+def _text_samples(req: SampleRequest, texts: list[str], ev: list[str], cal: list[str], origin: str, notes: list[str],
+                  ev_ids: list[int] | None = None, ignored: bool = False) -> Samples:
+    tok, specs = req.tokenizer, req.specs
+    return Samples(text_feeds(tok, cal, specs, req.max_length), text_feeds(tok, ev, specs, req.max_length),
+                   benchmark_text(tok, texts, specs, req.sequence_length), origin, False, notes, ev_ids, ignored)
+
+
+def synthetic_samples(req: SampleRequest) -> Samples:
+    """No `--data`, not a text model: synthetic inputs, said so (rule 3); random pictures through an image
+    model's processor."""
+    notes = ["no --data given: calibration and accuracy figures come from SYNTHETIC inputs; "
+             "real data (--data) can change both, often a lot for INT8"]
+    rng = np.random.default_rng(req.seed)
+    if req.modality == "image" and req.image_processor is not None:
         from PIL import Image
 
         def make():
-            pixels = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
-            return image_processor(Image.fromarray(pixels))
+            return req.image_processor(Image.fromarray(rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)))
     else:
         def make():
-            return synthetic_feed(specs, rng)
-    ev = [make() for _ in range(n_eval)]
-    cal = [make() for _ in range(n_calib)]
+            return synthetic_feed(req.specs, rng)
+    ev = [make() for _ in range(req.n_eval)]
+    cal = [make() for _ in range(req.n_calib)]
     return Samples(cal, ev, ev[0], "synthetic inputs (no --data)", True, notes)
+
+
+def samples_for(req: SampleRequest) -> Samples:
+    """All the feeds a compile needs, from `--data` (by its kind) or the fallbacks (by the model's modality)."""
+    if req.data is None:
+        return corpus_samples(req) if req.modality == "text" else synthetic_samples(req)
+    if not req.data.exists():
+        raise UsageError(f"--data: no such file or folder: {req.data}")
+    if req.data.suffix.lower() == ".npz":
+        return npz_samples(req)
+    return image_folder_samples(req) if req.data.is_dir() else text_file_samples(req)
+
+
+def build_samples(specs: list[InputSpec], modality: str, data: Path | None, n_calib: int, n_eval: int, seed: int,
+                  sequence_length: int, **options) -> Samples:
+    """`samples_for` from Python: `modality` as `decide_modality` gives it; `options` are SampleRequest's others."""
+    return samples_for(SampleRequest(specs, modality, data, n_calib, n_eval, seed, sequence_length, **options))

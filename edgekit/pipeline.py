@@ -147,7 +147,7 @@ def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, p
     """The export, the samples and the original's outputs (stages/prepare.py), and the model's task family."""
     request, family = plan.request, tasks.for_task(source.task)
     prep = prepare(source, plan.profile, plan.shapes, plan.data, threads, workdir, progress, store,
-                   family.label_space(source), request.text_column, request.label_column)
+                   family, request.text_column, request.label_column)
     if source.kind == "huggingface":
         check_caps(prep.onnx_fp32, plan.targets, "the exported graph")
     if prep.samples.ignored_labels:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekit import data
-from edgekit.data import build_samples
+from edgekit.data import build_samples, decide_modality
 from edgekit.errors import UsageError
 from edgekit.graph import InputSpec
 
@@ -321,7 +321,7 @@ def test_image_folder(tmp_path, modality):
     folder = tmp_path / "imgs"
     write_images(folder, 5)
     (folder / "notes.txt").write_text("not an image, ignored")
-    s = build_samples([IMAGE_SPEC], modality, folder, 3, 2, 0, 16)
+    s = build_samples([IMAGE_SPEC], decide_modality(modality, [IMAGE_SPEC]), folder, 3, 2, 0, 16)
     assert s.synthetic is False
     assert len(s.evaluation) == 2 and len(s.calibration) == 3
     assert "5 images" in s.origin

@@ -59,3 +59,41 @@ def test_metrics_evaluate_asks_the_family():
     assert metrics.evaluate(ref, flipped, ["logits"], "classifier").top1_agreement == 0.5
     other = metrics.evaluate(ref, flipped, ["logits"], "no such family")
     assert other.top1_agreement is None and other.not_measured["top1_agreement"] == "not a classifier"
+
+
+class FixedPhrases(SignAgreement):
+    """A family that brings its own samples: three phrases, tokenised by the model's own tokenizer."""
+
+    name = "fixed-phrases"
+    PHRASES = ["the first phrase", "a second, longer phrase of words", "three", "and a fourth one"]
+
+    def samples(self, request):
+        from edgekit.data import Samples, text_feeds
+
+        feeds = text_feeds(request.tokenizer, self.PHRASES, request.specs, request.max_length)
+        return Samples(feeds[2:], feeds[:2], feeds[0], "four fixed phrases (the family's own)", False, [])
+
+
+def test_a_family_decides_the_samples(bert_dir, quick_profile, tmp_path):
+    register(FixedPhrases)
+    try:
+        report = edgekit.compile(str(bert_dir), targets=["cpu"], profile=str(quick_profile), output=tmp_path / "out",
+                                 no_bench=True)
+    finally:
+        tasks.unregister("fixed-phrases")
+    assert report.data["origin"] == "four fixed phrases (the family's own)"
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "four fixed phrases (the family's own) — 2 evaluation, 2 calibration samples" in text
+
+
+def test_the_model_input_kind_is_decided_in_one_place():
+    from edgekit.data import decide_modality
+    from edgekit.graph import InputSpec
+
+    image = [InputSpec("pixels", np.dtype(np.float32), (1, 3, 8, 8))]
+    ids = [InputSpec("input_ids", np.dtype(np.int64), (1, 8)), InputSpec("attention_mask", np.dtype(np.int64), (1, 8))]
+    assert decide_modality("text", image) == "text"  # a Hugging Face model's task decides
+    assert decide_modality("tensor", image) == "image"  # an ONNX file: its one 4-D float input
+    assert decide_modality("tensor", ids) == "tensor"
+    assert decide_modality("tensor", ids, tokenizer=object()) == "text"  # a tokenizer beside it
+    assert tasks.for_task(None).modality("tensor", image) == "image"

@@ -2,7 +2,9 @@
 
 1. A Hugging Face model is exported (`stages.export`) and the export checked against PyTorch; an ONNX
    file is used as it is. `--shape` dimensions are written into the graph.
-2. Samples (calibration, evaluation, the benchmark input) come from `--data` or the fallbacks (`data`).
+2. Samples (calibration, evaluation, the benchmark input) are the task family's: it decides the model's
+   kind of input once (`modality`) and builds them (`samples`), by default from `--data` or the fallbacks
+   of `data.py`.
 3. The original runs once on the evaluation samples: every artifact is compared to those outputs.
 4. Steps 1 and 2+3 are build-cache entries (`cache`): "export" (the checked ONNX and preprocessor files)
    and "samples" (the feeds and the original's outputs, per input shapes). When both are cached the
@@ -16,19 +18,22 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .. import cache, graph, safety
+from .. import cache, graph, safety, tasks
 from ..bundle import write_npz
 from ..config import Profile
-from ..data import CORPUS, LabelSpace, Samples, build_samples
+from ..data import CORPUS, LabelSpace, SampleRequest, Samples
 from ..errors import InternalError, UsageError
 from ..runtimes import LazySession, OrtSession, Session, TorchSession, torch_settings
 from ..source import SourceModel
 from . import verify
 from .export import PREPROCESSOR_FILES, check_export, export_huggingface, load_reference
+
+if TYPE_CHECKING:
+    from ..tasks import TaskFamily
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,31 @@ class Prepared:
     # The same samples for other input shapes (a static-shape target's fixed ones), with the original's outputs
     # on them and their cache key: same data, split and seed.
     samples_for: Callable[[list[graph.InputSpec]], tuple[Samples, list, str]] | None = field(default=None, repr=False)
+
+
+class _Preprocessors:
+    """The tokenizer and image processor found beside the model, loaded once and only when asked for."""
+
+    def __init__(self, folder: Path, source: SourceModel):
+        self.folder, self.source, self._loaded = folder, source, None
+
+    def _load(self) -> tuple[Any, Callable | None]:
+        if self._loaded is None:
+            has_tokenizer = any(self.folder.glob("tokenizer*.json"))
+            wanted = self.source.kind == "huggingface" or has_tokenizer
+            self._loaded = _load_preprocessors(self.folder, self.source.modality) if wanted else (None, None)
+        return self._loaded
+
+    def tokenizer(self):
+        return self._load()[0]
+
+    def request(self, specs: list[graph.InputSpec], modality: str, data: Path | None, profile: Profile,
+                label_space: LabelSpace | None, text_column: str, label_column: str | None) -> SampleRequest:
+        tokenizer, image_processor = self._load()
+        return SampleRequest(specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
+                             profile.sequence_length, tokenizer, image_processor,
+                             min(getattr(tokenizer, "model_max_length", 512) or 512, 512), label_space,
+                             text_column, label_column)
 
 
 def _load_preprocessors(folder: Path, modality: str):
@@ -138,69 +168,71 @@ def _load_samples(path: Path, meta: dict[str, Any]) -> tuple[Samples, list]:
     return samples, outputs
 
 
+@dataclass
+class _Export:
+    onnx: Path
+    preprocess_dir: Path
+    torch_model: Any = None  # the exported PyTorch module, when this build exported it
+    key: str = ""  # the build-cache key to store the export under, once checked
+    error: float | None = None  # the export check's largest difference, when it was reused
+
+
+def _export(source: SourceModel, env: dict, model_digest: str, workdir: Path, progress, store: cache.BuildCache) -> _Export:
+    """Rule 1: an ONNX file as it is, a Hugging Face model exported (or its export reused from the cache)."""
+    if source.kind != "huggingface":
+        return _Export(source.path, source.path.parent)
+    key = cache.key("export", {"env": env, "source": model_digest, "task": source.task,
+                               "library": source.library, "remote_code": source.trust_remote_code})
+    folder = workdir / "export"
+    cached = store.fetch("export", key, folder)
+    if cached is not None:
+        progress.stage(f"export {source.location} ({source.task}) to ONNX: reused from the build cache")
+        return _Export(folder / "model.onnx", folder, key=key, error=cached["export_check_max_abs_error"])
+    progress.stage(f"export {source.location} ({source.task}) to ONNX")
+    with muted():
+        export = export_huggingface(source, workdir)
+    return _Export(export.folder / "model.onnx", export.folder, export, key)
+
+
+def _reference(source: SourceModel, export: _Export, output_names: list[str], threads: int) -> Session:
+    """Rule 3: what every artifact is compared with: ONNX Runtime on an ONNX file, else PyTorch (loaded
+    only when needed, when the export came from the cache)."""
+    if source.kind == "onnx":
+        try:
+            return OrtSession(source.path, threads)
+        except InternalError as exc:
+            raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
+    if export.torch_model is not None:
+        return TorchSession(export.torch_model.model, export.torch_model.library, output_names, threads)
+    return LazySession(lambda: load_reference(source, output_names, threads), "pytorch", output_names,
+                       torch_settings(threads))
+
+
 def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, ...]], data: Path | None,
-            threads: int, workdir: Path, progress, store: cache.BuildCache, label_space: LabelSpace | None = None,
+            threads: int, workdir: Path, progress, store: cache.BuildCache, family: "TaskFamily | None" = None,
             text_column: str = "text", label_column: str | None = None) -> Prepared:
-    env = cache.environment()
-    model_digest = source_digest(source)
-    export_error = None
-    torch_model = None  # the exported PyTorch module, when this build exported it
-    output_names: list[str] = []
-    if source.kind == "huggingface":
-        export_key = cache.key("export", {"env": env, "source": model_digest, "task": source.task,
-                                          "library": source.library, "remote_code": source.trust_remote_code})
-        folder = workdir / "export"
-        cached = store.fetch("export", export_key, folder)
-        if cached is not None:
-            progress.stage(f"export {source.location} ({source.task}) to ONNX: reused from the build cache")
-            export_error = cached["export_check_max_abs_error"]
-        else:
-            progress.stage(f"export {source.location} ({source.task}) to ONNX")
-            with muted():
-                export = export_huggingface(source, workdir)
-            folder, torch_model = export.folder, export
-        onnx_path, preprocess_dir = folder / "model.onnx", folder
-    else:
-        onnx_path, preprocess_dir = source.path, source.path.parent
-    model = graph.load(onnx_path)
+    family = family or tasks.for_task(source.task)
+    env, model_digest = cache.environment(), source_digest(source)
+    export = _export(source, env, model_digest, workdir, progress, store)
+    model = graph.load(export.onnx)
     specs = graph.resolve_shapes(graph.input_specs(model), shapes)
     safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
     if source.kind == "onnx":
         graph.require_static(specs)
-        try:
-            reference: Session = OrtSession(source.path, threads)
-        except InternalError as exc:
-            raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
-    else:
-        output_names = [o.name for o in model.graph.output]
-        if torch_model is not None:
-            reference = TorchSession(torch_model.model, torch_model.library, output_names, threads)
-        else:
-            reference = LazySession(lambda: load_reference(source, output_names, threads), "pytorch", output_names,
-                                    torch_settings(threads))
+    reference = _reference(source, export, [o.name for o in model.graph.output] if source.kind != "onnx" else [], threads)
+    onnx_path = export.onnx
     if shapes:
         model = graph.apply_shapes(model, specs)
-        fixed = workdir / "fixed_shapes.onnx"
-        graph.onnx.save(model, str(fixed))
-        onnx_path = fixed
+        onnx_path = workdir / "fixed_shapes.onnx"
+        graph.onnx.save(model, str(onnx_path))
     transformer = graph.looks_like_transformer(model)
     del model
-    modality = source.modality
-    preprocessors: list = []
-
-    def load_preprocessors():
-        if not preprocessors:
-            preprocessors.extend(_load_preprocessors(preprocess_dir, modality))
-        return preprocessors
-
-    has_tokenizer = any(preprocess_dir.glob("tokenizer*.json"))
-    if source.kind == "onnx":
-        tokenizer, image_processor = load_preprocessors() if has_tokenizer else (None, None)
-        if tokenizer is None and image_processor is None:
-            modality = "tensor"
-    data_digest = cache.content_digest(data) if data is not None else cache.content_digest(CORPUS)
-    base_key = {"env": env, "model": model_digest, "shapes": shapes, "data": data_digest, "modality": modality,
-                "text_column": text_column, "label_column": label_column, "labels": label_space, "threads": threads,
+    preprocessors = _Preprocessors(export.preprocess_dir, source)
+    modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.kind == "onnx" else None)
+    base_key = {"env": env, "model": model_digest, "shapes": shapes,
+                "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
+                "modality": modality, "text_column": text_column, "label_column": label_column,
+                "labels": family.label_space(source), "threads": threads,
                 "profile": {k: getattr(profile, k) for k in ("calibration_samples", "eval_samples", "seed", "sequence_length")}}
 
     def samples_for(for_specs: list[graph.InputSpec]) -> tuple[Samples, list, str]:
@@ -209,13 +241,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         meta = store.fetch("samples", digest, folder)
         if meta is not None:
             return (*_load_samples(folder / SAMPLES_FILE, meta), digest)
-        tokenizer, image_processor = load_preprocessors() if source.kind == "huggingface" or has_tokenizer else (None, None)
-        samples = build_samples(
-            for_specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
-            profile.sequence_length, tokenizer=tokenizer, image_processor=image_processor,
-            max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512),
-            label_space=label_space, text_column=text_column, label_column=label_column,
-        )
+        samples = family.samples(preprocessors.request(for_specs, modality, data, profile, base_key["labels"],
+                                                       text_column, label_column))
         progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples")
         outputs = verify.run_all(reference, samples.evaluation)
         folder.mkdir(parents=True, exist_ok=True)
@@ -227,10 +254,19 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     samples, reference_outputs, samples_key = samples_for(specs)
     for note in samples.notes:
         progress.note(note)
-    if torch_model is not None:  # exported by this build: check it, then keep it for the next
-        progress.stage("check the ONNX export against PyTorch")
-        export_error = check_export(reference, OrtSession(folder / "model.onnx", threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
-        store.store("export", export_key, {p.name: p for p in sorted(folder.iterdir()) if p.is_file()},
-                    {"export_check_max_abs_error": export_error})
-    return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs, preprocess_dir,
-                    transformer, export_error, modality, samples_key, samples_for)
+    export_error = _check_export(export, reference, samples, threads, progress, store)
+    return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs,
+                    export.preprocess_dir, transformer, export_error, modality, samples_key, samples_for)
+
+
+def _check_export(export: _Export, reference: Session, samples: Samples, threads: int, progress,
+                  store: cache.BuildCache) -> float | None:
+    """Rule 1: an export made by this build is checked against PyTorch, then kept in the cache for the next."""
+    if export.torch_model is None:
+        return export.error
+    progress.stage("check the ONNX export against PyTorch")
+    error = check_export(reference, OrtSession(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
+    folder = export.onnx.parent
+    store.store("export", export.key, {p.name: p for p in sorted(folder.iterdir()) if p.is_file()},
+                {"export_check_max_abs_error": error})
+    return error

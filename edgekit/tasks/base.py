@@ -10,7 +10,11 @@ Rules:
    about the samples, once the original ran on them), `evaluate(expected, outputs, output_names, labels,
    masks)` (the fidelity figures and the task's own metrics of one artifact) and `workload(samples)` (the
    feed the benchmark times: one forward pass today; a generation loop is a family's to define).
-4. The core (pipeline.py, build.py) asks the family and never branches on a task's name.
+4. Samples are the family's too: `modality(declared, specs, tokenizer)` decides once what kind of input
+   the model takes, and `samples(request)` builds the calibration, evaluation and benchmark feeds
+   (by default from `--data` or the fallbacks of `data.py`: text, images, tensors). A family whose
+   inputs are none of these (speech, prompts) overrides both.
+5. The core (pipeline.py, build.py) asks the family and never branches on a task's name.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..data import LabelSpace, Samples
+    from ..data import LabelSpace, SampleRequest, Samples
+    from ..graph import InputSpec
     from ..runtimes.base import Feed
     from ..source import SourceModel
     from ..stages.metrics import TaskMetrics
@@ -43,6 +48,18 @@ class TaskFamily:
 
     def label_space(self, source: "SourceModel") -> "LabelSpace | None":
         return None
+
+    def modality(self, declared: str, specs: "list[InputSpec]", tokenizer: Any = None) -> str:
+        """The kind of input the model takes, decided once per compile (rule 4)."""
+        from ..data import decide_modality
+
+        return decide_modality(declared, specs, tokenizer)
+
+    def samples(self, request: "SampleRequest") -> "Samples":
+        """Calibration, evaluation and benchmark feeds (rule 4)."""
+        from ..data import samples_for
+
+        return samples_for(request)
 
     def check(self, samples: "Samples", reference_outputs: list, data: Path | None) -> None:
         """Usage errors about the samples, found once the original ran on them."""
