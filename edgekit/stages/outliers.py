@@ -121,39 +121,46 @@ def split_outlier_channels(src: Path, dst: Path, names: Sequence[str], calibrati
         channels = outlier_channels(peaks[node.input[0]]) if peaks[node.input[0]].size == weight.shape[0] else []
         if not channels:
             continue
-        prefix = f"{node.name}/outliers"
-        mask = np.ones(weight.shape[0], dtype=weight.dtype)
-        mask[channels] = 0
-        model.graph.initializer.extend([
-            numpy_helper.from_array(mask, f"{prefix}/mask"),
-            numpy_helper.from_array(np.asarray(channels, dtype=np.int64), f"{prefix}/channels"),
-            numpy_helper.from_array(np.ascontiguousarray(weight[channels]), f"{prefix}/weight"),
-        ])
-        x, y = node.input[0], node.output[0]
-        gather = helper.make_node("Gather", [x, f"{prefix}/channels"], [f"{prefix}/x"], axis=-1, name=f"{prefix}/Gather")
-        fp32 = helper.make_node("MatMul", [f"{prefix}/x", f"{prefix}/weight"], [f"{prefix}/y"], name=f"{prefix}/MatMul")
-        masked = helper.make_node("Mul", [x, f"{prefix}/mask"], [f"{prefix}/x_rest"], name=f"{prefix}/Mul")
-        node.input[0], node.output[0] = f"{prefix}/x_rest", f"{node.name}/rest"
-        bias_add = _bias_add(model, y, initializers)
-        if bias_add is not None:  # rest + bias first, then the FP32 part: the INT8 MatMul keeps its bias next to it
-            after, total_out = bias_add, bias_add.output[0]
-            bias_add.input[list(bias_add.input).index(y)] = f"{node.name}/rest"
-            bias_add.output[0] = f"{node.name}/rest_biased"
-            total = helper.make_node("Add", [f"{node.name}/rest_biased", f"{prefix}/y"], [total_out], name=f"{prefix}/Add")
-        else:
-            after = node
-            total = helper.make_node("Add", [f"{node.name}/rest", f"{prefix}/y"], [y], name=f"{prefix}/Add")
-        at = list(model.graph.node).index(node)
-        for offset, new in enumerate((gather, fp32, masked)):
-            model.graph.node.insert(at + offset, new)
-        model.graph.node.insert(list(model.graph.node).index(after) + 1, total)
-        # Typed, so the quantiser knows them even where shape inference stops (it skips what it cannot type).
-        model.graph.value_info.extend(helper.make_tensor_value_info(name, initializers[node.input[1]].data_type, None)
-                                      for name in (f"{prefix}/x", f"{prefix}/y", f"{prefix}/x_rest", f"{node.name}/rest")
-                                      + ((f"{node.name}/rest_biased",) if bias_add is not None else ()))
+        result.fp32_nodes += _split_one(model, node, weight, channels, initializers)
         result.split[node.name] = channels
-        result.fp32_nodes += [gather.name, fp32.name]
     if not result.split:
         return src, result
     onnx.save(model, str(dst))
     return dst, result
+
+
+def _split_one(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.ndarray, channels: list[int],
+               initializers: dict) -> list[str]:
+    """Rewrite one MatMul: its `channels` go through an FP32 Gather+MatMul, the rest through it, masked
+    (rule 3). Returns the FP32 part's node names."""
+    prefix = f"{node.name}/outliers"
+    mask = np.ones(weight.shape[0], dtype=weight.dtype)
+    mask[channels] = 0
+    model.graph.initializer.extend([
+        numpy_helper.from_array(mask, f"{prefix}/mask"),
+        numpy_helper.from_array(np.asarray(channels, dtype=np.int64), f"{prefix}/channels"),
+        numpy_helper.from_array(np.ascontiguousarray(weight[channels]), f"{prefix}/weight"),
+    ])
+    x, y = node.input[0], node.output[0]
+    gather = helper.make_node("Gather", [x, f"{prefix}/channels"], [f"{prefix}/x"], axis=-1, name=f"{prefix}/Gather")
+    fp32 = helper.make_node("MatMul", [f"{prefix}/x", f"{prefix}/weight"], [f"{prefix}/y"], name=f"{prefix}/MatMul")
+    masked = helper.make_node("Mul", [x, f"{prefix}/mask"], [f"{prefix}/x_rest"], name=f"{prefix}/Mul")
+    node.input[0], node.output[0] = f"{prefix}/x_rest", f"{node.name}/rest"
+    bias_add = _bias_add(model, y, initializers)
+    if bias_add is not None:  # rest + bias first, then the FP32 part: the INT8 MatMul keeps its bias next to it
+        after, total_out = bias_add, bias_add.output[0]
+        bias_add.input[list(bias_add.input).index(y)] = f"{node.name}/rest"
+        bias_add.output[0] = f"{node.name}/rest_biased"
+        total = helper.make_node("Add", [f"{node.name}/rest_biased", f"{prefix}/y"], [total_out], name=f"{prefix}/Add")
+    else:
+        after = node
+        total = helper.make_node("Add", [f"{node.name}/rest", f"{prefix}/y"], [y], name=f"{prefix}/Add")
+    at = list(model.graph.node).index(node)
+    for offset, new in enumerate((gather, fp32, masked)):
+        model.graph.node.insert(at + offset, new)
+    model.graph.node.insert(list(model.graph.node).index(after) + 1, total)
+    # Typed, so the quantiser knows them even where shape inference stops (it skips what it cannot type).
+    model.graph.value_info.extend(helper.make_tensor_value_info(name, initializers[node.input[1]].data_type, None)
+                                  for name in (f"{prefix}/x", f"{prefix}/y", f"{prefix}/x_rest", f"{node.name}/rest")
+                                  + ((f"{node.name}/rest_biased",) if bias_add is not None else ()))
+    return [gather.name, fp32.name]

@@ -234,69 +234,83 @@ class _Folder:
             return self._origin(node.input[0], axis)
         if op in BROADCAST:
             return self._broadcast([(n, axis - len(dims) + self._rank(n)) for n in node.input if n], own)
-        if op == "MatMul":
-            a, b = node.input[0], node.input[1]
-            ra, rb = self._rank(a), self._rank(b)
-            if ra < 2 or rb < 2:
-                return own
-            if axis == len(dims) - 1:
-                return self._origin(b, rb - 1)
-            if axis == len(dims) - 2:
-                return self._origin(a, ra - 2)
-            return self._broadcast([(a, axis - len(dims) + ra), (b, axis - len(dims) + rb)], own)
-        if op == "Transpose":
-            perm = _attribute(node, "perm") or list(reversed(range(len(dims))))
-            return self._origin(node.input[0], int(perm[axis]))
-        if op == "Reshape" and not _attribute(node, "allowzero", 0):
-            target = self._values(node.input[1])
-            if target is None or target[1] != 1 or axis >= len(target[0]):
-                return own
-            element = target[0][axis]
-            if isinstance(element, Dim):
-                return self._origin(element.tensor, element.axis)
-            return self._origin(node.input[0], axis) if element == 0 else own
-        if op == "Slice":  # an axis it does not slice keeps its size
-            axes = self.const.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-            if axes is None:
-                return own
-            rank = self._rank(node.input[0])
-            sliced = {int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)}
-            return own if axis in sliced else self._origin(node.input[0], axis)
-        if op in ("Unsqueeze", "Squeeze"):
-            axes = self._axes(node)
-            if axes is None:
-                return own
-            if op == "Unsqueeze":
-                added = {a + len(dims) if a < 0 else a for a in axes}
-                return own if axis in added else self._origin(node.input[0], axis - sum(a < axis for a in added))
-            rank = self._rank(node.input[0])
-            removed = sorted(a + rank if a < 0 else a for a in axes)
-            for a in removed:
-                axis += a <= axis
+        tracer = _TRACERS.get(op)
+        return tracer(self, node, axis, dims, own) if tracer is not None else own
+
+    def _trace_matmul(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        a, b = node.input[0], node.input[1]
+        ra, rb = self._rank(a), self._rank(b)
+        if ra < 2 or rb < 2:
+            return own
+        if axis == len(dims) - 1:
+            return self._origin(b, rb - 1)
+        if axis == len(dims) - 2:
+            return self._origin(a, ra - 2)
+        return self._broadcast([(a, axis - len(dims) + ra), (b, axis - len(dims) + rb)], own)
+
+    def _trace_transpose(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        perm = _attribute(node, "perm") or list(reversed(range(len(dims))))
+        return self._origin(node.input[0], int(perm[axis]))
+
+    def _trace_reshape(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        if _attribute(node, "allowzero", 0):
+            return own
+        target = self._values(node.input[1])
+        if target is None or target[1] != 1 or axis >= len(target[0]):
+            return own
+        element = target[0][axis]
+        if isinstance(element, Dim):
+            return self._origin(element.tensor, element.axis)
+        return self._origin(node.input[0], axis) if element == 0 else own
+
+    def _trace_slice(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        """An axis a Slice does not slice keeps its size."""
+        axes = self.const.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        if axes is None:
+            return own
+        rank = self._rank(node.input[0])
+        sliced = {int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)}
+        return own if axis in sliced else self._origin(node.input[0], axis)
+
+    def _trace_unsqueeze(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        axes = self._axes(node)
+        if axes is None:
+            return own
+        added = {a + len(dims) if a < 0 else a for a in axes}
+        return own if axis in added else self._origin(node.input[0], axis - sum(a < axis for a in added))
+
+    def _trace_squeeze(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        axes = self._axes(node)
+        if axes is None:
+            return own
+        rank = self._rank(node.input[0])
+        for a in sorted(a + rank if a < 0 else a for a in axes):
+            axis += a <= axis
+        return self._origin(node.input[0], axis)
+
+    def _trace_expand(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        target = self._values(node.input[1])
+        if target is None or target[1] != 1:
+            return own
+        element = target[0][axis - len(dims) + len(target[0])] if axis - len(dims) + len(target[0]) >= 0 else 1
+        axes = [(node.input[0], axis - len(dims) + self._rank(node.input[0]))]
+        if isinstance(element, Dim):
+            axes.append((element.tensor, element.axis))
+        elif element != 1:
+            return ("size", element)
+        return self._broadcast(axes, own)
+
+    def _trace_gather(self, node, axis: int, dims: list, own: tuple) -> tuple:
+        at = _attribute(node, "axis", 0)
+        at = at + self._rank(node.input[0]) if at < 0 else at
+        ri = self._rank(node.input[1])
+        if ri < 0 or at < 0:
+            return own
+        if axis < at:
             return self._origin(node.input[0], axis)
-        if op == "Expand":
-            target = self._values(node.input[1])
-            if target is None or target[1] != 1:
-                return own
-            element = target[0][axis - len(dims) + len(target[0])] if axis - len(dims) + len(target[0]) >= 0 else 1
-            axes = [(node.input[0], axis - len(dims) + self._rank(node.input[0]))]
-            if isinstance(element, Dim):
-                axes.append((element.tensor, element.axis))
-            elif element != 1:
-                return ("size", element)
-            return self._broadcast(axes, own)
-        if op == "Gather":
-            at = _attribute(node, "axis", 0)
-            at = at + self._rank(node.input[0]) if at < 0 else at
-            ri = self._rank(node.input[1])
-            if ri < 0 or at < 0:
-                return own
-            if axis < at:
-                return self._origin(node.input[0], axis)
-            if axis < at + ri:
-                return self._origin(node.input[1], axis - at)
-            return self._origin(node.input[0], axis - ri + 1)
-        return own
+        if axis < at + ri:
+            return self._origin(node.input[1], axis - at)
+        return self._origin(node.input[0], axis - ri + 1)
 
     def _dims(self, tensor: str) -> list | None:
         if tensor in self.const:
@@ -458,6 +472,11 @@ def _prune(body: onnx.GraphProto) -> None:
 
 def _small(dims) -> bool:
     return int(np.prod(dims)) <= MAX_FOLDED_ELEMENTS if len(dims) else True
+
+# Where an axis of each operator's output comes from (beyond the same-shape and broadcasting operators).
+_TRACERS = {"MatMul": _Folder._trace_matmul, "Transpose": _Folder._trace_transpose, "Reshape": _Folder._trace_reshape,
+            "Slice": _Folder._trace_slice, "Unsqueeze": _Folder._trace_unsqueeze, "Squeeze": _Folder._trace_squeeze,
+            "Expand": _Folder._trace_expand, "Gather": _Folder._trace_gather}
 
 
 def fold_shapes(src: Path, dst: Path) -> FoldResult:
