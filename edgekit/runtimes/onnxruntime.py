@@ -138,7 +138,9 @@ def quantise_qdq(inp: StepInput) -> StepResult:
     from ..stages.quantize_ort import quantize_onnxruntime
 
     b = inp.build
-    result = quantize_onnxruntime(inp.path, b.workdir, b.artifact, b.calibration, b.profile, b.transformer, fused=False)
+    with b.progress.task("calibration", len(b.calibration), b.target.name) as advance:
+        result = quantize_onnxruntime(inp.path, b.workdir, b.artifact, b.calibration, b.profile, b.transformer, fused=False,
+                                      on_sample=advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
@@ -284,8 +286,11 @@ def _recover(inputs: RecoveryInputs):
     b, profile = inputs.build, inputs.build.profile
     qdq = b.workdir / QDQ_COPY
     qdq = qdq if qdq.is_file() else inputs.artifact
-    ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8])
+    with b.progress.task("rank layers by sensitivity", None, b.target.name) as advance:
+        ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8],
+                                           lambda k, n: advance(k, total=n))
     candidates = len(recovery.quantised_layers(qdq))
+    limit = max(1, int(profile.recovery_max_fp32_fraction * candidates))
 
     def rebuild(keep: list[str]) -> Path:
         folder = b.workdir / f"recovery-{len(keep)}"
@@ -297,12 +302,19 @@ def _recover(inputs: RecoveryInputs):
     def score(candidate: Path) -> tuple[float, bool]:
         return inputs.score(OrtSession(candidate, inputs.threads, disabled_optimizers=b.target.disabled_optimizers))
 
-    def show(attempt: recovery.Attempt) -> None:
-        inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
-                    f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+    with b.progress.task("recovery attempt", recovery.most_attempts(min(limit, len(ranked)) or 1), b.target.name,
+                         "cosine_min", profile.recovery_seconds) as advance:
+        attempts = 0
 
-    found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before,
-                                  max(1, int(profile.recovery_max_fp32_fraction * candidates)), profile.recovery_seconds, show)
+        def show(attempt: recovery.Attempt) -> None:
+            nonlocal attempts
+            attempts += 1
+            inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
+                        f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+            advance(attempts, figure=attempt.score)
+
+        found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before, limit,
+                                      profile.recovery_seconds, show)
     found.candidates = candidates
     if best is not None and found.kept_fp32:
         shutil.copyfile(best, inputs.artifact)

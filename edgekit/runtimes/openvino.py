@@ -232,7 +232,11 @@ def convert_ir(inp: StepInput) -> StepResult:
 
     b = inp.build
     recipe = dataclasses.replace(b.profile, activations=b.target.activations) if b.target.activations else b.profile
-    result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer)
+    if recipe.precision != "int8":
+        result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer)
+    else:
+        with b.progress.task("calibration", len(b.calibration), b.target.name) as advance:
+            result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer, on_sample=advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
@@ -302,9 +306,10 @@ class OpenVino(Runtime):
 
         b, profile = inputs.build, inputs.build.profile
         preset = "PERFORMANCE" if (b.target.activations or profile.activations) == "symmetric" else "MIXED"
-        return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
-                                profile.budgets.min_cosine, inputs.before, b.transformer, preset,
-                                max(1, int(profile.recovery_seconds // 60)))
+        with b.progress.task("accuracy-control validation", None, b.target.name, "cosine_min") as advance:
+            return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
+                                    profile.budgets.min_cosine, inputs.before, b.transformer, preset,
+                                    max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score))
 
 
 def _why_absent(core: Any, device: str) -> str:

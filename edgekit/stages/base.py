@@ -10,6 +10,9 @@ Rules:
 3. Pre- and post-conditions are typed errors: `StepInputMissing` (the file a step reads is not there) and
    `ArtifactNotWritten` (the recipe ended without writing the artifact). Both are bugs in edgekit (exit 3).
 4. The steps that ran are recorded in the settings as `steps`, in order, so the report lists them.
+5. Progress: `run_recipe` reports each step as it starts (`BuildInputs.progress.step`); a step that runs
+   long reports item k of n through `BuildInputs.progress.task(label, n, target=...)` (calibration sample
+   k of n, recovery attempt k of n with its figure), so no step runs for minutes without a sign of life.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..errors import InternalError
+from ..progress import NullProgress
 
 if TYPE_CHECKING:
     from ..config import Profile, Target
@@ -50,6 +54,7 @@ class BuildInputs:
     static: "StaticShapes | None"
     workdir: Path  # this target's own work folder
     artifact: Path  # where the artifact goes
+    progress: Any = field(default_factory=NullProgress, compare=False)  # where steps report (edgekit/progress.py)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ def run_recipe(steps: list[Step], inputs: BuildInputs) -> RecipeResult:
     for unit in steps:
         if not path.is_file():
             raise StepInputMissing(f"step '{unit.name}': its input {path.name} does not exist")
+        inputs.progress.step(unit.name, inputs.target.name)
         result = unit.run(StepInput(path, inputs))
         path = result.path
         settings.update(result.settings)

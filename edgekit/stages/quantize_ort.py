@@ -22,7 +22,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import onnx
 
@@ -55,14 +55,15 @@ class QuantizeResult:
 class _Reader:
     """onnxruntime's CalibrationDataReader over a list of feeds."""
 
-    def __init__(self, feeds: list[Feed], input_names: set[str]):
+    def __init__(self, feeds: list[Feed], input_names: set[str], on_sample: Callable[[int], None] | None = None):
         self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in feeds]
-        self._index = 0
+        self._index, self._on_sample = 0, on_sample or (lambda k: None)
 
     def get_next(self):
         if self._index >= len(self._feeds):
             return None
         self._index += 1
+        self._on_sample(self._index)  # progress: calibration sample k of n
         return self._feeds[self._index - 1]
 
     def rewind(self):
@@ -218,7 +219,7 @@ def fp32_consumers_read_fp32(path: Path, quantised_types: set[str]) -> int:
 
 
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
-                         transformer: bool, fused: bool, keep_fp32: Sequence[str] = ()) -> QuantizeResult:
+                         transformer: bool, fused: bool, keep_fp32: Sequence[str] = (), on_sample=None) -> QuantizeResult:
     """Quantise `src` into `dst`; nodes named in `keep_fp32` stay FP32 (accuracy recovery uses this)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -266,7 +267,7 @@ def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[
         quantize_static(
             str(prepared),
             str(dst),
-            _Reader(calibration, input_names),
+            _Reader(calibration, input_names, on_sample),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
