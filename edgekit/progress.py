@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Protocol
 
@@ -301,6 +301,11 @@ class _Bars:
         self.rich.update(task_id, completed=state.k, total=state.total if state.total else max(state.k, 1))
         self.rich.stop()
         self.rich = None
+
+
+def task_if(progress, wanted: bool, label: str, total: int | None, target: str | None = None):
+    """`progress.task(label, total, target)` when `wanted`, else a context that yields None (nothing counted)."""
+    return progress.task(label, total, target) if wanted else nullcontext(None)
 
 
 @contextmanager

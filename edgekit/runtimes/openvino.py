@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from ..errors import InternalError, UsageError
+from ..progress import task_if
 from ..stages.base import BuildInputs, Step, StepInput, StepResult, step
 from .base import Feed, RecoveryInputs, Runtime, RuntimeDevices, first_line, register
 
@@ -232,21 +233,19 @@ def convert_ir(inp: StepInput) -> StepResult:
 
     b = inp.build
     recipe = dataclasses.replace(b.profile, activations=b.target.activations) if b.target.activations else b.profile
-    if recipe.precision != "int8":
-        result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer)
-    else:
-        with b.progress.task("calibration", len(b.calibration), b.target.name) as advance:
-            result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer, on_sample=advance)
+    with task_if(b.progress, recipe.precision == "int8", "calibration", len(b.calibration), b.target.name) as advance:
+        result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer, on_sample=advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
 @step("convert for the device")
 def convert_device_ir(inp: StepInput) -> StepResult:
-    from ..stages.openvino_device import convert_openvino_device
+    from ..stages.openvino_device import calibrates, convert_openvino_device
 
     b = inp.build
-    result = convert_openvino_device(inp.path, b.artifact, b.target, b.precision, b.calibration, b.profile, b.transformer,
-                                     b.static)
+    with task_if(b.progress, calibrates(b.target, b.precision), "calibration", len(b.calibration), b.target.name) as advance:
+        result = convert_openvino_device(inp.path, b.artifact, b.target, b.precision, b.calibration, b.profile,
+                                         b.transformer, b.static, advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
