@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -154,8 +155,6 @@ def test_most_attempts_bounds_the_search(limit):
             k = int(path.name)
             made.append(k)
             return (1.0 if k >= need else 0.0), k >= need
-
-        from pathlib import Path
 
         recovery.search([f"l{i}" for i in range(limit)], lambda keep: Path(str(len(keep))), evaluate, 0.0, limit, 60)
         assert len(made) <= recovery.most_attempts(limit), (need, made)
