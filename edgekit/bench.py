@@ -31,7 +31,7 @@ from .request import DEFAULT_TARGETS
 from .devices import recorded_availability
 from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
-from .progress import NullProgress, fraction_bar
+from .progress import NullProgress, rounds
 from .report import latency_json, throughput_json
 from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact, open_recorded
 from .source import DEFAULT_MODEL_ID, resolve_source
@@ -241,7 +241,7 @@ def _measure(plan: _Plan, feed: Feed, batches: list[int], duration: float, progr
         sessions[name], loads[name] = session, load_ms
         memory[name] = max(0.0, benchmark.resident_mb() - before)
     progress.stage(f"measure {len(sessions)} session(s) interleaved for at least {duration:g} s")
-    with fraction_bar(progress, "latency") as on_progress:
+    with rounds(progress, "latency round") as on_progress:
         latencies = benchmark.measure(sessions, feed, 50, duration, max(duration * 3, duration + 10), on_progress)
     latencies = {n: dataclasses.replace(lat, first_ms=first[n]) for n, lat in latencies.items()}
     throughput = {n: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)} for n, lat in latencies.items()}

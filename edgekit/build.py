@@ -121,7 +121,7 @@ def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant 
         calibration=(variant.samples if variant is not None else prep.samples).calibration, transformer=prep.transformer,
         model_config=(prep.source.config or {}) if prep.source.kind == "huggingface" else None,
         static=variant.static if variant is not None else None, workdir=work,
-        artifact=ctx.bundle.folder(target.name) / runtimes.get(target.runtime).artifact_name)
+        artifact=ctx.bundle.folder(target.name) / runtimes.get(target.runtime).artifact_name, progress=ctx.progress)
 
 
 def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[str], bool]:

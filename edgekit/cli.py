@@ -20,6 +20,13 @@ from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError, UsageError
 from .request import DEFAULT_PROFILE, DEFAULT_TARGETS
 
 
+PROGRESS_HELP = ("How progress is shown on stderr: auto (a live bar on a terminal, plain lines otherwise), plain "
+                 "(one line per event), json (one JSON object per line: docs/cli.md) or none. -q means none, "
+                 "except that a JSON stream asked for is kept.")
+progress_option = click.option("--progress", "progress_mode", type=click.Choice(["auto", "plain", "json", "none"]),
+                               default="auto", show_default=True, help=PROGRESS_HELP)
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc)
@@ -95,10 +102,11 @@ def main() -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="With a project: build up to N models at once, in separate processes, as memory allows (default 1).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
+@progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
             seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, trust_remote_code, force,
-            no_cache, no_bench, project, jobs, quiet, debug) -> None:
+            no_cache, no_bench, project, jobs, quiet, progress_mode, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -120,7 +128,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
     with a project, the worst of its models.
     """
     from .pipeline import run
-    from .progress import ConsoleProgress, NullProgress, quiet_libraries
+    from .progress import make_progress, quiet_libraries
     from .project import BuildOptions, project_to_build
     from .request import CompileRequest
 
@@ -134,14 +142,14 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
     except Exception as exc:
         _fail(exc, debug)
     if project_file is not None:
-        _compile_project(click.get_current_context(), project_file, jobs or 1, quiet, debug,
+        _compile_project(click.get_current_context(), project_file, jobs or 1, make_progress(progress_mode, quiet), debug,
                          BuildOptions(no_bench=no_bench, cache=not no_cache, threads=threads, force=force,
                                       require_measured=require_measured, trust_remote_code=trust_remote_code))
         return
     try:
         request = CompileRequest(
             model, targets=targets or DEFAULT_TARGETS, profile=profile, output=output, task=task, shapes=shapes, data=data,
-            threads=threads, progress=NullProgress() if quiet else ConsoleProgress(), text_column=text_column,
+            threads=threads, progress=make_progress(progress_mode, quiet), text_column=text_column,
             label_column=label_column, junit=junit, require_measured=require_measured, trust_remote_code=trust_remote_code,
             force=force, no_bench=no_bench, cache=not no_cache,
             overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
@@ -172,12 +180,11 @@ def _show(report, junit: str | None) -> None:
 
 
 # compile's options that apply to a whole project; every other one describes one model
-_PROJECT_OPTIONS = ("model", "project", "jobs", "threads", "force", "no_cache", "no_bench", "quiet", "debug",
+_PROJECT_OPTIONS = ("model", "project", "jobs", "threads", "force", "no_cache", "no_bench", "quiet", "progress_mode", "debug",
                     "require_measured", "trust_remote_code")
 
 
-def _compile_project(ctx: click.Context, path: Path, jobs: int, quiet: bool, debug: bool, options: BuildOptions) -> None:
-    from .progress import ConsoleProgress, NullProgress
+def _compile_project(ctx: click.Context, path: Path, jobs: int, progress, debug: bool, options: BuildOptions) -> None:
     from .project import build_project, exit_code, load_project, reject_model_options, summary_markdown
 
     given = {p.name: p.opts[-1] for p in ctx.command.params if p.name not in _PROJECT_OPTIONS
@@ -185,7 +192,7 @@ def _compile_project(ctx: click.Context, path: Path, jobs: int, quiet: bool, deb
     try:
         reject_model_options(given, path)
         project = load_project(path)
-        outcomes = build_project(project, jobs, options, NullProgress() if quiet else ConsoleProgress(),
+        outcomes = build_project(project, jobs, options, progress,
                                  say=lambda text: click.echo(f"note: {text}", err=True))
     except KeyboardInterrupt:
         click.echo("interrupted: bundles already written are kept; the others were not written", err=True)
@@ -332,8 +339,10 @@ def _batches(ctx, param, value: str) -> list[int]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: all cores).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write every figure and setting to this JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def bench(path, targets, batches, duration, original, shapes, sequence_length, threads, json_path, quiet, debug) -> None:
+def bench(path, targets, batches, duration, original, shapes, sequence_length, threads, json_path, quiet, progress_mode,
+          debug) -> None:
     """Benchmark a bundle, one artifact, or a model, with the same harness as compile.
 
     \b
@@ -344,12 +353,12 @@ def bench(path, targets, batches, duration, original, shapes, sequence_length, t
     """
     from .bench import bench as run_bench
     from .bundle import write_json
-    from .progress import ConsoleProgress, NullProgress
+    from .progress import make_progress
 
     try:
         shape_map = dict(graph_shape(s) for s in shapes)
         result = run_bench(path, list(targets) or None, batches, duration, original, threads, sequence_length, shape_map,
-                           NullProgress() if quiet else ConsoleProgress())
+                           make_progress(progress_mode, quiet))
         if json_path:
             write_json(Path(json_path), result.to_dict())
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from .devices import probe_all
 from .errors import UsageError
 from .judge import judge, verdict
 from .junit import write_junit
-from .progress import NullProgress, fraction_bar
+from .progress import NullProgress, rounds
 from .report import NO_BENCH, Report, TargetResult
 from .request import CompileRequest, Resolved
 from .runtimes import Feed, Session, default_threads
@@ -76,7 +76,7 @@ def _benchmark(built: list[Built], prep: Prepared, feed: Feed, prof: Profile, pr
                    + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
     sessions: dict[str, Session] = {"original": prep.reference,
                                     **{b.target.name: _own_feed(b.session, b.variant, feed) for b in measured}}
-    with fraction_bar(progress, "benchmark") as on_progress:
+    with rounds(progress, "benchmark round") as on_progress:
         latencies = benchmark.measure(sessions, feed, prof.bench_min_runs, prof.bench_min_seconds,
                                       prof.bench_max_seconds, on_progress)
     first_ms = {"original": float("nan"), **{b.target.name: b.first_ms for b in built}}  # the original ran before it could be timed cold

@@ -373,8 +373,12 @@ class _Named(NullProgress):
     def note(self, text: str) -> None:
         self.inner.note(f"{self.name}: {text}")
 
-    def bar(self, label: str, total: int):
-        return self.inner.bar(label, total)
+    def step(self, name: str, target: str | None = None) -> None:
+        self.inner.step(name, f"{self.name}: {target}" if target else self.name)
+
+    def task(self, label: str, total: int | None, target: str | None = None, figure: str | None = None,
+             bound_s: float | None = None):
+        return self.inner.task(label, total, f"{self.name}: {target}" if target else self.name, figure, bound_s)
 
 
 def _error_prefix(code: int) -> str:

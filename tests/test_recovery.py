@@ -123,7 +123,7 @@ def outlier_data(outlier):
     return path, npz
 
 
-def _compile(outlier_data, tmp_path, enabled: bool, target: str = "cpu"):
+def _compile(outlier_data, tmp_path, enabled: bool, target: str = "cpu", *extra: str):
     import json
 
     from click.testing import CliRunner
@@ -133,7 +133,7 @@ def _compile(outlier_data, tmp_path, enabled: bool, target: str = "cpu"):
     path, npz = outlier_data
     out = tmp_path / "bundle"
     result = CliRunner().invoke(main, ["compile", str(path), "-t", target, "--shape", "x=1,16", "--data", str(npz), "-p",
-                                       str(_profile(tmp_path, enabled)), "-o", str(out), "-q"])
+                                       str(_profile(tmp_path, enabled)), "-o", str(out), "-q", *extra])
     return result, json.loads((out / "report.json").read_text())["targets"][0], out
 
 
@@ -162,3 +162,31 @@ def test_openvino_recovery_through_nncf_accuracy_control(outlier_data, tmp_path)
     assert found["kept_fp32"] == ["/2/Gemm/WithoutBiases"] and found["candidates"] == 3
     assert found["score_before"] < 0.9 <= found["score_after"] == pytest.approx(target["accuracy"]["cosine_min"], abs=1e-6)
     assert "FakeQuantize" in (out / "intel-cpu" / "model.xml").read_text()  # still INT8 elsewhere
+
+
+def test_recovery_reports_each_attempt_as_progress(outlier_data, tmp_path):
+    """No recovery runs silent: the ranking counts layers, each attempt comes with its cosine_min (--progress json)."""
+    import json
+
+    result, target, _ = _compile(outlier_data, tmp_path, True, "cpu", "--progress", "json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    found = target["quantization"]["recovery"]
+    ranking = [e for e in events if e.get("task") == "rank layers by sensitivity"]
+    assert ranking[-1]["event"] == "done" and ranking[-1]["k"] == ranking[-1]["n"] == found["candidates"]
+    attempts = [e for e in events if e.get("task") == "recovery attempt" and e["event"] == "progress"]
+    assert [e["figure"] for e in attempts] == pytest.approx([a["score"] for a in found["attempts"]])
+    assert [e["k"] for e in attempts] == list(range(1, len(found["attempts"]) + 1))
+    assert all(e["k"] <= e["n"] and e["figure_name"] == "cosine_min" and e["target"] == "cpu" and e["eta_s"] <= 60
+               for e in attempts)
+
+
+def test_openvino_recovery_reports_its_validations(outlier_data, tmp_path):
+    import json
+
+    result, target, _ = _compile(outlier_data, tmp_path, True, "intel-cpu", "--progress", "json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    validations = [e for e in events if e.get("task") == "accuracy-control validation"]
+    assert len(validations) >= 3 and validations[-1]["event"] == "done"
+    assert validations[-1]["figure"] == pytest.approx(target["quantization"]["recovery"]["score_after"], abs=1e-6)

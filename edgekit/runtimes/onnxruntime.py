@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from ..errors import InternalError, UsageError
+from ..progress import NullProgress
 from ..stages.base import BuildInputs, Step, StepInput, StepResult, copy_to_artifact, step
 from .base import Availability, Feed, RecoveryInputs, Runtime, RuntimeDevices, first_line, register
 
@@ -268,24 +269,35 @@ def _recover(inputs: RecoveryInputs):
     b, profile = inputs.build, inputs.build.profile
     qdq = b.workdir / QDQ_COPY
     qdq = qdq if qdq.is_file() else inputs.artifact
-    ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8])
+    with b.progress.task("rank layers by sensitivity", None, b.target.name) as advance:
+        ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8],
+                                           lambda k, n: advance(k, total=n))
     candidates = len(recovery.quantised_layers(qdq))
+    limit = max(1, int(profile.recovery_max_fp32_fraction * candidates))
 
     def rebuild(keep: list[str]) -> Path:
         folder = b.workdir / f"recovery-{len(keep)}"
         folder.mkdir(parents=True, exist_ok=True)
-        rebuilt = replace(b, onnx=b.original_onnx, workdir=folder, artifact=folder / "model.onnx", keep_fp32=tuple(keep))
+        rebuilt = replace(b, onnx=b.original_onnx, workdir=folder, artifact=folder / "model.onnx", keep_fp32=tuple(keep),
+                          progress=NullProgress())  # the attempt is the sign of life, not its steps
         return run_recipe(qdq_steps(rebuilt), rebuilt).artifact
 
     def score(candidate: Path) -> tuple[float, bool]:
         return inputs.score(OrtSession(candidate, inputs.threads, disabled_optimizers=b.target.disabled_optimizers))
 
-    def show(attempt: recovery.Attempt) -> None:
-        inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
-                    f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+    with b.progress.task("recovery attempt", recovery.most_attempts(min(limit, len(ranked)) or 1), b.target.name,
+                         "cosine_min", profile.recovery_seconds) as advance:
+        attempts = 0
 
-    found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before,
-                                  max(1, int(profile.recovery_max_fp32_fraction * candidates)), profile.recovery_seconds, show)
+        def show(attempt: recovery.Attempt) -> None:
+            nonlocal attempts
+            attempts += 1
+            inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
+                        f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
+            advance(attempts, figure=attempt.score)
+
+        found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before, limit,
+                                      profile.recovery_seconds, show)
     found.candidates = candidates
     if best is not None and found.kept_fp32:
         shutil.copyfile(best, inputs.artifact)

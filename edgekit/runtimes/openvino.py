@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from ..errors import InternalError, UsageError
+from ..progress import task_if
 from ..stages.base import BuildInputs, Step, StepInput, StepResult, step
 from .base import Feed, RecoveryInputs, Runtime, RuntimeDevices, first_line, register
 
@@ -232,17 +233,19 @@ def convert_ir(inp: StepInput) -> StepResult:
 
     b = inp.build
     recipe = dataclasses.replace(b.profile, activations=b.target.activations) if b.target.activations else b.profile
-    result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer)
+    with task_if(b.progress, recipe.precision == "int8", "calibration", len(b.calibration), b.target.name) as advance:
+        result = convert_openvino(inp.path, b.artifact, b.calibration, recipe, b.transformer, on_sample=advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
 @step("convert for the device")
 def convert_device_ir(inp: StepInput) -> StepResult:
-    from ..stages.openvino_device import convert_openvino_device
+    from ..stages.openvino_device import calibrates, convert_openvino_device
 
     b = inp.build
-    result = convert_openvino_device(inp.path, b.artifact, b.target, b.precision, b.calibration, b.profile, b.transformer,
-                                     b.static)
+    with task_if(b.progress, calibrates(b.target, b.precision), "calibration", len(b.calibration), b.target.name) as advance:
+        result = convert_openvino_device(inp.path, b.artifact, b.target, b.precision, b.calibration, b.profile,
+                                         b.transformer, b.static, advance)
     return StepResult(b.artifact, result.settings, result.notes)
 
 
@@ -302,9 +305,10 @@ class OpenVino(Runtime):
 
         b, profile = inputs.build, inputs.build.profile
         preset = "PERFORMANCE" if (b.target.activations or profile.activations) == "symmetric" else "MIXED"
-        return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
-                                profile.budgets.min_cosine, inputs.before, b.transformer, preset,
-                                max(1, int(profile.recovery_seconds // 60)))
+        with b.progress.task("accuracy-control validation", None, b.target.name, "cosine_min") as advance:
+            return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
+                                    profile.budgets.min_cosine, inputs.before, b.transformer, preset,
+                                    max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score))
 
 
 def _why_absent(core: Any, device: str) -> str:

@@ -12,6 +12,9 @@ Rules:
 4. The steps that ran are recorded in the settings as `steps`, in order, so the report lists them.
 5. What a step learns that a later step of the same recipe needs (besides the graph) goes into
    `StepInput.state`, one typed object per kind (`inp.state.get(QdqPlan)`); it lives for one recipe run.
+6. Progress: `run_recipe` reports each step as it starts (`BuildInputs.progress.step`); a step that runs
+   long reports item k of n through `BuildInputs.progress.task(label, n, target=...)` (calibration sample
+   k of n, recovery attempt k of n with its figure), so no step runs for minutes without a sign of life.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from ..errors import InternalError
+from ..progress import NullProgress
 
 if TYPE_CHECKING:
     from ..config import Profile, Target
@@ -53,6 +57,7 @@ class BuildInputs:
     workdir: Path  # this target's own work folder
     artifact: Path  # where the artifact goes
     keep_fp32: tuple[str, ...] = ()  # nodes the quantiser leaves FP32 (accuracy recovery rebuilds with them)
+    progress: Any = field(default_factory=NullProgress, compare=False)  # where steps report (edgekit/progress.py)
 
 
 T = TypeVar("T")
@@ -135,6 +140,7 @@ def run_recipe(steps: list[Step], inputs: BuildInputs) -> RecipeResult:
     for unit in steps:
         if not path.is_file():
             raise StepInputMissing(f"step '{unit.name}': its input {path.name} does not exist")
+        inputs.progress.step(unit.name, getattr(inputs.target, "name", ""))
         result = unit.run(StepInput(path, inputs, state))
         path = result.path
         settings.update(result.settings)

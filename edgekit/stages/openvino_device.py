@@ -43,12 +43,17 @@ def ir_element_types(xml: Path) -> Counter:
     return sizes
 
 
+def calibrates(target: Target, precision: str) -> bool:
+    """Whether the device build quantises with the calibration samples (rule 4); an NPU's INT8 compresses weights only."""
+    return precision == "int8" and target.device.split(".")[0] != "NPU"
+
+
 def convert_openvino_device(src: Path, dst: Path, target: Target, precision: str, calibration: list[Feed], profile: Profile,
-                            transformer: bool, static: StaticShapes | None) -> QuantizeResult:
+                            transformer: bool, static: StaticShapes | None, on_sample=None) -> QuantizeResult:
     import openvino as ov
 
-    if precision == "int8" and target.device.split(".")[0] != "NPU":
-        result = convert_openvino(src, dst, calibration, profile, transformer)  # rule 4
+    if calibrates(target, precision):
+        result = convert_openvino(src, dst, calibration, profile, transformer, on_sample)  # rule 4
         if static is not None:
             check_ir_static(ov.Core().read_model(str(dst)), target.name)
         return result

@@ -27,7 +27,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import onnx
 
@@ -61,14 +61,15 @@ class QuantizeResult:
 class _Reader:
     """onnxruntime's CalibrationDataReader over a list of feeds."""
 
-    def __init__(self, feeds: list[Feed], input_names: set[str]):
+    def __init__(self, feeds: list[Feed], input_names: set[str], on_sample: Callable[[int], None] | None = None):
         self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in feeds]
-        self._index = 0
+        self._index, self._on_sample = 0, on_sample or (lambda k: None)
 
     def get_next(self):
         if self._index >= len(self._feeds):
             return None
         self._index += 1
+        self._on_sample(self._index)  # progress: calibration sample k of n
         return self._feeds[self._index - 1]
 
     def rewind(self):
@@ -277,19 +278,21 @@ def quantise_qdq(inp: StepInput) -> StepResult:
     settings = _qdq_settings(b, plan, method, excluded)
     config = QdqConfig(per_channel=b.profile.per_channel and plan.per_channel_ok, method=method,
                        symmetric=b.profile.activations == "symmetric", transformer=b.transformer, excluded=excluded)
-    try:
+    names = {i.name for i in model.graph.input}
+    with b.progress.task("calibration", len(b.calibration), getattr(b.target, "name", "")) as advance:
         try:
-            quantize_static_qdq(inp.path, b.artifact, b.calibration, {i.name for i in model.graph.input}, config, True)
+            try:
+                quantize_static_qdq(inp.path, b.artifact, b.calibration, names, config, True, advance)
+            except Exception as exc:
+                # A bias initializer shared between nodes (exporters deduplicate equal tensors) cannot be
+                # given one int32 scale; keeping biases FP32 is the faithful way round it.
+                if "bias" not in str(exc):
+                    raise
+                notes.append(f"biases kept FP32: {str(exc).splitlines()[0]}")
+                settings["biases"] = "fp32"
+                quantize_static_qdq(inp.path, b.artifact, b.calibration, names, config, False, advance)
         except Exception as exc:
-            # A bias initializer shared between nodes (exporters deduplicate equal tensors) cannot be
-            # given one int32 scale; keeping biases FP32 is the faithful way round it.
-            if "bias" not in str(exc):
-                raise
-            notes.append(f"biases kept FP32: {str(exc).splitlines()[0]}")
-            settings["biases"] = "fp32"
-            quantize_static_qdq(inp.path, b.artifact, b.calibration, {i.name for i in model.graph.input}, config, False)
-    except Exception as exc:
-        raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
+            raise InternalError(f"ONNX Runtime quantisation failed: {str(exc).splitlines()[0]}") from exc
     _check_split(b.artifact, plan.split, settings, notes)
     return StepResult(b.artifact, settings, notes)
 
@@ -336,14 +339,14 @@ class QdqConfig:
 
 
 def quantize_static_qdq(src: Path, dst: Path, calibration: list[Feed], input_names: set[str], config: QdqConfig,
-                        quantize_bias: bool) -> None:
+                        quantize_bias: bool, on_sample: Callable[[int], None] | None = None) -> None:
     """ONNX Runtime's static quantiser with the settings of rule 3."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
         str(src),
         str(dst),
-        _Reader(calibration, input_names),
+        _Reader(calibration, input_names, on_sample),
         quant_format=QuantFormat.QDQ,
         per_channel=config.per_channel,
         activation_type=QuantType.QUInt8,

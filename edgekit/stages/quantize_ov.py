@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Callable
 
 from ..config import Profile
 from ..errors import InternalError
@@ -70,7 +71,24 @@ def import_nncf():
     return nncf
 
 
-def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool) -> QuantizeResult:
+def _counted(transform: Callable, n: int, on_sample: Callable[[int], None] | None) -> Callable:
+    """`transform`, telling `on_sample` which sample of the pass (1..n) it transforms."""
+    if on_sample is None:
+        return transform
+    calls = 0
+
+    def counted(item):
+        nonlocal calls
+        calls += 1
+        on_sample((calls - 1) % n + 1)
+        return transform(item)
+
+    return counted
+
+
+def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool,
+                     on_sample: Callable[[int], None] | None = None) -> QuantizeResult:
+    """FP32 or INT8 IR; `on_sample(k)`: calibration sample k of n is fed (NNCF may make several passes)."""
     import openvino as ov
 
     try:
@@ -82,7 +100,8 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
         nncf = import_nncf()
 
         input_names = [next(iter(i.get_names())) for i in model.inputs]
-        dataset = nncf.Dataset(calibration, lambda feed: {k: feed[k] for k in input_names if k in feed})
+        dataset = nncf.Dataset(calibration, _counted(lambda feed: {k: feed[k] for k in input_names if k in feed},
+                                                     len(calibration), on_sample))
         preset = nncf.QuantizationPreset.PERFORMANCE if profile.activations == "symmetric" else nncf.QuantizationPreset.MIXED
         try:
             model = nncf.quantize(

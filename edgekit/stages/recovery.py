@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,9 +134,11 @@ def _score(session, feeds: list[Feed], reference: list[list[np.ndarray]]) -> flo
     return worst
 
 
-def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed]) -> list[tuple[str, float]]:
+def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed],
+                     on_layer: Callable[[int, int], None] | None = None) -> list[tuple[str, float]]:
     """Quantised layers by how much the worst-case output cosine on `feeds` improves when that layer
-    alone goes back to FP32 (largest first). One session per layer; no re-quantisation."""
+    alone goes back to FP32 (largest first). One session per layer; no re-quantisation. `on_layer(k, n)`:
+    layer k of n is ranked."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -148,14 +151,22 @@ def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed]) -> lis
     reference = [reference_session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds]
     base = _score(ort.InferenceSession(str(qdq_path), options, providers=["CPUExecutionProvider"]), feeds, reference)
     ranked = []
-    for layer in quantised_layers(qdq_path):
-        if layer.name not in float_names:
-            continue
+    layers = [layer for layer in quantised_layers(qdq_path) if layer.name in float_names]
+    for layer in layers:
         reverted = _revert(qdq, float_model, layer.name)
         session = ort.InferenceSession(reverted.SerializeToString(), options, providers=["CPUExecutionProvider"])
         ranked.append((layer.name, _score(session, feeds, reference) - base))
+        if on_layer:
+            on_layer(len(ranked), len(layers))
     ranked.sort(key=lambda item: item[1], reverse=True)
     return ranked
+
+
+def most_attempts(limit: int) -> int:
+    """The most attempts `search` makes with at most `limit` layers (rule 2): the doubling (1, 2, 4, ...,
+    limit) and a bisection below the first hit."""
+    doubling = math.ceil(math.log2(limit)) + 1 if limit > 1 else 1
+    return max(1, 2 * doubling - 2)
 
 
 def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Callable[[Path], tuple[float, bool]],
@@ -216,9 +227,10 @@ def _quantised_ops(model) -> set[str]:
 
 def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluation: list[Feed],
                      reference: list[list[np.ndarray]], min_score: float, before: float, transformer: bool,
-                     preset: str, max_iterations: int) -> Recovery:
+                     preset: str, max_iterations: int, on_validation: Callable[[int, float], None] | None = None) -> Recovery:
     """NNCF accuracy control with the worst-case output cosine as the metric (rule 4). `artifact` (the
-    plain INT8 IR) is replaced by the restored one when NNCF improved on it."""
+    plain INT8 IR) is replaced by the restored one when NNCF improved on it. `on_validation(k, score)`:
+    NNCF's k-th validation of a candidate scored `score`."""
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -239,7 +251,12 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
             result = compiled({k: feed[k] for k in input_names if k in feed})
             got = [np.asarray(result[o]) for o in compiled.outputs]
             values.append(min(cosine(r, g) for r, g in zip(reference[index], got)))
+        validations.append(min(values))
+        if on_validation:
+            on_validation(len(validations), validations[-1])
         return min(values), values
+
+    validations: list[float] = []
 
     started = time.monotonic()
     restored = nncf.quantize_with_accuracy_control(
