@@ -173,6 +173,8 @@ def _show(report, junit: str | None) -> None:
         click.echo(f"junit: {junit}", err=True)
     for item in report.unmeasured:
         click.echo(f"not measured: {item['target']}: {item['reason']}", err=True)
+    if report.provisional:
+        click.echo(f"verdict {report.verdict} is provisional: {report.provisional}", err=True)
     if not report.passed:
         failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False)})" for t in report.targets if t.verdict != "pass"]
         click.echo(f"budget missed: {'; '.join(failed)}", err=True)

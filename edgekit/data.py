@@ -389,21 +389,31 @@ def _npz_labels(path: Path, labels: np.ndarray | None, count: int) -> np.ndarray
 
 # ---------------------------------------------------------------- synthetic
 
-def synthetic_feed(specs: list[InputSpec], rng: np.random.Generator, vocab_size: int = 1000) -> Feed:
-    """Random inputs of each input's dtype and (fixed) shape: ids in range, masks of ones, images in range."""
-    feed = {}
+def _integer_kind(spec: InputSpec) -> str | None:
+    """What a synthetic integer input holds, by its name: a mask (ones), token types or positions (zeros), else ids."""
+    if not np.issubdtype(spec.dtype, np.integer):
+        return None
+    name = spec.name.lower()
+    return "mask" if "mask" in name else "zeros" if "type" in name or "position" in name else "ids"
+
+
+def synthetic_feed(specs: list[InputSpec], rng: np.random.Generator, vocab_size: int = 1000,
+                   limits: dict[str, int] | None = None) -> Feed:
+    """Random inputs of each input's dtype and (fixed) shape: ids in range, masks of ones, images in range.
+    An integer input the graph bounds (`limits`, from `graph.index_limits`: the rows of the table it
+    indexes) takes values in [0, limit); others in [0, vocab_size)."""
+    feed, limits = {}, limits or {}
     for spec in specs:
         if spec.free_dims:
             raise UsageError(f"input '{spec.name}' {format_shape(spec.shape)} has free dimensions; give --shape")
         shape = tuple(int(d) for d in spec.shape)
-        name = spec.name.lower()
-        if np.issubdtype(spec.dtype, np.integer):
-            if "mask" in name:
-                value = np.ones(shape, dtype=spec.dtype)
-            elif "type" in name or "position" in name:
-                value = np.zeros(shape, dtype=spec.dtype)
-            else:
-                value = rng.integers(0, vocab_size, size=shape).astype(spec.dtype)
+        kind = _integer_kind(spec)
+        if kind == "mask":
+            value = np.ones(shape, dtype=spec.dtype)
+        elif kind == "zeros":
+            value = np.zeros(shape, dtype=spec.dtype)
+        elif kind == "ids":
+            value = rng.integers(0, limits.get(spec.name, vocab_size), size=shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             value = np.ones(shape, dtype=np.bool_)
         else:
@@ -444,6 +454,7 @@ class SampleRequest:
     label_space: LabelSpace | None = None  # the classifier's classes; None for a model that is not one
     text_column: str = "text"
     label_column: str | None = None
+    index_limits: dict[str, int] = field(default_factory=dict)  # integer inputs' ranges (graph.index_limits)
 
 
 class _Labels:
@@ -549,7 +560,7 @@ def synthetic_samples(req: SampleRequest) -> Samples:
     """No `--data`, not a text model: synthetic inputs, said so (rule 3); random pictures through an image
     model's processor."""
     notes = ["no --data given: calibration and accuracy figures come from SYNTHETIC inputs; "
-             "real data (--data) can change both, often a lot for INT8"]
+             "real data (--data) can change both, often a lot for INT8"] + _id_notes(req)
     rng = np.random.default_rng(req.seed)
     if req.modality == "image" and req.image_processor is not None:
         from PIL import Image
@@ -558,10 +569,25 @@ def synthetic_samples(req: SampleRequest) -> Samples:
             return req.image_processor(Image.fromarray(rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)))
     else:
         def make():
-            return synthetic_feed(req.specs, rng)
+            return synthetic_feed(req.specs, rng, limits=req.index_limits)
     ev = [make() for _ in range(req.n_eval)]
     cal = [make() for _ in range(req.n_calib)]
     return Samples(cal, ev, ev[0], "synthetic inputs (no --data)", True, notes)
+
+
+def _id_notes(req: SampleRequest) -> list[str]:
+    """Where the synthetic integer inputs' values come from: the graph's table size, or a guess (said so)."""
+    notes = []
+    for spec in req.specs:
+        if _integer_kind(spec) != "ids":
+            continue
+        if spec.name in req.index_limits:
+            notes.append(f"synthetic '{spec.name}' values lie in [0, {req.index_limits[spec.name]}): the rows of the "
+                         "table it indexes in the graph")
+        else:
+            notes.append(f"synthetic '{spec.name}' values lie in [0, 1000): the graph does not bound them, so they may "
+                         "lie outside the model's domain")
+    return notes
 
 
 def samples_for(req: SampleRequest) -> Samples:

@@ -140,6 +140,39 @@ def remove_unread(model: onnx.ModelProto, op_types: Sequence[str]) -> None:
             model.graph.node.remove(node)
 
 
+# Operators an index passes through unchanged in value on its way to the table it indexes.
+INDEX_PASS_THROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Slice", "Transpose"}
+
+
+def index_limits(model: onnx.ModelProto) -> dict[str, int]:
+    """For each integer graph input that indexes a table the graph holds (a Gather whose data is an
+    initializer, through casts and reshapes), the table's row count: its values must lie in [0, rows).
+    An input that indexes several tables gets the smallest count. Inputs the graph says nothing about are absent."""
+    tables = {i.name: list(i.dims) for i in model.graph.initializer}
+    readers = consumers(model)
+    limits: dict[str, int] = {}
+    for spec in model.graph.input:
+        if spec.type.tensor_type.elem_type not in INTEGER_ELEMENT_TYPES:
+            continue
+        frontier, seen = [spec.name], set()
+        while frontier:
+            tensor = frontier.pop()
+            seen.add(tensor)
+            for node in readers.get(tensor, []):
+                if node.op_type in INDEX_PASS_THROUGH and node.input and node.input[0] == tensor:
+                    frontier += [o for o in node.output if o not in seen]
+                elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor and node.input[0] in tables:
+                    dims = tables[node.input[0]]
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+                        limits[spec.name] = min(limits.get(spec.name, dims[axis]), int(dims[axis]))
+    return limits
+
+
+INTEGER_ELEMENT_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+                         onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
 def looks_like_transformer(model: onnx.ModelProto) -> bool:
     ops = op_types(model)
     return "Softmax" in ops and "MatMul" in ops and "Conv" not in ops

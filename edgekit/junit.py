@@ -50,8 +50,9 @@ def to_junit(report) -> str:
         suite = ET.SubElement(root, "testsuite", name=f"edgekit.{target.target}", errors="0",
                               time=f"{target.build_seconds:.3f}", **{k: str(v) for k, v in counts.items()})
         properties = ET.SubElement(suite, "properties")
+        provisional = (("provisional", report.provisional),) if report.provisional else ()
         for name, value in (("profile", target.profile), ("runtime", target.runtime), ("precision", target.precision),
-                            ("verdict", target.verdict)):
+                            ("verdict", target.verdict)) + provisional:
             ET.SubElement(properties, "property", name=name, value=str(value))
         for check in checks:
             _case(suite, target.target, check)

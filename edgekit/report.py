@@ -15,6 +15,8 @@ from .table import Table
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 NO_BENCH = "benchmark skipped (--no-bench)"
+# Why a verdict reached without real data is provisional (report.md, report.json, the exit summary, JUnit).
+PROVISIONAL = "reached on synthetic inputs, not real data; give --data to make it final"
 NOT_MEASURED = "not measured"
 # the keys latency_json adds to an entry; Report.from_dict takes them back out of `original`
 LATENCY_ENTRY_KEYS = ("latency_measured", "latency_not_measured", "latency_ms", "first_inference_ms", "latency_runs",
@@ -199,6 +201,11 @@ class Report:
         return self.verdict == "pass"
 
     @property
+    def provisional(self) -> str:
+        """Why the verdict is provisional ("" when it is not): it was reached on synthetic inputs."""
+        return PROVISIONAL if self.data.get("synthetic") else ""
+
+    @property
     def unmeasured(self) -> list[dict[str, str]]:
         """Targets whose latency was not measured because their device is not here, with the reason."""
         return [{"target": t.target, "reason": t.not_measured} for t in self.targets
@@ -212,6 +219,7 @@ class Report:
         return {
             "edgekit_version": self.edgekit_version,
             "verdict": self.verdict,
+            "provisional": self.provisional,
             "source": self.source,
             "task": self.task,
             "profile": self.profile,
@@ -304,6 +312,7 @@ class Report:
             f"# edgekit report: {self.source.get('location')}",
             "",
             f"- task: `{self.task}` · profile: `{self.profile}` · verdict: **{self.verdict.upper()}**"
+            + (f" (**provisional**: {self.provisional})" if self.provisional else "")
             + (f" on what was measured; latency **not measured** for {', '.join(u['target'] for u in self.unmeasured)} "
                "(device not on this machine)" if self.unmeasured else ""),
             f"- original: {self.original['runtime']} {self.original['precision']}",

@@ -133,3 +133,27 @@ def token_feeds(count: int, seed: int, hidden: int = 32) -> list[dict]:
 
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((1, int(rng.integers(4, 12)), hidden)).astype(np.float32)} for _ in range(count)]
+
+
+def byte_classifier_onnx(path: Path, rows: int = 257, length: int = 16, classes: int = 4) -> Path:
+    """A file-type classifier's shape: int32 byte values (0-256) index a 257-row embedding table through a Cast;
+    the mean embedding goes through a linear layer to `classes` logits. Values past the table are out of domain."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.normal(size=(rows, 8)).astype(np.float32), "table")
+    weight = numpy_helper.from_array(rng.normal(size=(8, classes)).astype(np.float32), "weight")
+    nodes = [
+        helper.make_node("Cast", ["bytes"], ["ids"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "ids"], ["embedded"]),
+        helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "weight"], ["logits"]),
+    ]
+    graph = helper.make_graph(nodes, "bytes", [helper.make_tensor_value_info("bytes", TensorProto.INT32, [1, length])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], [table, weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -318,3 +318,30 @@ def test_embedded_default_minilm_both_targets(tmp_path):
 
 def test_hub_id_offline_is_a_clear_usage_error():
     assert_usage_error(run("some-owner/some-model-that-is-not-here"), "cannot fetch 'some-owner/some-model-that-is-not-here'", "offline")
+
+
+def test_a_verdict_on_synthetic_inputs_is_provisional_everywhere(tmp_path, quick_profile):
+    """No --data: the verdict itself says provisional (report.md, report.json, stderr, JUnit); real data makes it final.
+    The integer input indexes a 257-row table, so its synthetic values stay in [0, 257)."""
+    import models
+
+    path = models.byte_classifier_onnx(tmp_path / "bytes.onnx")
+    out, junit = tmp_path / "synthetic", tmp_path / "junit.xml"
+    result = run(str(path), "-t", "cpu", "--profile", str(quick_profile), "-o", str(out), "--no-bench", "-q",
+                 "--junit", str(junit))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "pass" and "synthetic inputs" in report["provisional"]
+    assert "verdict: **PASS** (**provisional**: reached on synthetic inputs" in (out / "report.md").read_text()
+    assert "verdict pass is provisional: reached on synthetic inputs" in result.stderr
+    assert 'name="provisional"' in junit.read_text()
+    assert "synthetic 'bytes' values lie in [0, 257)" in (out / "report.md").read_text()
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "bytes.npz"
+    np.savez(data, bytes=rng.integers(0, 257, size=(24, 1, 16)).astype(np.int32))
+    real = run(str(path), "-t", "cpu", "--profile", str(quick_profile), "-o", str(tmp_path / "real"), "--no-bench",
+               "-q", "--data", str(data))
+    assert real.exit_code == 0, real.output
+    assert json.loads((tmp_path / "real" / "report.json").read_text())["provisional"] == ""
+    assert "provisional" not in real.stderr

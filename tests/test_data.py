@@ -395,3 +395,32 @@ def test_missing_data_path(tmp_path):
 def test_corpus_ships_with_the_package():
     lines = data.read_lines(data.CORPUS)
     assert len(lines) >= 96  # enough for the default 64 calibration + 32 evaluation samples
+
+
+def test_synthetic_ids_stay_inside_the_table_the_graph_indexes(tmp_path):
+    """A 257-row table indexed through a Cast bounds the synthetic values to [0, 257), and the notes say so."""
+    import onnx
+
+    from edgekit import graph
+    from edgekit.data import SampleRequest, samples_for
+    import models
+
+    path = models.byte_classifier_onnx(tmp_path / "bytes.onnx")
+    model = onnx.load(str(path))
+    limits = graph.index_limits(model)
+    assert limits == {"bytes": 257}
+    specs = graph.input_specs(model)
+    s = samples_for(SampleRequest(specs, "tensor", None, 40, 20, 0, 16, index_limits=limits))
+    values = np.concatenate([f["bytes"].ravel() for f in s.calibration + s.evaluation])
+    assert values.min() >= 0 and values.max() < 257 and values.max() > 200  # the whole range, not a corner of it
+    assert any("[0, 257): the rows of the table it indexes" in n for n in s.notes)
+    unbounded = samples_for(SampleRequest(specs, "tensor", None, 4, 2, 0, 16))
+    assert any("may lie outside the model's domain" in n for n in unbounded.notes)
+
+
+def test_index_limits_ignores_float_inputs_and_computed_tables(cnn_onnx):
+    import onnx
+
+    from edgekit import graph
+
+    assert graph.index_limits(onnx.load(str(cnn_onnx))) == {}

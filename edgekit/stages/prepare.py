@@ -83,8 +83,9 @@ class Prepared:
 class _Preprocessors:
     """The tokenizer and image processor found beside the model, loaded once and only when asked for."""
 
-    def __init__(self, folder: Path, source: SourceModel):
+    def __init__(self, folder: Path, source: SourceModel, index_limits: dict[str, int]):
         self.folder, self.source, self._loaded = folder, source, None
+        self.index_limits = index_limits  # the ranges the graph gives its integer inputs (graph.index_limits)
 
     def _load(self) -> tuple[Any, Callable | None]:
         if self._loaded is None:
@@ -102,7 +103,7 @@ class _Preprocessors:
         return SampleRequest(specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
                              profile.sequence_length, tokenizer, image_processor,
                              min(getattr(tokenizer, "model_max_length", 512) or 512, 512), label_space,
-                             text_column, label_column)
+                             text_column, label_column, self.index_limits)
 
 
 def _load_preprocessors(folder: Path, modality: str):
@@ -226,8 +227,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         onnx_path = workdir / "fixed_shapes.onnx"
         graph.onnx.save(model, str(onnx_path))
     transformer = graph.looks_like_transformer(model)
+    preprocessors = _Preprocessors(export.preprocess_dir, source, graph.index_limits(model))
     del model
-    preprocessors = _Preprocessors(export.preprocess_dir, source)
     modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.kind == "onnx" else None)
     base_key = {"env": env, "model": model_digest, "shapes": shapes,
                 "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
