@@ -285,3 +285,49 @@ def test_layer_names_renumbered_but_inputs_and_outputs_kept():
     out = normalise_layer_names(xml)
     assert 'name="input_ids"' in out and 'name="/encoder/MatMul"' in out and 'name="Result_5"' in out
     assert 'name="Constant_0"' in out and 'name="Constant_1"' in out and "89854" not in out
+
+
+# ---------------------------------------------------------------- reading a bundle back: RuntimeRecord, read_bundle
+
+
+def test_runtime_records_are_read_and_written_back_byte_for_byte(cnn_bundle, tmp_path):
+    from edgekit.bundle import read_bundle
+
+    bundle = read_bundle(cnn_bundle)
+    assert bundle.target_names() == ["cpu", "intel-cpu"]
+    for name in bundle.target_names():
+        target = bundle.target(name)
+        assert target.artifact == cnn_bundle / name / target.record.artifact and target.files()[0] == target.artifact
+        write_json(tmp_path / f"{name}.json", target.record.as_dict())
+        assert (tmp_path / f"{name}.json").read_bytes() == (cnn_bundle / name / "runtime.json").read_bytes()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{ not json", "not readable JSON"),
+    ("[1]", "not a runtime record"),
+    ('{"target": "cpu", "runtime": "onnxruntime"}', "missing required key 'artifact'"),
+    ('{"target": "cpu", "artifact": 3, "runtime": "onnxruntime"}', "'artifact' must be str, not 3"),
+    ('{"target": "cpu", "artifact": "model.onnx", "runtime": "nope"}', "unknown runtime 'nope'"),
+    ('{"target": "cpu", "artifact": "model.onnx", "runtime": "onnxruntime", "verified_with": 1}', "'verified_with' must be dict"),
+])
+def test_a_bad_runtime_record_is_one_usage_error_naming_the_file(tmp_path, text, fragment):
+    from edgekit.runtimes import RuntimeRecord
+
+    path = tmp_path / "runtime.json"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        RuntimeRecord.read(path)
+    assert str(info.value).startswith(str(path)) and fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_length_buckets_are_the_runtimes_to_read():
+    from edgekit.runtimes import RuntimeRecord
+
+    ran = {"runtime": "openvino", "device": "CPU", "length_buckets": [16, 32], "length_bucket_inputs": ["input_ids"]}
+    assert RuntimeRecord.of("intel-cpu", "model.xml", ran).length_buckets() == ((16, 32), ("input_ids",))
+    absent = RuntimeRecord.of("intel-gpu", "model.xml", ran, {"runtime": "openvino", "device": "GPU"}, "no GPU here")
+    assert absent.length_buckets() == ((16, 32), ("input_ids",)) and absent.measured is False
+    assert list(absent.as_dict()) == ["target", "artifact", "runtime", "device", "measured", "not_measured", "verified_with"]
+    assert RuntimeRecord.of("cpu", "model.onnx", {"runtime": "onnxruntime"}).length_buckets() == ((), ())
+    with pytest.raises(UsageError, match="length_buckets"):
+        RuntimeRecord.of("intel-cpu", "model.xml", {**ran, "length_buckets": "all"}).length_buckets()
