@@ -1,8 +1,9 @@
 """`edgekit bench`: the compile's latency harness, on its own.
 
 What PATH may be:
-1. A bundle (a folder with manifest.json): each target's artifact, run with the settings recorded in
-   its runtime.json; `--original` adds the source model named in the manifest.
+1. A bundle (a folder with manifest.json, read by bundle.read_bundle): each target's artifact, run with
+   the settings recorded in its runtime.json, which must name an artifact inside the target's folder;
+   `--original` adds the source model named in the manifest.
 2. One artifact: `model.onnx` (ONNX Runtime, or OpenVINO with `--target intel-cpu`) or `model.xml`.
 3. A model (a Hugging Face folder or hub id): exported to FP32 ONNX on the fly and run on each
    target's runtime; `--original` adds the PyTorch model.
@@ -15,7 +16,6 @@ free dimensions). Every session is measured interleaved, with the same statistic
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,12 +28,12 @@ from . import graph, safety
 from . import runtimes
 from .config import load_target
 from .request import DEFAULT_TARGETS
-from .devices import recorded_availability
+from .bundle import read_bundle
 from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
 from .progress import NullProgress, rounds
 from .report import latency_json, throughput_json
-from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact, open_recorded
+from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
 from .source import DEFAULT_MODEL_ID, resolve_source
 from .stages import benchmark
 from .table import Table
@@ -157,29 +157,25 @@ def bench(path: str | Path, targets: list[str] | None = None, batches: list[int]
 
 def _plan_bundle(p: Path, targets: list[str] | None, with_original: bool, threads: int) -> _Plan:
     """Each target of a bundle whose device is here, opened with its runtime.json; `--original`: its source."""
-    manifest = json.loads((p / "manifest.json").read_text())
-    found = sorted(d for d in p.iterdir() if (d / "runtime.json").is_file())
-    wanted = set(targets or [d.name for d in found])
-    unknown = wanted - {d.name for d in found}
+    bundle = read_bundle(p)
+    found = bundle.target_names()
+    wanted = set(targets or found)
+    unknown = wanted - set(found)
     if unknown:
-        raise UsageError(f"{p}: the bundle has no target {', '.join(sorted(unknown))} (it has {', '.join(d.name for d in found)})")
+        raise UsageError(f"{p}: the bundle has no target {', '.join(sorted(unknown))} (it has {', '.join(found)})")
     openers, notes = [], []
-    for d in found:
-        if d.name not in wanted:
-            continue
-        settings = json.loads((d / "runtime.json").read_text())
-        artifact = d / settings["artifact"]
-        here = recorded_availability(settings)
+    for target in (bundle.target(name) for name in found if name in wanted):
+        here = target.record.availability()
         if not here.present and not targets:  # named with --target: let it fail, saying why
-            notes.append(f"{d.name}: not benchmarked: {here.reason}")
+            notes.append(f"{target.name}: not benchmarked: {here.reason}")
             continue
-        openers.append((d.name, settings["runtime"], f"{d.name}/{artifact.name}",
-                        lambda a=artifact, s=settings: open_recorded(a, s, threads)))
+        openers.append((target.name, target.record.runtime, f"{target.name}/{target.artifact.name}",
+                        lambda t=target: t.record.open(t.artifact, threads)))
     if not openers:
         raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
     first = p / openers[0][2]
     if with_original:
-        source = manifest.get("source", {})
+        source = bundle.manifest.get("source", {})
         location = source.get("location")
         if source.get("kind") == "onnx":
             openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))

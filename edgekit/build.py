@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runtimes
-from .bundle import Bundle, write_json
+from .bundle import BundleWriter, write_json
 from .cache import BuildCache
 from .cache import key as cache_key
 from .config import Profile, Target
@@ -29,7 +29,7 @@ from .data import Samples
 from .devices import Availability
 from .judge import judge
 from .progress import NullProgress
-from .runtimes import RecoveryInputs, Session
+from .runtimes import RecoveryInputs, RuntimeRecord, Session
 from .tasks import TaskFamily
 from .stages import benchmark, static_shapes, verify
 from .stages.base import BuildInputs, run_recipe
@@ -84,7 +84,7 @@ class Context:
     prep: Prepared
     profile: Profile
     store: BuildCache
-    bundle: Bundle
+    bundle: BundleWriter
     workdir: Path
     threads: int
     family: TaskFamily
@@ -150,7 +150,7 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
     settings = runtime.open_settings(target, ctx.profile, present.present)
     session, load_ms, first_ms, memory_mb = _load(runtime, inputs.artifact, settings, ctx.threads, samples.benchmark)
     precompiled = _precompiled(session, target, inputs.artifact.parent, present) if target.precompiled_blob else None
-    write_json(inputs.artifact.parent / "runtime.json", _runtime_json(target, inputs.artifact, session, present))
+    write_json(inputs.artifact.parent / "runtime.json", _runtime_record(target, inputs.artifact, session, present).as_dict())
     ctx.progress.stage(f"{target.name}: verify against the original"
                        + ("" if present.present else f" on {settings['device']} ({target.device} not present here)"))
     evaluate = _evaluator(ctx, samples, expected)
@@ -248,13 +248,12 @@ def _precompiled(session: Session, target: Target, out_dir: Path, present: Avail
     return {"written": True, "file": f"{target.name}/{blob.name}", **versions, "portable": False, "note": BLOB_NOTE}
 
 
-def _runtime_json(target: Target, artifact: Path, session: Session, present: Availability) -> dict:
+def _runtime_record(target: Target, artifact: Path, session: Session, present: Availability) -> RuntimeRecord:
     """How to run the artifact: the settings it ran with, or, without its device, the device's and why (rule 2)."""
     if present.present:
-        return {"target": target.name, "artifact": artifact.name, **session.settings}
-    return {"target": target.name, "artifact": artifact.name, "runtime": target.runtime, "device": target.device,
-            **runtimes.get(target.runtime).absent_settings(target),
-            "measured": False, "not_measured": present.reason, "verified_with": session.settings}
+        return RuntimeRecord.of(target.name, artifact.name, session.settings)
+    absent = {"runtime": target.runtime, "device": target.device, **runtimes.get(target.runtime).absent_settings(target)}
+    return RuntimeRecord.of(target.name, artifact.name, session.settings, absent, present.reason)
 
 
 def static_variants(fixed: dict[str, static_shapes.StaticShapes], prep: Prepared, workdir: Path, progress) -> dict[str, Variant]:

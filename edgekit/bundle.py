@@ -13,6 +13,10 @@
 5. One build at a time per OUT: a lock file beside it (`.OUT.edgekit-lock`, an advisory `flock`) is held
    from the start of the build to the swap; a second build of the same OUT is refused at once (exit 2)
    instead of interleaving. The kernel drops the lock when a build dies, however it dies.
+6. Reading one back is `read_bundle(path) -> Bundle`, the one reader verify, bench, embed and report use:
+   a folder with a readable `manifest.json` that lies inside it (a usage error otherwise). `Bundle.target`
+   reads a target's `runtime.json` as a `RuntimeRecord` and refuses (exit 2, one line) an artifact path it
+   names that is absolute, has a `..` part or resolves outside the target's folder (safety rule 9).
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .runtimes.base import RuntimeRecord
+from .safety import inside_bundle
 from .source import sha256_file
 
 VERSIONED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-onnx", "optimum-intel", "onnx",
@@ -169,7 +176,7 @@ class OutputLock:
             self._fd = None
 
 
-class Bundle:
+class BundleWriter:
     """A bundle being written; use as a context manager and call `commit()` at the end."""
 
     def __init__(self, out: Path, force: bool = False):
@@ -184,7 +191,7 @@ class Bundle:
             raise
         self._committed = False
 
-    def __enter__(self) -> "Bundle":
+    def __enter__(self) -> "BundleWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -262,3 +269,60 @@ def write_text_atomic(path: Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# ------------------------------------------------------------------ reading a bundle back (rule 6)
+
+RUNTIME_RECORD = "runtime.json"
+
+
+@dataclass(frozen=True)
+class BundleTarget:
+    """One target of a bundle: its folder, its runtime.json and its artifact (inside the folder, checked)."""
+
+    name: str
+    folder: Path
+    record: RuntimeRecord
+    artifact: Path
+
+    def files(self) -> list[Path]:
+        """The files that make the artifact, as its runtime says."""
+        return self.record.unit.files(self.artifact)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle as read (rule 6)."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    def target_names(self) -> list[str]:
+        """The target folders: those holding a runtime.json, sorted."""
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and (d / RUNTIME_RECORD).is_file())
+
+    def target(self, name: str) -> BundleTarget:
+        folder = inside_bundle(self.root, name)
+        record = RuntimeRecord.read(inside_bundle(self.root, f"{name}/{RUNTIME_RECORD}", "."))
+        return BundleTarget(name, folder, record, inside_bundle(folder, record.artifact, RUNTIME_RECORD))
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    """A bundle folder and its manifest, checked (rule 6); a usage error for anything else."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder; give an edgekit bundle folder (the -o of compile)")
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{root}: not an edgekit bundle (no manifest.json)")
+    inside_bundle(root, "manifest.json", ".")  # a manifest linked in from elsewhere is not this bundle's
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{manifest_path}: manifest.json is not valid JSON ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:80]})") from None
+    except OSError as exc:
+        raise UsageError(f"{manifest_path}: cannot read manifest.json ({exc.strerror or exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise UsageError(f"{manifest_path}: not an edgekit manifest (no 'files' list)")
+    return Bundle(root, manifest)

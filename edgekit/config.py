@@ -4,7 +4,9 @@ Rules:
 1. A target is one TOML file in `targets/`; a profile is one TOML file in `profiles/`. The file's stem
    is its name. A path to a user's own TOML file is accepted wherever a name is.
 2. Every key is known: an unknown key is rejected with the nearest valid one, never ignored.
-3. Every value has its type and range checked; the error names the file and the key.
+3. Every value has its type and range checked; the error names the file and the key. The schemas are
+   pydantic models (edgekit/schema.py): `TargetKeys` (extended by the target's runtime's own keys),
+   `ProfileKeys` and one per profile section (`PROFILE_SECTIONS`).
 4. `list_targets()` / `list_profiles()` read the same folders the compiler uses.
 5. Precision: a target without its own `precision` (cpu, intel-cpu) builds the profile's `precision`.
    A target with one (cuda, intel-gpu, intel-npu: what its device executes) builds it, unless the
@@ -14,15 +16,16 @@ Rules:
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UsageError
+from .schema import (KEY, Flag, Number, OneOf, Rule, Schema, Text, Whole, check_value, extend, invalid, key_fields, nearest,
+                     validate)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -130,131 +133,121 @@ class Profile:
 
 
 def _metric_table(low: float, high: float | None):
-    """Validator of a {metric: number} table (max_drop, min_relative): known metrics, finite numbers in range."""
+    """Rule of a {metric: number} table (max_drop, min_relative): known metrics, finite numbers in range."""
 
-    def check(path, key: str, table: dict) -> dict[str, float]:
+    def check(table: dict) -> dict[str, float]:
         out = {}
         for metric, value in table.items():
             if metric not in BUDGET_METRICS:
-                raise UsageError(f"{path}: unknown metric '{metric}' in '{key}'{nearest(metric, list(BUDGET_METRICS), 'metrics')}")
+                raise invalid(f"unknown metric '{metric}' in '{KEY}'{nearest(metric, list(BUDGET_METRICS), 'metrics')}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"{path}: '{key}.{metric}' must be a finite number, not {value!r}")
+                raise invalid(f"'{KEY}.{metric}' must be a finite number, not {value!r}")
             if value < low or (high is not None and value > high):
-                raise UsageError(f"{path}: '{key}.{metric}' = {value} is out of range [{low}, {high if high is not None else '∞'}]")
+                raise invalid(f"'{KEY}.{metric}' = {value} is out of range [{low}, {high if high is not None else '∞'}]")
             out[metric] = float(value)
         return out
 
     return check
 
 
-# Schema: key -> (expected python types, validator or None). Sections are one level deep.
-_TARGET_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
-    "description": ((str,), None),
-    "runtime": ((str,), None),  # a registered runtime (checked in load_target)
-    "device": ((str,), None),
-    "execution_provider": ((str,), None),
-    "graph_fusions": ((bool,), None),
-    "performance_hint": ((str,), ("LATENCY", "THROUGHPUT")),
-    "precision": ((str,), TARGET_PRECISIONS),
-    "precisions": ((list,), "precisions"),
-    "static_shapes": ((bool,), None),
-    "max_opset": ((int,), (1, None)),
-    "max_ir_version": ((int,), (1, None)),
-    "verify_device": ((str,), ("CPU",)),
-    "precompiled_blob": ((bool,), None),
-    "activations": ((str,), ACTIVATIONS),
-    "length_buckets": ((list,), "length buckets"),
-    "contrib_ops": ((bool,), None),
-    "disabled_optimizers": ((list,), "optimizer names"),
-}
-_PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
-    "description": ((str,), None),
-    "precision": ((str,), PRECISIONS),
-    "activations": ((str,), ACTIVATIONS),
-    "per_channel": ((bool,), None),
-    "calibration_method": ((str,), CALIBRATION_METHODS),
-    "device_precision": ((str,), TARGET_PRECISIONS),
-    "float_precision": ((str,), FLOAT_PRECISIONS),
-    "split_outliers": ((bool,), None),
-}
-PROFILE_SECTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
-    "budgets": {
-        "min_cosine": ((float, int), (-1.0, 1.0)),
-        "min_top1_agreement": ((float, int), (0.0, 1.0)),
-        "max_latency_ms": ((float, int), (0.0, None)),
-        "max_size_mb": ((float, int), (0.0, None)),
-        "max_drop": ((dict,), _metric_table(-1.0, 1.0)),
-        "min_relative": ((dict,), _metric_table(0.0, None)),
-    },
-    "data": {
-        "calibration_samples": ((int,), (1, None)),
-        "eval_samples": ((int,), (1, None)),
-        "seed": ((int,), (0, None)),
-    },
-    "benchmark": {
-        "sequence_length": ((int,), (1, None)),
-        "min_runs": ((int,), (1, None)),
-        "min_seconds": ((float, int), (0.0, None)),
-        "max_seconds": ((float, int), (0.0, None)),
-        "batch_sizes": ((list,), "batch sizes"),
-    },
-    "recovery": {
-        "enabled": ((bool,), None),
-        "max_fp32_fraction": ((float, int), (0.0, 1.0)),
-        "seconds": ((float, int), (0.0, None)),
-    },
-}
+def _distinct(values: list) -> bool:
+    return len(set(values)) == len(values)
 
 
-def nearest(key: str, valid: list[str], what: str = "keys") -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (valid {what}: {', '.join(sorted(valid))})"
+def _batch_sizes(value: list) -> tuple[int, ...]:
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
+        raise invalid(f"'{KEY}' must be a list of batch sizes from 1 to 4096, not {value!r}")
+    return tuple(value)
 
 
-def check_table(path: Path, where: str, table: dict, schema: dict, required: tuple[str, ...] = ()) -> dict:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in schema:
-            raise UsageError(f"{path}: unknown key '{where}{key}'{nearest(key, list(schema))}")
-        types, rule = schema[key]
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise UsageError(f"{path}: '{where}{key}' must be {wanted}, not {value!r}")
-        if rule == "batch sizes":
-            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
-                raise UsageError(f"{path}: '{where}{key}' must be a list of batch sizes from 1 to 4096, not {value!r}")
-            value = tuple(value)
-        if rule == "length buckets":
-            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in value) \
-                    or len(set(value)) != len(value):
-                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct sequence lengths from 1 to 65536, not {value!r}")
-            value = tuple(sorted(value))
-        if rule == "optimizer names":  # ONNX Runtime's graph transformer names, e.g. SkipLayerNormFusion
-            if not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v) for v in value) \
-                    or len(set(value)) != len(value):
-                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct ONNX Runtime optimizer names "
-                                 f"(such as \"SkipLayerNormFusion\"), not {value!r}")
-            value = tuple(value)
-        if rule == "precisions":
-            if not value or not all(isinstance(v, str) and v in TARGET_PRECISIONS for v in value) or len(set(value)) != len(value):
-                raise UsageError(f"{path}: '{where}{key}' must be a list of distinct precisions from {', '.join(TARGET_PRECISIONS)}, not {value!r}")
-            value = tuple(value)
-        if callable(rule):
-            value = rule(path, f"{where}{key}", value)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{path}: '{where}{key}' must be a finite number, not {value!r}")
-        if isinstance(rule, tuple) and rule and isinstance(rule[0], str):
-            if value not in rule:
-                raise UsageError(f"{path}: '{where}{key}' must be one of {', '.join(rule)}, not {value!r}")
-        elif isinstance(rule, tuple):
-            low, high = rule
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise UsageError(f"{path}: '{where}{key}' = {value} is out of range [{low}, {high if high is not None else '∞'}]")
-        out[key] = value
-    missing = [k for k in required if k not in out]
-    if missing:
-        raise UsageError(f"{path}: missing required key '{where}{missing[0]}'")
-    return out
+def _length_buckets(value: list) -> tuple[int, ...]:
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in value) \
+            or not _distinct(value):
+        raise invalid(f"'{KEY}' must be a list of distinct sequence lengths from 1 to 65536, not {value!r}")
+    return tuple(sorted(value))
+
+
+def _optimizer_names(value: list) -> tuple[str, ...]:
+    """ONNX Runtime's graph transformer names, e.g. SkipLayerNormFusion."""
+    if not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v) for v in value) or not _distinct(value):
+        raise invalid(f"'{KEY}' must be a list of distinct ONNX Runtime optimizer names "
+                      f"(such as \"SkipLayerNormFusion\"), not {value!r}")
+    return tuple(value)
+
+
+def _precisions(value: list) -> tuple[str, ...]:
+    if not value or not all(isinstance(v, str) and v in TARGET_PRECISIONS for v in value) or not _distinct(value):
+        raise invalid(f"'{KEY}' must be a list of distinct precisions from {', '.join(TARGET_PRECISIONS)}, not {value!r}")
+    return tuple(value)
+
+
+class TargetKeys(Schema):
+    """A target file's keys (a runtime adds its `extra_target_keys`: schema.extend)."""
+
+    description: Text = None
+    runtime: Text  # a registered runtime (checked in load_target)
+    device: Text
+    execution_provider: Text = None
+    graph_fusions: Flag = None
+    performance_hint: OneOf("LATENCY", "THROUGHPUT") = None
+    precision: OneOf(*TARGET_PRECISIONS) = None
+    precisions: Rule(tuple[str, ...], (list,), _precisions) = None
+    static_shapes: Flag = None
+    max_opset: Whole(1) = None
+    max_ir_version: Whole(1) = None
+    verify_device: OneOf("CPU") = None
+    precompiled_blob: Flag = None
+    activations: OneOf(*ACTIVATIONS) = None
+    length_buckets: Rule(tuple[int, ...], (list,), _length_buckets) = None
+    contrib_ops: Flag = None
+    disabled_optimizers: Rule(tuple[str, ...], (list,), _optimizer_names) = None
+
+
+class ProfileKeys(Schema):
+    """A profile file's top-level keys; its sections are PROFILE_SECTIONS."""
+
+    description: Text = None
+    precision: OneOf(*PRECISIONS)
+    activations: OneOf(*ACTIVATIONS) = None
+    per_channel: Flag = None
+    calibration_method: OneOf(*CALIBRATION_METHODS) = None
+    device_precision: OneOf(*TARGET_PRECISIONS) = None
+    float_precision: OneOf(*FLOAT_PRECISIONS) = None
+    split_outliers: Flag = None
+
+
+class BudgetKeys(Schema):
+    min_cosine: Number(-1.0, 1.0)
+    min_top1_agreement: Number(0.0, 1.0) = None
+    max_latency_ms: Number(0.0) = None
+    max_size_mb: Number(0.0) = None
+    max_drop: Rule(dict[str, float], (dict,), _metric_table(-1.0, 1.0)) = None
+    min_relative: Rule(dict[str, float], (dict,), _metric_table(0.0, None)) = None
+
+
+class DataKeys(Schema):
+    calibration_samples: Whole(1) = None
+    eval_samples: Whole(1) = None
+    seed: Whole(0) = None
+
+
+class BenchmarkKeys(Schema):
+    sequence_length: Whole(1) = None
+    min_runs: Whole(1) = None
+    min_seconds: Number(0.0) = None
+    max_seconds: Number(0.0) = None
+    batch_sizes: Rule(tuple[int, ...], (list,), _batch_sizes) = None
+
+
+class RecoveryKeys(Schema):
+    enabled: Flag = None
+    max_fp32_fraction: Number(0.0, 1.0) = None
+    seconds: Number(0.0) = None
+
+
+# A profile's sections: [name] -> its schema; each key becomes the Profile field `prefix + key`.
+PROFILE_SECTIONS: dict[str, type[Schema]] = {"budgets": BudgetKeys, "data": DataKeys, "benchmark": BenchmarkKeys,
+                                             "recovery": RecoveryKeys}
 
 
 def read_toml(path: Path) -> dict:
@@ -297,9 +290,9 @@ def load_target(name_or_path: str) -> Target:
         builders = ", ".join(r.name for r in runtimes.all_runtimes() if r.builds_artifacts)
         raise UsageError(f"{path}: runtime '{runtime.name}' runs the original model only; a target needs one that builds "
                          f"artifacts ({builders})")
-    extra = dict(runtime.extra_target_keys) if runtime is not None else {}
-    options = check_table(path, "", {k: v for k, v in raw.items() if k in extra and k not in _TARGET_KEYS}, extra)
-    data = check_table(path, "", {k: v for k, v in raw.items() if k not in options}, _TARGET_KEYS, required=("runtime", "device"))
+    schema = TargetKeys if runtime is None else extend(TargetKeys, key_fields(runtime.extra_target_keys), f"{runtime.name}TargetKeys")
+    data = validate(schema, raw, path).given()
+    options = {k: data.pop(k) for k in list(data) if k not in TargetKeys.model_fields}
     _runtime_keys(path, data, runtime)
     if "precisions" in data and "precision" not in data:
         raise UsageError(f"{path}: 'precisions' needs 'precision' (the one the target builds by default)")
@@ -324,30 +317,16 @@ def _runtime_keys(path: Path, data: dict, runtime) -> None:
 def load_profile(name_or_path: str) -> Profile:
     path = _resolve("profile", name_or_path)
     raw = read_toml(path)
-    top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
     sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
     for section in sections:
         if section not in PROFILE_SECTIONS:
             raise UsageError(f"{path}: unknown section '[{section}]'{nearest(section, list(PROFILE_SECTIONS))}")
-    data = check_table(path, "", top, _PROFILE_KEYS, required=("precision",))
-    budgets = check_table(path, "budgets.", sections.get("budgets", {}), PROFILE_SECTIONS["budgets"], required=("min_cosine",))
-    dataset = check_table(path, "data.", sections.get("data", {}), PROFILE_SECTIONS["data"])
-    bench = {f"bench_{k}" if k != "sequence_length" else k: v
-             for k, v in check_table(path, "benchmark.", sections.get("benchmark", {}), PROFILE_SECTIONS["benchmark"]).items()}
-    recovery = {("recovery" if k == "enabled" else f"recovery_{k}"): (float(v) if k != "enabled" else v)
-                for k, v in check_table(path, "recovery.", sections.get("recovery", {}), PROFILE_SECTIONS["recovery"]).items()}
-    floats = {f.name for f in fields(Budgets)}
-    budgets = {k: float(v) if k in floats and isinstance(v, (int, float)) else v for k, v in budgets.items()}
-    return Profile(
-        name=path.stem,
-        description=data.pop("description", ""),
-        budgets=Budgets(**budgets),
-        source=str(path),
-        **data,
-        **dataset,
-        **{k: float(v) if k.endswith("seconds") else v for k, v in bench.items()},
-        **recovery,
-    )
+    data = validate(ProfileKeys, {k: v for k, v in raw.items() if k not in sections}, path).given()
+    given = {name: validate(schema, sections.get(name, {}), path, f"{name}.").given() for name, schema in PROFILE_SECTIONS.items()}
+    bench = {(k if k == "sequence_length" else f"bench_{k}"): v for k, v in given["benchmark"].items()}
+    recovery = {("recovery" if k == "enabled" else f"recovery_{k}"): v for k, v in given["recovery"].items()}
+    return Profile(name=path.stem, description=data.pop("description", ""), budgets=Budgets(**given["budgets"]),
+                   source=str(path), **data, **given["data"], **bench, **recovery)
 
 
 def resolve_precision(target: Target, profile: Profile) -> str:
@@ -409,19 +388,14 @@ def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Pr
     for key in OVERRIDE_BUDGETS:
         if key not in given:
             continue
-        value = given[key]
-        option = option_name(key)
+        value, option = given[key], option_name(key)
         if key in ("max_drop", "min_relative"):
             if not isinstance(value, Mapping):
                 value = dict(parse_metric_option(item, option) for item in ([value] if isinstance(value, str) else value))
-            checked = check_table("command line", "", {option: dict(value)}, {option: PROFILE_SECTIONS["budgets"][key]})[option]
-            budgets[key] = {**getattr(profile.budgets, key), **checked}
+            budgets[key] = {**getattr(profile.budgets, key), **check_value("command line", option, dict(value), BudgetKeys, key)}
         else:
-            checked = check_table("command line", "", {option: value}, {option: PROFILE_SECTIONS["budgets"][key]})[option]
-            budgets[key] = float(checked)
-    data = {key: check_table("command line", "", {option_name(key): given[key]},
-                        {option_name(key): PROFILE_SECTIONS["data"][key]})[option_name(key)]
-            for key in OVERRIDE_DATA if key in given}
+            budgets[key] = check_value("command line", option, value, BudgetKeys, key)
+    data = {key: check_value("command line", option_name(key), given[key], DataKeys, key) for key in OVERRIDE_DATA if key in given}
     if not budgets and not data:
         return profile
     return replace(profile, budgets=replace(profile.budgets, **budgets), **data)

@@ -4,21 +4,19 @@ Rules:
 1. Each runtime's `probe()` (edgekit/runtimes/) lists what it can really run on here and records why a
    device is missing, in the runtime's own words where it gives any.
 2. `availability(target)` says whether a target's device is present and, when it is not, one line
-   saying why, e.g. "OpenVINO 2026.4.1 sees no NPU here (devices: CPU): ...". `recorded_availability`
-   asks the same of a runtime.json's settings.
+   saying why, e.g. "OpenVINO 2026.4.1 sees no NPU here (devices: CPU): ...". A runtime.json's
+   `RuntimeRecord.availability()` asks the same of the device it records.
 3. `edgekit targets` and `compile` use these same functions; tests fake a device list by replacing a
    runtime's probe, never by pretending hardware exists elsewhere.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from . import runtimes
 from .config import Target
 from .runtimes.base import Availability, RuntimeDevices
 
-__all__ = ["Availability", "RuntimeDevices", "availability", "probe", "probe_all", "recorded_availability"]
+__all__ = ["Availability", "RuntimeDevices", "availability", "probe", "probe_all"]
 
 
 def probe(runtime: str) -> RuntimeDevices:
@@ -29,12 +27,6 @@ def availability(target: Target, found: RuntimeDevices | None = None) -> Availab
     """Is `target`'s device present here? `found`: the runtime's probe (probed now when None)."""
     runtime = runtimes.get(target.runtime)
     return runtime.availability(runtime.placement(target), found or runtime.probe())
-
-
-def recorded_availability(settings: Mapping[str, Any]) -> Availability:
-    """Is the device a runtime.json's settings name present here?"""
-    runtime = runtimes.get(str(settings["runtime"]))
-    return runtime.availability(runtime.recorded_placement(settings), runtime.probe())
 
 
 def probe_all(targets: list[Target]) -> dict[str, Availability]:

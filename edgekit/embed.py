@@ -2,8 +2,10 @@
 
 Rules:
 1. The input is a target folder of a bundle (`BUNDLE/TARGET`, with `runtime.json`, and `manifest.json`
-   one level up). Its artifact files must match the manifest's sha256: a firmware build never embeds a
-   damaged artifact (run `edgekit verify` for the full check).
+   one level up), read by the one bundle reader (bundle.read_bundle: the artifact runtime.json names must
+   lie inside the folder). Its artifact files must match the manifest's sha256: a firmware build never
+   embeds a damaged artifact (run `edgekit verify` for the full check). Length buckets and the rest of
+   what the artifact ran with come from its `RuntimeRecord`, and the buckets from its runtime.
 2. `c`: `<prefix>.h` and `<prefix>.c`. The artifact is a `const unsigned char` array aligned to `align`
    bytes (GCC/Clang `__attribute__((aligned))`, MSVC `__declspec(align)`, else unaligned: C99 has no
    alignment syntax), with its length and sha256; an OpenVINO IR is two arrays (`model`: the .xml,
@@ -19,19 +21,17 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from . import __version__, runtimes
-from .bundle import replace_folder, write_json
+from . import __version__
+from .bundle import RUNTIME_RECORD, read_bundle, replace_folder, write_json
 from .errors import UsageError
-from .safety import inside_bundle
+from .runtimes import RuntimeRecord
 from .source import sha256_file
 
 FORMATS = ("c", "bin")
@@ -55,37 +55,30 @@ class Port:
 class TargetFiles:
     folder: Path
     bundle: Path
-    settings: dict[str, Any]
+    record: RuntimeRecord
     files: list[Path]  # the artifact's files: model.onnx, or model.xml and model.bin
 
 
 def _open_target(path: str | Path) -> TargetFiles:
     folder = Path(path)
-    if not (folder / "runtime.json").is_file():
+    if not (folder / RUNTIME_RECORD).is_file():
         raise UsageError(f"{folder}: not a bundle target folder (no runtime.json); give BUNDLE/TARGET, e.g. out/minilm/cpu")
-    bundle = folder.resolve().parent
-    if not (bundle / "manifest.json").is_file():
-        raise UsageError(f"{folder}: its parent {bundle} is not an edgekit bundle (no manifest.json)")
-    name = folder.resolve().name
-    for relative in ("manifest.json", f"{name}/runtime.json"):
-        inside_bundle(bundle, relative, ".")
-    try:
-        settings = json.loads((folder / "runtime.json").read_text())
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        artifact = inside_bundle(folder, settings["artifact"], "runtime.json")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{folder}: unreadable runtime.json or manifest.json ({exc})") from exc
-    files = runtimes.get(str(settings.get("runtime"))).files(artifact)
-    listed = {e.get("path"): e.get("sha256") for e in manifest.get("files", []) if isinstance(e, dict)}
+    root = folder.resolve().parent
+    if not (root / "manifest.json").is_file():
+        raise UsageError(f"{folder}: its parent {root} is not an edgekit bundle (no manifest.json)")
+    bundle = read_bundle(root)
+    target = bundle.target(folder.resolve().name)
+    files = target.files()
+    listed = {e.get("path"): e.get("sha256") for e in bundle.manifest["files"] if isinstance(e, dict)}
     for f in files:
-        rel = f"{folder.resolve().name}/{f.name}"
+        rel = f"{target.name}/{f.name}"
         if not f.is_file():
             raise UsageError(f"{folder}: no {f.name} (the bundle is incomplete)")
         if listed.get(rel) != sha256_file(f):
-            raise UsageError(f"{rel}: its sha256 does not match manifest.json; run `edgekit verify {bundle}` and recompile")
+            raise UsageError(f"{rel}: its sha256 does not match manifest.json; run `edgekit verify {root}` and recompile")
         if f.stat().st_size == 0:
             raise UsageError(f"{rel}: empty file; nothing to embed")
-    return TargetFiles(folder, bundle, settings, files)
+    return TargetFiles(folder, root, target.record, files)
 
 
 def _onnx_ports(path: Path) -> tuple[list[Port], list[Port]]:
@@ -155,32 +148,25 @@ def _array(name: str, data: bytes, guard: str) -> str:
     return f"const unsigned char {name}[{len(data)}] {guard}_ALIGNED = {{\n  {body}\n}};\nconst size_t {name}_len = {len(data)};\n"
 
 
-def _recorded(settings: dict[str, Any], key: str, default: Any = None) -> Any:
-    """A runtime.json setting: as run, or, for a target whose device was absent, as verified (`verified_with`)."""
-    return settings.get(key) or settings.get("verified_with", {}).get(key, default)
-
-
 def _header(prefix: str, t: TargetFiles, arrays: list[tuple[str, Path]], inputs: list[Port], outputs: list[Port],
             align: int) -> str:
     up = prefix.upper()
-    settings = t.settings
-    version = _recorded(settings, "version", "unknown")
+    settings = t.record.settings()  # as run, or, for a target whose device was absent, as verified
     lines = [f"/* Generated by edgekit {__version__} from bundle target {t.folder.resolve().name} "
              f"({', '.join(f.name for f in t.files)}). Do not edit. */",
              f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stddef.h>", "",
-             f"#define {up}_RUNTIME {_c_string(settings['runtime'])}",
+             f"#define {up}_RUNTIME {_c_string(t.record.runtime)}",
              f"/* The version it was built and verified with: the minimum tested. */",
-             f"#define {up}_RUNTIME_MIN_VERSION {_c_string(str(version).split('-')[0])}",
-             f"#define {up}_DEVICE {_c_string(str(settings.get('device', 'CPU')))}",
+             f"#define {up}_RUNTIME_MIN_VERSION {_c_string(str(settings.get('version', 'unknown')).split('-')[0])}",
+             f"#define {up}_DEVICE {_c_string(str(t.record.device or 'CPU'))}",
              f"#define {up}_ALIGNMENT {align}", ""]
-    buckets = _recorded(settings, "length_buckets")
+    buckets, padded = t.record.length_buckets()
     if buckets:
-        padded = _recorded(settings, "length_bucket_inputs", [])
         lines += [f"/* Verified and timed in length buckets: pad {', '.join(padded)} with zeros on the right to the smallest",
                   " * bucket that holds the input (reshape the model to it), and cut the outputs back to the true length. */",
                   f"#define {up}_NUM_LENGTH_BUCKETS {len(buckets)}",
                   f"#define {up}_LENGTH_BUCKETS {{ {', '.join(str(int(b)) for b in buckets)} }}", ""]
-    config = _recorded(settings, "session_config") or {}
+    config = settings.get("session_config") or {}
     if config:
         lines += ["/* ONNX Runtime session config entries it was verified and timed with: pass each pair to",
                   " * AddSessionConfigEntry (C API) / SessionOptions::AddConfigEntry (C++) before creating the session. */",
@@ -251,7 +237,7 @@ def embed(target: str | Path, fmt: str, output: str | Path, align: int = 64, nam
             (tmp / f"{prefix}.c").write_text(_source(prefix, arrays, align))
             written = [f"{prefix}.h", f"{prefix}.c"]
         else:
-            for f in [*t.files, t.folder / "runtime.json"]:
+            for f in [*t.files, t.folder / RUNTIME_RECORD]:
                 shutil.copyfile(f, tmp / f.name)
             shutil.copyfile(t.bundle / "manifest.json", tmp / "manifest.json")
             written = [f.name for f in t.files] + ["runtime.json", "manifest.json"]

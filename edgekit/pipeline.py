@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__, tasks
 from .build import Built, Context, Variant, build_target, static_variants
-from .bundle import Bundle, write_json
+from .bundle import BundleWriter, write_json
 from .cache import BuildCache
 from .config import Profile
 from .devices import probe_all
@@ -121,7 +121,7 @@ def run(request: CompileRequest) -> Report:
     out = Path(request.output) if request.output is not None else default_output(source)
     threads = request.threads or default_threads()
     store = BuildCache(enabled=request.cache)
-    with Bundle(out, force=request.force) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, \
+    with BundleWriter(out, force=request.force) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
@@ -207,7 +207,7 @@ def _report(plan: Resolved, source: SourceModel, prep: Prepared, built: list[Bui
     )
 
 
-def _write(bundle: Bundle, report: Report, plan: Resolved, built: list[Built]) -> None:
+def _write(bundle: BundleWriter, report: Report, plan: Resolved, built: list[Built]) -> None:
     """report.json, report.md and the manifest, then the bundle committed into place."""
     write_json(bundle.root / "report.json", report.to_dict())
     (bundle.root / "report.md").write_text(report.to_markdown())

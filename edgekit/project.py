@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .config import (OVERRIDE_BUDGETS, OVERRIDE_DATA, PROFILE_SECTIONS, check_table, nearest, read_toml, apply_overrides,
-                     load_profile, load_target, resolve_precision)
+from .config import (OVERRIDE_DATA, BudgetKeys, DataKeys, apply_overrides, load_profile, load_target, read_toml,
+                     resolve_precision)
 from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EXIT_OK, EdgekitError, UsageError
 from .progress import NullProgress
+from .schema import KEY, OneOf, Rule, Schema, Text, extend, fields_of, invalid, nearest, validate
 from .report import _mb
 from .request import DEFAULT_PROFILE, DEFAULT_TARGETS, CompileRequest
 from .source import _HUB_ID, SUPPORTED_TASKS, default_model_path
@@ -58,35 +59,50 @@ MEMORY_BASE = 1.5e9
 _NAME = re.compile(r"^\w[\w.-]*$")
 
 
-def _string_list(path, key: str, value: list) -> tuple[str, ...]:
+def _string_list(value: list) -> tuple[str, ...]:
     if not value or not all(isinstance(v, str) and v for v in value):
-        raise UsageError(f"{path}: '{key}' must be a non-empty list of names, not {value!r}")
+        raise invalid(f"'{KEY}' must be a non-empty list of names, not {value!r}")
     return tuple(dict.fromkeys(value))
 
 
-def _shape_table(path, key: str, value: dict) -> dict[str, tuple[int, ...]]:
+def _shape_table(value: dict) -> dict[str, tuple[int, ...]]:
     for name, dims in value.items():
         if not isinstance(dims, list) or not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-            raise UsageError(f"{path}: '{key}.{name}' must be a list of positive integers, e.g. [1, 3, 224, 224], not {dims!r}")
+            raise invalid(f"'{KEY}.{name}' must be a list of positive integers, e.g. [1, 3, 224, 224], not {dims!r}")
     return {name: tuple(dims) for name, dims in value.items()}
 
 
-# Schema of a model entry, in config's form: key -> (types, rule). Budgets and data sizes reuse the profile's.
-_MODEL_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
-    "targets": ((list,), _string_list),
-    "profile": ((str,), None),
-    "data": ((str,), None),
-    "task": ((str,), SUPPORTED_TASKS),
-    "shape": ((dict,), _shape_table),
-    "text_column": ((str,), None),
-    "label_column": ((str,), None),
-    **{key: PROFILE_SECTIONS["budgets"][key] for key in ("min_cosine", "max_drop", "max_latency_ms", "max_size_mb")},
-    **{key: PROFILE_SECTIONS["data"][key] for key in OVERRIDE_DATA},
-}
-_DEFAULT_KEYS = {**_MODEL_KEYS, "output": ((str,), None)}
-_ENTRY_KEYS = {"name": ((str,), None), "source": ((str,), None), **_MODEL_KEYS}
+class _ModelOwnKeys(Schema):
+    targets: Rule(tuple[str, ...], (list,), _string_list) = None
+    profile: Text = None
+    data: Text = None
+    task: OneOf(*SUPPORTED_TASKS) = None
+    shape: Rule(dict[str, tuple[int, ...]], (dict,), _shape_table) = None
+    text_column: Text = None
+    label_column: Text = None
+
+
+# A model's keys: its own, and the budgets and data sizes it may override, as a profile's (config.BudgetKeys, DataKeys).
+OVERRIDE_BUDGET_KEYS = ("min_cosine", "max_latency_ms", "max_size_mb", "max_drop")
+OVERRIDE_KEYS = OVERRIDE_BUDGET_KEYS + OVERRIDE_DATA
+ModelKeys = extend(_ModelOwnKeys, {**fields_of(BudgetKeys, *OVERRIDE_BUDGET_KEYS), **fields_of(DataKeys, *OVERRIDE_DATA)},
+                   "ModelKeys")
+
+
+class DefaultsKeys(ModelKeys):
+    """`[defaults]`: every model's keys, and where the bundles go."""
+
+    output: Text = None
+
+
+class EntryKeys(ModelKeys):
+    """One `[[models]]` entry."""
+
+    name: Text
+    source: Text
+
+
 _TOP_KEYS = ("defaults", "models")
-OVERRIDE_KEYS = tuple(k for k in OVERRIDE_BUDGETS + OVERRIDE_DATA if k in _MODEL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -223,7 +239,7 @@ def load_project(path: str | os.PathLike) -> Project:
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"{path}: '{prefix}defaults' must be a table ([{prefix}defaults]), not {defaults!r}")
-    defaults = check_table(path, f"{prefix}defaults.", defaults, _DEFAULT_KEYS)
+    defaults = validate(DefaultsKeys, defaults, path, f"{prefix}defaults.").given()
     entries = raw.get("models")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise UsageError(f"{path}: no models: add one [[{prefix}models]] table per model, with a name and a source")
@@ -236,7 +252,7 @@ def load_project(path: str | os.PathLike) -> Project:
         where = f"{path}: {label}"
         if "output" in entry:
             raise UsageError(f"{where}: 'output' is set in [{prefix}defaults] only: each bundle goes to <output>/<name>")
-        values = {**defaults, **check_table(where, "", entry, _ENTRY_KEYS, required=("name", "source"))}
+        values = {**defaults, **validate(EntryKeys, entry, where).given()}
         name = values["name"]
         if not _NAME.match(name) or name in (".", ".."):
             raise UsageError(f"{where}: 'name' must be usable as a folder name (letters, digits, '.', '_', '-'; "

@@ -1,9 +1,11 @@
 """`verify`: is a bundle intact, and does each artifact still compute what it computed at build time?
 
 Rules:
-1. A bundle is a folder with a readable `manifest.json`; anything else is a usage error (exit 2).
-2. Every path the manifest lists is relative and stays inside the bundle: an absolute path, a `..`
-   part or a symlink resolving outside is a usage error (exit 2), never followed.
+1. A bundle is a folder with a readable `manifest.json`; anything else is a usage error (exit 2). It is
+   read by the one bundle reader (bundle.read_bundle), as bench, embed and report read it.
+2. Every path the manifest lists, and the artifact each listed target's `runtime.json` names, is relative
+   and stays inside the bundle: an absolute path, a `..` part or a symlink resolving outside is a usage
+   error (exit 2), never followed. These are checked before any file is hashed.
 3. Every listed file exists with the listed size and sha256, in manifest order; the first that does not
    is the mismatch (exit 1), named with what differs.
 4. At build time each target stores `reference.npz` (one input feed and the artifact's own outputs on it)
@@ -24,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import write_json, write_npz
+from .bundle import RUNTIME_RECORD, Bundle, BundleTarget, read_bundle, write_json, write_npz
 from .errors import EdgekitError, UsageError
-from .runtimes import Feed, Session, open_recorded
+from .runtimes import Feed, Session
 from .safety import inside_bundle
 from .source import sha256_file
 
@@ -64,22 +66,6 @@ def write_reference(out_dir: Path, session: Session, feed: Feed, device: str, pr
     })
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
-    if not root.is_dir():
-        raise UsageError(f"{root}: not a folder; give an edgekit bundle folder (the -o of compile)")
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise UsageError(f"{root}: not an edgekit bundle (no manifest.json)")
-    inside_bundle(root, "manifest.json", ".")  # a manifest linked in from elsewhere is not this bundle's
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        raise UsageError(f"{path}: not an edgekit manifest (no 'files' list)")
-    return manifest
-
-
 def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
     """(files checked, the first mismatch or None). Every path is checked for escapes before any is hashed."""
     entries = manifest["files"]
@@ -97,34 +83,20 @@ def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
     return len(entries), None
 
 
-def _load_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The runtime settings to load with: the target's own where its device is here, else those of the verify
-    device compile used (recorded as `verified_with`)."""
-    from .devices import recorded_availability
-
-    if recorded_availability(settings).present:
-        return settings
-    return {**settings.get("verified_with", {}), "runtime": settings["runtime"], "execution_provider": "CPUExecutionProvider"}
-
-
-def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | None]:
-    """(a one-line summary, the first mismatch or None) for one target folder."""
+def check_target(target: BundleTarget, threads: int = 1) -> tuple[str, str | None]:
+    """(a one-line summary, the first mismatch or None) for one target of a bundle."""
     from .stages.verify import cosine
 
-    folder = inside_bundle(root, name)
-    settings_path, npz_path, tol_path = folder / "runtime.json", folder / REFERENCE_NPZ, folder / REFERENCE_JSON
-    if not settings_path.is_file():
-        return name, f"{name}/runtime.json: missing"
+    name, folder, artifact, record = target.name, target.folder, target.artifact, target.record
+    npz_path, tol_path = folder / REFERENCE_NPZ, folder / REFERENCE_JSON
     if not npz_path.is_file() or not tol_path.is_file():
         return name, f"{name}/{REFERENCE_NPZ}: no reference stored (bundle built before edgekit stored one); recompile it"
-    settings = json.loads(settings_path.read_text())
-    artifact = inside_bundle(folder, settings.get("artifact"), "runtime.json")
-    used = _load_settings(settings)
+    used = record.load_settings(record.availability().present)
     device = used.get("device", "CPU")
     try:
-        session = open_recorded(artifact, used, threads)
+        session = record.open(artifact, threads, used)
     except EdgekitError as exc:
-        return name, f"{name}/{artifact.name}: does not load in {settings['runtime']} on {device}: {exc}"
+        return name, f"{name}/{artifact.name}: does not load in {record.runtime} on {device}: {exc}"
     tolerance = json.loads(tol_path.read_text())["tolerance"]
     with np.load(npz_path, allow_pickle=False) as data:
         feed = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("input:")}
@@ -148,25 +120,37 @@ def check_target(root: Path, name: str, threads: int = 1) -> tuple[str, str | No
             return name, (f"{name}/{artifact.name}: output {out} differs from {name}/{REFERENCE_NPZ}: cosine {cos:.6f} "
                           f"(min {tolerance['min_cosine']}), max abs error {err:.3g} (max {tolerance['max_abs_error']:.3g})")
         worst_cos, worst_err = min(worst_cos, cos), max(worst_err, err)
-    return f"{name}: {settings['runtime']} {device}, cosine {worst_cos:.6f}, max abs error {worst_err:.3g}", None
+    return f"{name}: {record.runtime} {device}, cosine {worst_cos:.6f}, max abs error {worst_err:.3g}", None
+
+
+def _targets(bundle: Bundle) -> list[BundleTarget | str]:
+    """Each target the manifest lists, read and its paths checked before any file is hashed (rule 2); the name
+    of one without a runtime.json (a mismatch, rule 3)."""
+    names = bundle.manifest.get("targets")
+    if not isinstance(names, list):
+        return []
+    for name in names:
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise UsageError(f"{bundle.root / 'manifest.json'}: target name '{name}' is not a folder of the bundle")
+    return [bundle.target(name) if (bundle.root / name / RUNTIME_RECORD).is_file() else name for name in names]
 
 
 def verify(bundle: str | Path, threads: int = 1) -> VerifyResult:
     """Check a bundle's files, then run each target's stored reference. Raises UsageError for a non-bundle."""
-    root = Path(bundle)
-    manifest = _read_manifest(root)
-    result = VerifyResult(root)
-    result.files, result.mismatch = check_files(root, manifest)
+    read = read_bundle(bundle)
+    result = VerifyResult(read.root)
+    targets = _targets(read)
+    result.files, result.mismatch = check_files(read.root, read.manifest)
     if result.mismatch:
         return result
-    targets = manifest.get("targets")
-    if not isinstance(targets, list) or not targets:
+    if not targets:
         result.mismatch = "manifest.json: lists no targets"
         return result
-    for name in targets:
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise UsageError(f"{root / 'manifest.json'}: target name '{name}' is not a folder of the bundle")
-        summary, result.mismatch = check_target(root, name, threads)
+    for target in targets:
+        if isinstance(target, str):
+            result.mismatch = f"{target}/{RUNTIME_RECORD}: missing"
+            return result
+        summary, result.mismatch = check_target(target, threads)
         if result.mismatch:
             return result
         result.targets.append(summary)

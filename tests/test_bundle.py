@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.bundle import Bundle, check_output, clean_json, write_json
+from edgekit.bundle import BundleWriter, check_output, clean_json, write_json
 from edgekit.errors import UsageError
 
 
@@ -40,7 +40,7 @@ def make_existing_bundle(out):
 def test_exception_inside_with_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="boom"):
-        with Bundle(out) as bundle:
+        with BundleWriter(out) as bundle:
             assert bundle.root.parent == tmp_path
             assert bundle.root.name.startswith(".out.partial-")
             (bundle.folder("cpu") / "model.onnx").write_bytes(b"half")
@@ -53,7 +53,7 @@ def test_exception_inside_with_leaves_nothing(tmp_path):
 def test_keyboard_interrupt_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        with Bundle(out) as bundle:
+        with BundleWriter(out) as bundle:
             (bundle.root / "x").write_text("x")
             raise KeyboardInterrupt
     assert not out.exists()
@@ -62,7 +62,7 @@ def test_keyboard_interrupt_leaves_nothing(tmp_path):
 
 def test_no_commit_means_no_output(tmp_path):
     out = tmp_path / "out"
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         (bundle.root / "x").write_text("x")
     assert not out.exists()
     assert leftovers(tmp_path, "out") == []
@@ -70,7 +70,7 @@ def test_no_commit_means_no_output(tmp_path):
 
 def test_commit_creates_output_and_parent(tmp_path):
     out = tmp_path / "deep" / "er" / "out"
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         (bundle.folder("cpu") / "model.onnx").write_bytes(b"model")
         bundle.write_manifest({"kind": "onnx"}, {})
         assert bundle.commit() == out.resolve()
@@ -84,7 +84,7 @@ def test_existing_bundle_kept_when_new_write_fails(tmp_path):
     out = tmp_path / "out"
     before = make_existing_bundle(out)
     with pytest.raises(ValueError):
-        with Bundle(out) as bundle:
+        with BundleWriter(out) as bundle:
             (bundle.root / "new.txt").write_text("new")
             bundle.write_manifest({}, {})
             raise ValueError("stage failed")
@@ -95,7 +95,7 @@ def test_existing_bundle_kept_when_new_write_fails(tmp_path):
 def test_existing_bundle_replaced_after_commit(tmp_path):
     out = tmp_path / "out"
     make_existing_bundle(out)
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         (bundle.root / "new.txt").write_text("new")
         # the old bundle is untouched until commit
         assert (out / "old.txt").read_text() == "old artifact"
@@ -109,7 +109,7 @@ def test_existing_bundle_replaced_after_commit(tmp_path):
 def test_empty_existing_folder_is_accepted(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         (bundle.root / "a.txt").write_text("a")
         bundle.commit()
     assert (out / "a.txt").read_text() == "a"
@@ -123,7 +123,7 @@ def test_non_bundle_folder_refused_and_untouched(tmp_path):
     (out / "sub" / "data.bin").write_bytes(b"\x00\x01")
     before = snapshot(out)
     with pytest.raises(UsageError) as info:
-        Bundle(out)
+        BundleWriter(out)
     assert "not an edgekit bundle" in str(info.value)
     assert info.value.exit_code == 2
     assert snapshot(out) == before
@@ -134,7 +134,7 @@ def test_output_that_is_a_file_refused(tmp_path):
     out = tmp_path / "out"
     out.write_text("a file")
     with pytest.raises(UsageError, match="is a file"):
-        Bundle(out)
+        BundleWriter(out)
     assert out.read_text() == "a file"
     assert leftovers(tmp_path, "out") == []
 
@@ -148,7 +148,7 @@ def test_check_output_accepts_missing_and_bundle(tmp_path):
 
 def test_folder_becomes_non_bundle_before_commit(tmp_path):
     out = tmp_path / "out"
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         (bundle.root / "a.txt").write_text("a")
         out.mkdir()
         (out / "mine.txt").write_text("user file written meanwhile")
@@ -164,7 +164,7 @@ def test_manifest_lists_every_file(tmp_path):
     out = tmp_path / "out"
     contents = {"report.json": b'{"a": 1}', "cpu/model.onnx": b"\x08\x01" * 100, "cpu/deep/weights.bin": b"w" * 3000,
                 "README.md": b""}
-    with Bundle(out) as bundle:
+    with BundleWriter(out) as bundle:
         for rel, data in contents.items():
             path = bundle.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def test_manifest_lists_every_file(tmp_path):
 
 
 def test_manifest_rewritten_does_not_list_itself(tmp_path):
-    with Bundle(tmp_path / "out") as bundle:
+    with BundleWriter(tmp_path / "out") as bundle:
         (bundle.root / "a.txt").write_text("a")
         bundle.write_manifest({}, {})
         bundle.write_manifest({}, {})
@@ -196,7 +196,7 @@ def test_manifest_rewritten_does_not_list_itself(tmp_path):
 
 
 def test_manifest_lists_nested_file_named_manifest(tmp_path):
-    with Bundle(tmp_path / "out") as bundle:
+    with BundleWriter(tmp_path / "out") as bundle:
         (bundle.folder("extra") / "manifest.json").write_text("{}")
         paths = [f["path"] for f in bundle.files()]
     assert paths == ["extra/manifest.json"]
@@ -285,3 +285,49 @@ def test_layer_names_renumbered_but_inputs_and_outputs_kept():
     out = normalise_layer_names(xml)
     assert 'name="input_ids"' in out and 'name="/encoder/MatMul"' in out and 'name="Result_5"' in out
     assert 'name="Constant_0"' in out and 'name="Constant_1"' in out and "89854" not in out
+
+
+# ---------------------------------------------------------------- reading a bundle back: RuntimeRecord, read_bundle
+
+
+def test_runtime_records_are_read_and_written_back_byte_for_byte(cnn_bundle, tmp_path):
+    from edgekit.bundle import read_bundle
+
+    bundle = read_bundle(cnn_bundle)
+    assert bundle.target_names() == ["cpu", "intel-cpu"]
+    for name in bundle.target_names():
+        target = bundle.target(name)
+        assert target.artifact == cnn_bundle / name / target.record.artifact and target.files()[0] == target.artifact
+        write_json(tmp_path / f"{name}.json", target.record.as_dict())
+        assert (tmp_path / f"{name}.json").read_bytes() == (cnn_bundle / name / "runtime.json").read_bytes()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{ not json", "not readable JSON"),
+    ("[1]", "not a runtime record"),
+    ('{"target": "cpu", "runtime": "onnxruntime"}', "missing required key 'artifact'"),
+    ('{"target": "cpu", "artifact": 3, "runtime": "onnxruntime"}', "'artifact' must be str, not 3"),
+    ('{"target": "cpu", "artifact": "model.onnx", "runtime": "nope"}', "unknown runtime 'nope'"),
+    ('{"target": "cpu", "artifact": "model.onnx", "runtime": "onnxruntime", "verified_with": 1}', "'verified_with' must be dict"),
+])
+def test_a_bad_runtime_record_is_one_usage_error_naming_the_file(tmp_path, text, fragment):
+    from edgekit.runtimes import RuntimeRecord
+
+    path = tmp_path / "runtime.json"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        RuntimeRecord.read(path)
+    assert str(info.value).startswith(str(path)) and fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_length_buckets_are_the_runtimes_to_read():
+    from edgekit.runtimes import RuntimeRecord
+
+    ran = {"runtime": "openvino", "device": "CPU", "length_buckets": [16, 32], "length_bucket_inputs": ["input_ids"]}
+    assert RuntimeRecord.of("intel-cpu", "model.xml", ran).length_buckets() == ((16, 32), ("input_ids",))
+    absent = RuntimeRecord.of("intel-gpu", "model.xml", ran, {"runtime": "openvino", "device": "GPU"}, "no GPU here")
+    assert absent.length_buckets() == ((16, 32), ("input_ids",)) and absent.measured is False
+    assert list(absent.as_dict()) == ["target", "artifact", "runtime", "device", "measured", "not_measured", "verified_with"]
+    assert RuntimeRecord.of("cpu", "model.onnx", {"runtime": "onnxruntime"}).length_buckets() == ((), ())
+    with pytest.raises(UsageError, match="length_buckets"):
+        RuntimeRecord.of("intel-cpu", "model.xml", {**ran, "length_buckets": "all"}).length_buckets()

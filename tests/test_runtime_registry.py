@@ -136,7 +136,7 @@ def test_runtime_keys_are_checked_by_the_runtime(toy_runtime, tmp_path):
         load_target(str(_target(tmp_path, "output_scale = -1\n")))
     with pytest.raises(UsageError, match=r"'contrib_ops' is for ONNX Runtime targets only"):
         load_target(str(_target(tmp_path, "contrib_ops = true\n")))
-    with pytest.raises(UsageError, match=r"unknown key 'output_scal'"):
+    with pytest.raises(UsageError, match=r"unknown key 'output_scal' \(did you mean 'output_scale'\?\)"):
         load_target(str(_target(tmp_path, "output_scal = 2\n")))
 
 

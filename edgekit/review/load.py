@@ -1,4 +1,8 @@
-"""Loading: a bundle folder (manifest.json + report.json), checked, with a label unique within one review."""
+"""Loading: a bundle folder (manifest.json + report.json), checked, with a label unique within one review.
+
+The folder and its manifest are read by the one bundle reader (bundle.read_bundle), as verify, bench and
+embed read them; report.json is checked here.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
+from ..bundle import read_bundle
 from ..errors import UsageError
 from ..report import Report
 from ..safety import inside_bundle
@@ -94,13 +99,8 @@ def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
         raise UsageError(f"{given}: no such bundle folder")
     if not folder.is_dir():
         raise UsageError(f"{given}: not an edgekit bundle (give the bundle folder, with manifest.json and report.json)")
-    if not (folder / "manifest.json").is_file():
-        raise UsageError(f"{folder}: not an edgekit bundle (no manifest.json)")
-    for name in ("manifest.json", "report.json"):  # read only what lies inside the bundle, never through a link out
-        inside_bundle(folder, name, ".")
-    manifest = _read_json(folder / "manifest.json", "manifest.json")
-    if not isinstance(manifest, dict):
-        raise UsageError(f"{folder / 'manifest.json'}: not an edgekit manifest")
+    manifest = read_bundle(folder).manifest  # the one bundle reader: manifest.json inside the folder, readable
+    inside_bundle(folder, "report.json", ".")  # read only what lies inside the bundle, never through a link out
     if manifest.get("format") != BUNDLE_FORMAT:
         written_by = manifest.get("edgekit") or (manifest.get("versions") or {}).get("edgekit") or "unknown"
         raise UsageError(f"{folder}: bundle from an incompatible edgekit version {written_by} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (Availability, Feed, LazySession, RecoveryInputs, Runtime, RuntimeDevices, Session, all_runtimes,
+from .base import (Availability, Feed, LazySession, RecoveryInputs, Runtime, RuntimeDevices, RuntimeRecord, Session, all_runtimes,
                    default_threads, find, get, names, open_artifact, open_recorded, register, unregister)
 
 # Names importable from `edgekit.runtimes` that live in a runtime's module (imported when first asked for,
@@ -30,5 +30,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = ["Availability", "Feed", "LazySession", "RecoveryInputs", "Runtime", "RuntimeDevices", "Session", "all_runtimes",
+__all__ = ["Availability", "Feed", "LazySession", "RecoveryInputs", "Runtime", "RuntimeDevices", "RuntimeRecord", "Session",
+           "all_runtimes",
            "default_threads", "find", "get", "names", "open_artifact", "open_recorded", "register", "unregister", *_LAZY]

@@ -22,19 +22,28 @@ and never branches on a runtime's name. Rules:
    runtime has none) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
 5. A session takes a feed `{input name: numpy array}` and returns its outputs as numpy arrays in
    `output_names` order; `settings` records what a figure measured with it needs to be reproduced.
+6. `RuntimeRecord` is a target's `runtime.json`, typed: written by compile (`RuntimeRecord.of`), read back
+   (`RuntimeRecord.read`, one usage error naming the file) by verify, bench, embed through the bundle
+   reader (bundle.read_bundle). It keeps its keys in the order they came, so it is written back byte for
+   byte; `settings()` is what the artifact ran with, `open()` opens it here, `length_buckets()` asks its
+   runtime.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Mapping, Optional, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
+from ..errors import UsageError
 from ..registry import Registry
+from ..schema import Flag, Key, Text, validate
 
 if TYPE_CHECKING:
     from ..config import Profile, Target
@@ -176,6 +185,10 @@ class Runtime:
         """Lines for the report: what in these (runtime.json) settings changes how the artifact runs."""
         return []
 
+    def length_buckets(self, settings: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """(the sequence lengths these settings run in, the inputs padded to them); ((), ()): as built."""
+        return (), ()
+
 
 REGISTRY: Registry[Runtime] = Registry("runtime", __name__.rpartition(".")[0], Path(__file__).parent, "edgekit.runtimes")
 register, unregister, get, find, names = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.find, REGISTRY.names
@@ -190,3 +203,84 @@ def open_artifact(path: Path, runtime: str, threads: int, **settings: Any) -> Se
 def open_recorded(artifact: Path, settings: Mapping[str, Any], threads: int) -> Session:
     """Open an artifact with the runtime settings a runtime.json records for it."""
     return get(settings["runtime"]).open(Path(artifact), settings, threads)
+
+
+class RuntimeRecord(BaseModel):
+    """A target's runtime.json (rule 6): the settings its artifact ran with, or, where its device was absent,
+    the device's settings, why it was not measured and the verify device's settings (`verified_with`)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    target: Text
+    artifact: Text  # the artifact's file name, inside the target's folder (checked by the bundle reader)
+    runtime: Text
+    device: Text = None
+    measured: Flag = None  # False: the target's device was not here
+    not_measured: Text = None
+    verified_with: Annotated[Optional[dict[str, Any]], Key((dict,))] = None
+    _order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_order(cls, data: Any, handler: Any) -> "RuntimeRecord":
+        record = handler(data)
+        if isinstance(data, Mapping):
+            record._order = tuple(data)
+        return record
+
+    @classmethod
+    def of(cls, target: str, artifact: str, settings: Mapping[str, Any], absent: Mapping[str, Any] | None = None,
+           reason: str = "") -> "RuntimeRecord":
+        """Compile's record: `settings` as run, or with `absent` (the device part) as verified (build rule 2)."""
+        if absent is None:
+            return cls.model_validate({"target": target, "artifact": artifact, **settings})
+        return cls.model_validate({"target": target, "artifact": artifact, **absent, "measured": False, "not_measured": reason,
+                                   "verified_with": dict(settings)})
+
+    @classmethod
+    def read(cls, path: Path) -> "RuntimeRecord":
+        """A runtime.json, checked: one usage error naming the file (an unknown runtime included)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: not a runtime record (a JSON object)")
+        record = validate(cls, data, path)
+        try:
+            get(record.runtime)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        return record
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as written, keys in their order."""
+        values = {**{k: getattr(self, k) for k in self.model_fields_set}, **(self.model_extra or {})}
+        return {k: values[k] for k in self._order if k in values}
+
+    @property
+    def unit(self) -> Runtime:
+        return get(self.runtime)
+
+    def settings(self) -> dict[str, Any]:
+        """What the artifact ran with: each setting as recorded, else as verified (`verified_with`)."""
+        return {**(self.verified_with or {}), **{k: v for k, v in self.as_dict().items() if v}}
+
+    def load_settings(self, present: bool) -> dict[str, Any]:
+        """The settings to open it with here: the target's own where its device is `present`, else those of the
+        verify device compile used, on the CPU."""
+        if present:
+            return self.as_dict()
+        return {**(self.verified_with or {}), "runtime": self.runtime, "execution_provider": "CPUExecutionProvider"}
+
+    def availability(self) -> Availability:
+        """Is the device this record names present here?"""
+        runtime = self.unit
+        return runtime.availability(runtime.recorded_placement(self.as_dict()), runtime.probe())
+
+    def open(self, artifact: Path, threads: int, settings: Mapping[str, Any] | None = None) -> Session:
+        return self.unit.open(Path(artifact), self.as_dict() if settings is None else settings, threads)
+
+    def length_buckets(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """(the sequence lengths it ran in, the inputs padded to them), as its runtime reads them."""
+        return self.unit.length_buckets(self.settings())

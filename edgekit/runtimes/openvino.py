@@ -9,7 +9,8 @@ Rules:
    plugin's words (a plugin that cannot load, a driver that is absent).
 3. Length buckets (text models, the target's `length_buckets`): the IR stays dynamic; each call is padded
    to the smallest bucket that holds it and runs on a model compiled for that static shape, then its
-   outputs are cut back to the true length (`BucketPlan`). Longer inputs run on the IR as built.
+   outputs are cut back to the true length (`BucketPlan`). Longer inputs run on the IR as built. A
+   runtime.json records them; `length_buckets(settings)` reads them back (for embed's header too).
 4. Recipes: NNCF post-training quantisation or a plain FP32 IR (stages/quantize_ov.py) for a target
    without its own precision; a device target's FP16 or INT8 IR (stages/openvino_device.py).
 5. Recovery is NNCF's accuracy control with the worst-case output cosine as its metric.
@@ -287,6 +288,13 @@ class OpenVino(Runtime):
 
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {"PERFORMANCE_HINT": target.performance_hint}
+
+    def length_buckets(self, settings: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        buckets = recorded_buckets(settings)
+        padded = settings.get("length_bucket_inputs", []) if buckets else []
+        if not isinstance(padded, list) or not all(isinstance(name, str) for name in padded):
+            raise UsageError(f"runtime.json: 'length_bucket_inputs' must be a list of input names, not {padded!r}")
+        return buckets, tuple(padded)
 
     def how_it_runs(self, settings: Mapping[str, Any]) -> list[str]:
         buckets = settings.get("length_buckets")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cli_helpers import assert_usage_error
 from hostile_inputs import png_header_bomb, snapshot
 
-from edgekit.bundle import FORCED_SUBFOLDER, Bundle, output_folder
+from edgekit.bundle import FORCED_SUBFOLDER, BundleWriter, output_folder
 from edgekit.cli import main
 from edgekit.data import read_lines
 from edgekit.errors import UsageError
@@ -116,7 +116,7 @@ def test_force_writes_into_a_subfolder_and_deletes_nothing(tmp_path):
         output_folder(out)
     assert output_folder(out, force=True) == out / FORCED_SUBFOLDER
     for _ in range(2):  # a second forced build replaces only the bundle edgekit wrote
-        with Bundle(out, force=True) as bundle:
+        with BundleWriter(out, force=True) as bundle:
             (bundle.root / "a.txt").write_text("a")
             bundle.write_manifest({}, {})
             assert bundle.commit() == (out / FORCED_SUBFOLDER).resolve()

@@ -169,27 +169,52 @@ def test_verify_refuses_a_manifest_linked_from_outside(bundle_copy, tmp_path):
     assert_usage_error(invoke("verify", str(bundle_copy)), "manifest.json", "resolves outside the bundle")
 
 
-@pytest.mark.parametrize("artifact", ["../../secret.json", "/etc/hostname"])
-def test_embed_refuses_an_artifact_outside_the_bundle(bundle_copy, tmp_path, artifact):
-    outside_file(tmp_path)
-    settings_path = bundle_copy / "cpu" / "runtime.json"
+def point_artifact(bundle: Path, target: str, artifact: str) -> None:
+    """Make `target`'s runtime.json name `artifact` (the file is then no longer the one the manifest hashed)."""
+    settings_path = bundle / target / "runtime.json"
     settings = json.loads(settings_path.read_text())
     settings["artifact"] = artifact
     settings_path.write_text(json.dumps(settings))
+
+
+OUTSIDE_ARTIFACTS = ["../x.onnx", "../../secret.json", "/etc/hostname"]
+
+
+@pytest.mark.parametrize("artifact", OUTSIDE_ARTIFACTS)
+def test_embed_refuses_an_artifact_outside_the_bundle(bundle_copy, tmp_path, artifact):
+    outside_file(tmp_path)
+    point_artifact(bundle_copy, "cpu", artifact)
     result = invoke("embed", str(bundle_copy / "cpu"), "-o", str(tmp_path / "fw"))
     assert_usage_error(result, "cpu/runtime.json", "leaves the bundle")
     assert not (tmp_path / "fw").exists()
 
 
-def test_verify_refuses_an_artifact_outside_the_bundle(bundle_copy, tmp_path):
-    """runtime.json is hashed, so a changed one is a mismatch; the path is refused before it is opened."""
-    settings_path = bundle_copy / "cpu" / "runtime.json"
-    settings = json.loads(settings_path.read_text())
-    settings["artifact"] = "../../secret.json"
-    settings_path.write_text(json.dumps(settings))
-    result = invoke("verify", str(bundle_copy))
-    assert result.exit_code == 1, result.output
-    assert "cpu/runtime.json" in result.output
+@pytest.mark.parametrize("artifact", OUTSIDE_ARTIFACTS)
+def test_verify_refuses_an_artifact_outside_the_bundle(bundle_copy, tmp_path, artifact):
+    """The bundle reader checks every runtime.json's artifact path before any file is hashed or opened."""
+    outside_file(tmp_path)
+    point_artifact(bundle_copy, "cpu", artifact)
+    assert_usage_error(invoke("verify", str(bundle_copy)), "cpu/runtime.json", "leaves the bundle")
+
+
+@pytest.mark.parametrize("artifact", OUTSIDE_ARTIFACTS)
+def test_bench_refuses_an_artifact_outside_the_bundle(bundle_copy, tmp_path, artifact):
+    """bench reads a bundle with the same reader: it never follows runtime.json out of the bundle."""
+    outside_file(tmp_path)
+    (tmp_path / "x.onnx").write_bytes((bundle_copy / "cpu" / "model.onnx").read_bytes())  # a real model there
+    point_artifact(bundle_copy, "cpu", artifact)
+    assert_usage_error(invoke("bench", str(bundle_copy), "--duration", "0.1"), "cpu/runtime.json", "leaves the bundle")
+
+
+@pytest.mark.parametrize("command", ["verify", "bench", "embed"])
+def test_an_artifact_linked_out_of_the_bundle_is_refused(bundle_copy, tmp_path, command):
+    """A symlinked artifact name that resolves outside the target's folder is refused by each reader."""
+    (tmp_path / "x.onnx").write_bytes((bundle_copy / "cpu" / "model.onnx").read_bytes())
+    (bundle_copy / "cpu" / "link.onnx").symlink_to(tmp_path / "x.onnx")
+    point_artifact(bundle_copy, "cpu", "link.onnx")
+    args = {"verify": [str(bundle_copy)], "bench": [str(bundle_copy), "--duration", "0.1"],
+            "embed": [str(bundle_copy / "cpu"), "-o", str(tmp_path / "fw")]}[command]
+    assert_usage_error(invoke(command, *args), "cpu/runtime.json", "resolves outside the bundle")
 
 
 @pytest.mark.parametrize("edit, fragment", [
