@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.progress import ConsoleProgress, JsonProgress, NullProgress, eta, make_progress, rounds
+from edgekit.report import PROVISIONAL
 from edgekit.stages import recovery
 
 CNN = ["--shape", "input=1,3,32,32", "-t", "cpu", "-t", "intel-cpu"]
@@ -168,7 +169,7 @@ def test_compile_json_progress(cnn_onnx, quick_profile, tmp_path):
     assert result.exit_code == 0, result.output
     got = events(result.stderr)
     others = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-    assert others == [f"bundle: {tmp_path / 'out'}"]
+    assert others == [f"bundle: {tmp_path / 'out'}", f"verdict pass is provisional: {PROVISIONAL}"]
     kinds = {e["event"] for e in got}
     assert kinds == {"stage", "step", "note", "progress", "done"}
     assert all(isinstance(e["t_s"], (int, float)) for e in got)
@@ -197,7 +198,8 @@ def test_compile_plain_progress_and_quiet(cnn_onnx, quick_profile, tmp_path):
     assert "\x1b" not in plain.stderr and "{" not in plain.stderr
     quiet = compile_cli(str(cnn_onnx), *CNN[:4], "-p", str(quick_profile), "-o", str(tmp_path / "b"), "-q")
     assert quiet.exit_code == 0, quiet.output
-    assert quiet.stderr.splitlines() == [f"bundle: {tmp_path / 'b'}"]  # -q: nothing but the command's own line
+    # -q: nothing but the command's own lines (synthetic inputs: the verdict is provisional)
+    assert quiet.stderr.splitlines() == [f"bundle: {tmp_path / 'b'}", f"verdict pass is provisional: {PROVISIONAL}"]
     json_quiet = compile_cli(str(cnn_onnx), *CNN[:4], "-p", str(quick_profile), "-o", str(tmp_path / "c"), "-q",
                              "--progress", "json")
     assert events(json_quiet.stderr) and not [line for line in json_quiet.stderr.splitlines() if line.startswith("[")]
