@@ -31,7 +31,11 @@ def figure(value: Any) -> float | None:
     """A number from the report, or None (rule 2)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def malformed(key: str = "") -> PydanticCustomError:
