@@ -436,6 +436,71 @@ def test_incompatible_versions(bundle, tmp_path):
     assert_usage_error(report_cli(str(bundle), "--baseline", str(future)), "incompatible edgekit version")
 
 
+@pytest.mark.parametrize("edit, key", [
+    (lambda r: r.pop("original"), "original.latency_ms"),
+    (lambda r: r["original"].update(latency_ms=None), "original.latency_ms"),  # null without latency_measured false
+    (lambda r: r["targets"][0].pop("target"), "targets[0].target"),
+    (lambda r: r["targets"][1].update(latency_ms=[1.0]), "targets[1].latency_ms"),
+    (lambda r: r["targets"][0].update(accuracy=0.99), "targets[0].accuracy"),
+    (lambda r: r["targets"][0].update(budgets="min_cosine"), "targets[0].budgets"),
+    (lambda r: r["targets"][0].update(notes="abc"), "targets[0].notes"),
+    (lambda r: r.update(notes=5), "'notes'"),
+    (lambda r: r.update(source="model.onnx"), "'source'"),
+    (lambda r: r.update(benchmark=[]), "'benchmark'"),
+])
+def test_malformed_report_is_one_usage_error_naming_the_key(bundle, tmp_path, edit, key):
+    bad = variant(bundle, tmp_path / "bad", edit)
+    for fmt in ("md", "json", "html"):
+        assert_usage_error(report_cli(str(bad), "-f", fmt), "report.json: not an edgekit report", key)
+    assert_usage_error(report_cli(str(bundle), "--baseline", str(bad)), key)
+
+
+def test_hostile_figures_read_as_dashes(bundle, tmp_path):
+    """A figure that is not a number, a boolean or not finite is a dash in every format; so is a limit."""
+    def edit(report):
+        for entry in [report["original"], *report["targets"]]:
+            entry["latency_noisy"] = False
+        report["original"]["latency_ms"]["p50"] = "fast"
+        report["original"]["size_bytes"] = True
+        cpu, intel = report["targets"]
+        cpu["latency_ms"].update(p50=None, p90=float("nan"), p99=float("inf"))
+        cpu["latency_samples_ms"] = [1.0, -2.0, "x", None, float("nan"), 10 ** 400]
+        cpu.update(speedup_p50=float("-inf"), size_bytes="big")
+        cpu["accuracy"].update(cosine_min="high", top1_agreement=float("nan"))
+        cpu["budgets"] = [1, "x", {"budget": "min_cosine", "limit": "0.9"}, {"budget": "max_latency_ms", "limit": float("nan")}]
+        intel.update(accuracy=None, budgets=None, notes=None, verdict=None, latency_samples_ms="none")
+    odd = variant(bundle, tmp_path / "odd", edit)
+    result = report_cli(str(odd))
+    assert result.exit_code == 0, result.output
+    rows = {r[1]: r for r in table_rows(result.stdout)}
+    assert rows["original"][5:7] == ["—", "—"] and rows["original"][9] == "—"  # no p50: no speedup either
+    assert rows["cpu"][5:11] == ["—"] * 6
+    assert rows["intel-cpu"][10] == "—" and rows["intel-cpu"][-1] == "—"
+    html_text = report_cli(str(odd), "-f", "html").stdout
+    cpu_row = next(line for line in html_text.splitlines() if line.startswith("<tr><td>cnn.onnx</td><td>cpu</td>"))
+    assert cpu_row.count('<td class="n">—</td>') == 6
+    assert "min_cosine 0.9 (budget)" not in html_text  # a limit that is not a number draws no line
+    assert report_cli(str(odd), "--baseline", str(bundle)).exit_code == 0  # a missing figure is never a regression
+
+
+def test_records_read_each_figure_once():
+    from edgekit.review.records import read_report
+
+    record = read_report({"profile": "p", "original": {"latency_ms": None, "latency_measured": False, "latency_noisy": True},
+                          "targets": [{"target": "a", "latency_ms": {"p50": 2, "p90": True, "p99": float("inf")},
+                                       "latency_samples_ms": [3.0, -1, "x", 1.5], "latency_noisy": 1,
+                                       "accuracy": {"cosine_min": 0.99, "per_output": {}}, "size_bytes": 10},
+                                      {"target": "b", "latency_ms": {"p50": 1.0}, "latency_measured": False,
+                                       "latency_samples_ms": [1.0], "latency_not_measured": "no NPU"}]}, "r.json")
+    o, (a, b) = record.original, record.targets
+    assert not o.measured and o.latency.p50 is None and not o.noisy  # not measured: no figures, not noisy
+    assert a.measured and (a.latency.p50, a.latency.p90, a.latency.p99) == (2.0, None, None)
+    assert a.samples == [3.0, 1.5] and a.noisy and a.size_bytes == 10.0
+    assert a.accuracy.cosine_min == 0.99 and a.accuracy.written == {"cosine_min": 0.99}
+    assert not b.measured and b.latency.p50 is None and b.samples == [] and b.not_measured == "no NPU"
+    assert record.model == "" and record.benchmark.batch == "1"
+
+
 def test_bad_max_regression(bundle):
     for bad in ("abc", "-5%", "7"):
         assert_usage_error(report_cli(str(bundle), "--baseline", str(bundle), "--max-regression", bad), "--max-regression")

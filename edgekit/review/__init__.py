@@ -1,8 +1,9 @@
 """Review: read finished bundles and render them for a reviewer, optionally against a baseline.
 
 1. `load_bundle(path)` reads a bundle folder (manifest.json + report.json). A missing path, a folder
-   that is not a bundle, unreadable JSON, a manifest format other than `edgekit-bundle/1` or a report
-   written by a newer edgekit (major.minor) is a `UsageError` naming the path.
+   that is not a bundle, unreadable JSON, a manifest format other than `edgekit-bundle/1`, a report
+   written by a newer edgekit (major.minor) or one without the structure the renderers rely on
+   (`records`, rule 1) is a `UsageError` naming the path.
 2. `render(bundles, fmt, comparison)` writes one of three formats:
    - `md`: one table across every bundle, target and profile, fit to paste into a pull request;
    - `json`: every figure and setting of every loaded report (and the comparison);
@@ -13,9 +14,10 @@
    (relative), or cosine min down by more than `max_cosine_drop` (absolute). Targets on one side only
    are notes, never errors.
 
-Where each piece lives: `load` (bundles), `compare` (the comparison and --max-regression), `figures`
-(numbers read from a report and formatted for a cell), `rows` (the table rows md and html share),
-`markdown`, `as_json`, `html` and `svg` (the charts); this module holds the entry points.
+Where each piece lives: `load` (bundles), `records` (report.json as typed records, checked and converted
+once: a missing or non-finite figure is None), `compare` (the comparison and --max-regression), `figures`
+(figures formatted for a cell), `rows` (the table rows md and html share), `markdown`, `as_json`, `html`
+and `svg` (the charts); this module holds the entry points.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from ..errors import UsageError
-from .figures import acc_figure, fmt_ms, fmt_num, fmt_pct, lat_figure, num
+from .figures import fmt_ms, fmt_num, fmt_pct
 from .load import LoadedBundle
+from .records import ReportRecord, TargetRecord, read_report
 
 DEFAULT_MAX_REGRESSION = 0.05
 DEFAULT_MAX_COSINE_DROP = 0.005
@@ -31,11 +31,12 @@ def parse_fraction(text: str | float, option: str = "--max-regression") -> float
     return value
 
 
-METRICS = (  # name, label, how to read it, higher is worse
-    ("p50_ms", "p50 ms", lambda t: lat_figure(t, "p50"), True),
-    ("p90_ms", "p90 ms", lambda t: lat_figure(t, "p90"), True),
-    ("size_bytes", "size bytes", lambda t: num(t.get("size_bytes")), True),
-    ("cosine_min", "cosine min", lambda t: acc_figure(t, "cosine_min"), False),
+Metric = tuple[str, str, Callable[[TargetRecord], Optional[float]], bool]
+METRICS: tuple[Metric, ...] = (  # name, label, the figure of a target, higher is worse
+    ("p50_ms", "p50 ms", lambda t: t.latency.p50, True),
+    ("p90_ms", "p90 ms", lambda t: t.latency.p90, True),
+    ("size_bytes", "size bytes", lambda t: t.size_bytes, True),
+    ("cosine_min", "cosine min", lambda t: t.accuracy.cosine_min, False),
 )
 
 
@@ -112,23 +113,24 @@ def _change(metric: str, old: float | None, new: float | None, higher_is_worse: 
     return Change(metric, old, new, delta, relative, regression)
 
 
-def _as_reports(side: Any) -> list[tuple[str, dict[str, Any]]]:
-    """A LoadedBundle, a report dict, or a list of either -> [(model, report)]."""
+def _as_reports(side: Any) -> list[tuple[str, ReportRecord]]:
+    """A LoadedBundle, a report dict (read as a bundle's is), or a list of either -> [(model, record)]."""
     items = side if isinstance(side, (list, tuple)) else [side]
     out = []
     for item in items:
         if isinstance(item, LoadedBundle):
-            out.append((item.model, item.report))
+            out.append((item.model, item.record))
         else:
-            out.append((LoadedBundle(Path("."), {}, item).model, item))
+            record = read_report(item, "report")
+            out.append((record.model, record))
     return out
 
 
-def _index(side: list[tuple[str, dict[str, Any]]], which: str) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
-    index: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+def _index(side: list[tuple[str, ReportRecord]], which: str) -> dict[tuple[str, str], tuple[str, TargetRecord]]:
+    index: dict[tuple[str, str], tuple[str, TargetRecord]] = {}
     for model, report in side:
-        for t in report.get("targets") or []:
-            key = (str(t.get("target")), str(t.get("profile") or report.get("profile") or ""))
+        for t in report.targets:
+            key = (t.target, t.profile or report.profile or "")
             if key in index:
                 raise UsageError(f"target {key[0]!r} with profile {key[1]!r} appears twice in the {which} bundles; "
                                  "--baseline compares one bundle per target and profile")

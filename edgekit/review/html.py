@@ -10,6 +10,7 @@ from ..stages.benchmark import NOISY_RULE
 from .compare import Comparison, change_cells
 from .figures import DASH, fmt_num
 from .load import LoadedBundle
+from .records import BudgetCheck, Entry, TargetRecord
 from .rows import columns, has_top1, noisy_names, rows_of, synthetic_names
 from .svg import PALETTE, escape, latency_svg, scatter_svg
 
@@ -91,38 +92,49 @@ def render_html(bundles: Sequence[LoadedBundle], comparison: Comparison | None =
     if comparison is not None:
         body.append(_comparison_html(comparison))
     for b in bundles:
-        r = b.report
-        colors = {t["target"]: PALETTE[i % len(PALETTE)] for i, t in enumerate(b.targets)}
-        data, bench = r.get("data") or {}, r.get("benchmark") or {}
-        body.append(f"<h2>{escape(b.name)} · profile {escape(r.get('profile'))} · verdict "
-                    f"<span class=\"{'pass' if r.get('verdict') == 'pass' else 'fail'}\">{escape(str(r.get('verdict')).upper())}</span></h2>")
-        body.append(f'<p class="muted">bundle <code>{escape(b.path)}</code> · source <code>{escape((r.get("source") or {}).get("location"))}</code>'
-                    f" · task {escape(r.get('task'))} · accuracy on {escape(data.get('eval_samples'))} samples ({escape(data.get('origin'))})"
-                    f" · benchmark input <code>{escape(bench.get('input'))}</code>, {escape(bench.get('threads'))} threads · edgekit {escape(r.get('edgekit_version'))}</p>")
-        body.append(scatter_svg(b, colors))
-        for t in b.targets:
-            body.append(f"<h3>{escape(t['target'])} · {escape(t.get('runtime'))} {escape(t.get('precision'))} on {escape(t.get('device'))}</h3>")
-            body.append(latency_svg(t["target"], b.original, t, colors[t["target"]]))
-            budgets = "".join(
-                f"<li>{escape(c.get('budget'))} {'≥' if str(c.get('budget', '')).startswith('min') else '≤'} {escape(fmt_num(c.get('limit'), 'g'))}: "
-                f"measured {escape(fmt_num(c.get('measured'), '.4f' if c.get('budget') == 'min_cosine' else '.4g'))} "
-                + (f"<span class=\"muted\">{'not checked' if c.get('not_checked') else 'not applicable'} ({escape(c.get('reason'))})</span></li>"
-                   if c.get("applicable") is False else
-                   f"<span class=\"{'pass' if c.get('passed') else 'fail'}\">{'pass' if c.get('passed') else 'FAIL'}</span></li>")
-                for c in t.get("budgets") or [] if isinstance(c, dict))
-            if budgets:
-                body.append(f"<ul>{budgets}</ul>")
-            acc = {k: v for k, v in (t.get("accuracy") or {}).items() if k != "per_output"}
-            body.append(_settings_html("accuracy", acc))
-            body.append(_settings_html("quantization", t.get("quantization")))
-            body.append(_settings_html("runtime settings", t.get("runtime_settings")))
-            notes = t.get("notes") or []
-            if notes:
-                body.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-        versions = {k: v for k, v in (b.manifest.get("versions") or {}).items() if v}
-        body.append(_settings_html("tool versions", versions))
-        if r.get("notes"):
-            body.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in r["notes"]) + "</ul>")
+        body += _bundle_html(b)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _bundle_html(b: LoadedBundle) -> list[str]:
+    """One bundle's section: its heading and figures, the scatter, each target, the tool versions, the notes."""
+    r, data, bench = b.record, b.record.data, b.record.benchmark
+    colors = {t.target: PALETTE[i % len(PALETTE)] for i, t in enumerate(r.targets)}
+    body = [f"<h2>{escape(b.name)} · profile {escape(r.profile)} · verdict "
+            f"<span class=\"{'pass' if r.verdict == 'pass' else 'fail'}\">{escape(str(r.verdict).upper())}</span></h2>",
+            f'<p class="muted">bundle <code>{escape(b.path)}</code> · source <code>{escape(r.source.location)}</code>'
+            f" · task {escape(r.task)} · accuracy on {escape(data.eval_samples)} samples ({escape(data.origin)})"
+            f" · benchmark input <code>{escape(bench.input)}</code>, {escape(bench.threads)} threads · edgekit {escape(r.edgekit_version)}</p>",
+            scatter_svg(b, colors)]
+    for t in r.targets:
+        body += _target_html(t, r.original, colors[t.target])
+    versions = {k: v for k, v in (b.manifest.get("versions") or {}).items() if v}
+    body.append(_settings_html("tool versions", versions))
+    if r.notes:
+        body.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in r.notes) + "</ul>")
+    return body
+
+
+def _target_html(t: TargetRecord, original: Entry, color: str) -> list[str]:
+    """One target: heading, latency plot, budgets, accuracy, quantization and runtime settings, notes."""
+    body = [f"<h3>{escape(t.target)} · {escape(t.runtime)} {escape(t.precision)} on {escape(t.device)}</h3>",
+            latency_svg(t.target, original, t, color)]
+    budgets = "".join(_budget_html(c) for c in t.budgets)
+    if budgets:
+        body.append(f"<ul>{budgets}</ul>")
+    body.append(_settings_html("accuracy", t.accuracy.written))
+    body.append(_settings_html("quantization", t.quantization))
+    body.append(_settings_html("runtime settings", t.runtime_settings))
+    if t.notes:
+        body.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in t.notes) + "</ul>")
+    return body
+
+
+def _budget_html(c: BudgetCheck) -> str:
+    head = (f"<li>{escape(c.budget)} {'≥' if (c.budget or '').startswith('min') else '≤'} {escape(fmt_num(c.limit, 'g'))}: "
+            f"measured {escape(fmt_num(c.measured, '.4f' if c.budget == 'min_cosine' else '.4g'))} ")
+    if not c.applicable:
+        return head + f"<span class=\"muted\">{'not checked' if c.not_checked else 'not applicable'} ({escape(c.reason)})</span></li>"
+    return head + f"<span class=\"{'pass' if c.passed else 'fail'}\">{'pass' if c.passed else 'FAIL'}</span></li>"

@@ -1,7 +1,7 @@
 """Loading: a bundle folder (manifest.json + report.json), checked, with a label unique within one review.
 
 The folder and its manifest are read by the one bundle reader (bundle.read_bundle), as verify, bench and
-embed read them; report.json is checked here.
+embed read them; report.json is read into typed records (`records.read_report`) here, once.
 """
 
 from __future__ import annotations
@@ -9,49 +9,37 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
 from ..bundle import read_bundle
 from ..errors import UsageError
-from ..report import Report
 from ..safety import inside_bundle
+from .records import ReportRecord, read_report
 
 BUNDLE_FORMAT = "edgekit-bundle/1"
 
 
 @dataclass
 class LoadedBundle:
-    """A bundle as read: its report.json both as written (`report`, for the JSON output) and as typed
-    objects (`parsed`, `Report.from_dict`, for the table)."""
+    """A bundle as read: its report.json as written (`report`, for the JSON output) and as typed records
+    (`record`, read once by `records.read_report`, for everything else)."""
 
     path: Path
     manifest: dict[str, Any]
     report: dict[str, Any]
+    record: ReportRecord
     label: str = ""  # the model column; made unique across the bundles of one review
-    parsed: Report = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.parsed = Report.from_dict(self.report)
 
     @property
     def model(self) -> str:
-        location = str((self.report.get("source") or {}).get("location") or "") or self.path.name
-        return location.rstrip("/").rsplit("/", 1)[-1] or location
+        return self.record.model or self.path.name
 
     @property
     def name(self) -> str:
         return self.label or self.model
-
-    @property
-    def targets(self) -> list[dict[str, Any]]:
-        return self.report["targets"]
-
-    @property
-    def original(self) -> dict[str, Any]:
-        return self.report["original"]
 
 
 def _version_tuple(text: Any) -> tuple[int, int] | None:
@@ -66,29 +54,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise UsageError(f"{path}: {what} is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80]})") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-
-
-def _require(report: dict[str, Any], where: Path) -> None:
-    """The fields every renderer relies on; anything else is optional."""
-
-    def missing(key: str) -> UsageError:
-        return UsageError(f"{where}: not an edgekit report (missing or malformed '{key}')")
-
-    if not isinstance(report.get("targets"), list):
-        raise missing("targets")
-    original = report.get("original")
-    if not isinstance(original, dict) or not (isinstance(original.get("latency_ms"), dict) or (
-            original.get("latency_ms") is None and original.get("latency_measured") is False)):  # built with --no-bench
-        raise missing("original.latency_ms")
-    for i, t in enumerate(report["targets"]):
-        if not isinstance(t, dict) or not isinstance(t.get("target"), str):
-            raise missing(f"targets[{i}].target")
-        if not isinstance(t.get("latency_ms"), dict) and not (t.get("latency_ms") is None and t.get("latency_measured") is False):
-            raise missing(f"targets[{i}].latency_ms")
-        if t.get("accuracy") is not None and not isinstance(t["accuracy"], dict):
-            raise missing(f"targets[{i}].accuracy")
-        if t.get("budgets") is not None and not isinstance(t["budgets"], list):
-            raise missing(f"targets[{i}].budgets")
 
 
 def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
@@ -114,11 +79,7 @@ def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
     theirs, ours = _version_tuple(version), _version_tuple(__version__)
     if theirs is None or (ours is not None and theirs > ours):
         raise UsageError(f"{folder}: bundle from an incompatible edgekit version {version} (this is edgekit {__version__})")
-    _require(report, folder / "report.json")
-    try:
-        return LoadedBundle(folder, manifest, report)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise UsageError(f"{folder / 'report.json'}: not an edgekit report ({exc.__class__.__name__}: {exc})") from None
+    return LoadedBundle(folder, manifest, report, read_report(report, folder / "report.json"))
 
 
 def load_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[LoadedBundle]:
@@ -131,7 +92,7 @@ def load_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[LoadedBundle]:
 
 def _label(bundles: list[LoadedBundle]) -> None:
     """Model names for the table; bundles of the same model and profile get their folder name added."""
-    keys = [(b.model, b.report.get("profile")) for b in bundles]
+    keys = [(b.model, b.record.profile) for b in bundles]
     for b, key in zip(bundles, keys):
         b.label = f"{b.model} ({b.path.name})" if keys.count(key) > 1 and b.path.name != b.model else b.model
     seen: dict[tuple[str, Any], int] = {}

@@ -18,15 +18,13 @@ def _verdict_md(verdict: str) -> str:
 
 def render_markdown(bundles: Sequence[LoadedBundle], comparison: Comparison | None = None) -> str:
     lines = ["## edgekit review", "", _table(bundles).to_markdown(), ""]
-    verdicts = ", ".join(f"{b.name} ({b.report.get('profile')}): **{str(b.report.get('verdict') or '?').upper()}**"
-                         for b in bundles)
+    verdicts = ", ".join(f"{b.name} ({b.record.profile}): **{(b.record.verdict or '?').upper()}**" for b in bundles)
     lines.append(f"- verdict: {verdicts}")
     for b in bundles:
-        bench = b.report.get("benchmark") or {}
-        data = b.report.get("data") or {}
-        lines.append(f"- {escape_cell(b.name)}: `{b.report.get('source', {}).get('location')}`, task `{b.report.get('task')}`, "
-                     f"batch {bench.get('batch', 1)}, benchmark input `{bench.get('input')}`, {bench.get('threads')} threads, "
-                     f"accuracy on {data.get('eval_samples')} samples ({data.get('origin')}), edgekit {b.report.get('edgekit_version')}")
+        r, bench, data = b.record, b.record.benchmark, b.record.data
+        lines.append(f"- {escape_cell(b.name)}: `{r.source.location}`, task `{r.task}`, "
+                     f"batch {bench.batch}, benchmark input `{bench.input}`, {bench.threads} threads, "
+                     f"accuracy on {data.eval_samples} samples ({data.origin}), edgekit {r.edgekit_version}")
     synthetic = synthetic_names(bundles)
     if synthetic:
         lines.append(f"- **accuracy from synthetic inputs, not real data:** {', '.join(synthetic)}")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from ..report import TargetResult
-from ..stages.benchmark import Latency
-from .figures import DASH, NOT_MEASURED, fmt_mb, fmt_ms, fmt_num, num
+from .figures import DASH, NOT_MEASURED, fmt_mb, fmt_ms, fmt_num
 from .load import LoadedBundle
+from .records import LatencyFigures, TargetRecord
 
 
 @dataclass
@@ -30,35 +29,29 @@ class Row:
 
 
 def rows_of(bundles: Sequence[LoadedBundle]) -> list[Row]:
-    """Per bundle: the original (speedup 1.00× when timed), then each target. A figure that is missing
-    or not a finite number reads as a dash; latency of a target whose device was not here, "not measured"."""
+    """Per bundle: the original (speedup 1.00× when timed), then each target. A figure the report lacks
+    reads as a dash; latency of a target whose device was not here, "not measured"."""
     rows = []
     for b in bundles:
-        r, o = b.parsed, b.parsed.original_latency
-        timed = o is not None and num(o.p50) is not None
-        rows.append(Row(b.name, "original", r.profile, str(r.original.get("runtime") or ""),
-                        str(r.original.get("precision") or ""), fmt_mb(r.original.get("size_bytes")), *_timing(o),
-                        "1.00×" if timed else DASH, DASH, DASH, "", bool(o and o.noisy)))
-        rows += [_target_row(b.name, r.profile, t) for t in r.targets]
+        r, o = b.record, b.record.original
+        profile = r.profile or ""
+        rows.append(Row(b.name, "original", profile, o.runtime or "", o.precision or "", fmt_mb(o.size_bytes),
+                        *_timing(o.latency), "1.00×" if o.latency.p50 is not None else DASH, DASH, DASH, "", o.noisy))
+        rows += [_target_row(b.name, profile, t) for t in r.targets]
     return rows
 
 
-def _target_row(model: str, profile: str, t: TargetResult) -> Row:
-    top1 = num(t.accuracy.top1_agreement)
+def _target_row(model: str, profile: str, t: TargetRecord) -> Row:
+    top1 = t.accuracy.top1_agreement
     timed = _timing(t.latency) if t.measured else [NOT_MEASURED] * 3
-    return Row(model, t.target, t.profile or profile, t.runtime, t.precision, fmt_mb(t.size_bytes), *timed,
+    return Row(model, t.target, t.profile or profile, t.runtime or "", t.precision or "", fmt_mb(t.size_bytes), *timed,
                fmt_num(t.speedup_p50, ".2f", "×"), fmt_num(t.accuracy.cosine_min, ".4f"),
-               DASH if top1 is None else f"{top1:.1%}", t.verdict, bool(t.latency and t.latency.noisy))
+               DASH if top1 is None else f"{top1:.1%}", t.verdict or "", t.noisy)
 
 
-def _timing(lat: Latency | None) -> list[str]:
+def _timing(lat: LatencyFigures) -> list[str]:
     """The p50, p90 and p99 cells."""
-    return [fmt_ms(None if lat is None else getattr(lat, k)) for k in ("p50", "p90", "p99")]
-
-
-def measured(entry: dict[str, Any]) -> bool:
-    """False for a target whose device was not on the compiling machine (no latency in its report)."""
-    return entry.get("latency_measured") is not False
+    return [fmt_ms(lat.p50), fmt_ms(lat.p90), fmt_ms(lat.p99)]
 
 
 def columns(top1: bool) -> list[str]:
@@ -68,7 +61,7 @@ def columns(top1: bool) -> list[str]:
 
 
 def has_top1(bundles: Sequence[LoadedBundle]) -> bool:
-    return any(num(t.accuracy.top1_agreement) is not None for b in bundles for t in b.parsed.targets)
+    return any(t.accuracy.top1_agreement is not None for b in bundles for t in b.record.targets)
 
 
 def noisy_names(bundles: Sequence[LoadedBundle]) -> list[str]:
@@ -76,4 +69,4 @@ def noisy_names(bundles: Sequence[LoadedBundle]) -> list[str]:
 
 
 def synthetic_names(bundles: Sequence[LoadedBundle]) -> list[str]:
-    return [b.name for b in bundles if (b.report.get("data") or {}).get("synthetic")]
+    return [b.name for b in bundles if b.record.data.synthetic]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import html
 import math
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
-from .figures import NOT_MEASURED, acc_figure, budget_limit, fmt_ms, lat_figure, latency_samples
+from .figures import NOT_MEASURED, fmt_ms
 from .load import LoadedBundle
-from .rows import measured
+from .records import Entry, TargetRecord
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
 ORIGINAL_COLOR = "#555555"
@@ -132,28 +133,39 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def _series(entry: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class _Series:
+    """One lane of the distribution plot: the percentiles (reported, else from the samples; q1 and q3 from
+    the samples), the samples sorted and as timed, and the noisy flag."""
+
+    stats: dict[str, float | None]
+    samples: list[float]
+    raw: list[float]
+    noisy: bool
+
+
+def _series(entry: Entry) -> _Series:
     """What the distribution plot needs: samples when present, the reported percentiles always."""
-    samples = sorted(latency_samples(entry))
-    stats = {k: lat_figure(entry, k) for k in ("min", "p50", "p90", "p95", "p99", "max")}
+    samples = sorted(entry.samples)
+    stats = {k: getattr(entry.latency, k) for k in ("min", "p50", "p90", "p95", "p99", "max")}
     if samples:
         stats["q1"], stats["q3"] = _percentile(samples, 25), _percentile(samples, 75)
         for k, q in (("min", 0), ("max", 100), ("p50", 50), ("p90", 90), ("p99", 99)):
             if stats.get(k) is None:
                 stats[k] = _percentile(samples, q)
-    return {"samples": samples, "stats": stats, "noisy": bool(entry.get("latency_noisy")), "raw": latency_samples(entry)}
+    return _Series(stats, samples, entry.samples, entry.noisy)
 
 
-def latency_svg(name: str, original: dict[str, Any], target: dict[str, Any], color: str, width: int = 1040) -> str:
+def latency_svg(name: str, original: Entry, target: TargetRecord, color: str, width: int = 1040) -> str:
     """Original vs artifact: per series a strip of every timed run, a box (quartiles), a p50 bar and p90/p99 ticks.
 
     Without samples (older reports) the line spans min..max with the reported percentiles marked.
     The axis is logarithmic when the slowest run is more than 20 times the fastest.
     """
-    if not measured(target):
-        return f'<p class="muted">{escape(name)}: latency {NOT_MEASURED} ({escape(target.get("latency_not_measured") or "device not present")}).</p>'
+    if not target.measured:
+        return f'<p class="muted">{escape(name)}: latency {NOT_MEASURED} ({escape(target.not_measured or "device not present")}).</p>'
     series = [("original", _series(original), ORIGINAL_COLOR), (name, _series(target), color)]
-    values = [v for _, s, _ in series for v in list(s["stats"].values()) + s["samples"] if v is not None and v > 0]
+    values = [v for _, s, _ in series for v in list(s.stats.values()) + s.samples if v is not None and v > 0]
     if not values:
         return f'<p class="muted">{escape(name)}: no latency figures in the report.</p>'
     lo, hi = min(values), max(values)
@@ -182,14 +194,14 @@ def latency_svg(name: str, original: dict[str, Any], target: dict[str, Any], col
     return "\n".join(out)
 
 
-def _lane(x: Axis, label: str, s: dict[str, Any], col: str, cy: float, lane: float, plot: tuple[float, float]) -> list[str]:
+def _lane(x: Axis, label: str, s: _Series, col: str, cy: float, lane: float, plot: tuple[float, float]) -> list[str]:
     """One series of the latency plot, centred at y = `cy`: every timed run as a dot (at most ~1500), the
     min-max line, the p25-p75 box, the p50 bar, p90/p99 ticks, and its figures right of the plot."""
     left, right = plot
     out: list[str] = []
-    st = s["stats"]
+    st = s.stats
     out.append(f'<text x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end" font-weight="600" fill="{col}">{escape(label)}</text>')
-    raw = s["raw"]
+    raw = s.raw
     if raw:
         step = max(1, len(raw) // 1500)  # at most ~1500 dots a lane
         dots = [f'<circle cx="{x(v):.1f}" cy="{cy + _jitter(j, label) * lane * 0.3:.1f}" r="1.8"/>'
@@ -215,10 +227,10 @@ def _lane(x: Axis, label: str, s: dict[str, Any], col: str, cy: float, lane: flo
             last_label = px if not below else last_label
     summary = f'p50 {fmt_ms(st.get("p50"))} · p90 {fmt_ms(st.get("p90"))} · p99 {fmt_ms(st.get("p99"))} ms'
     detail = f'{len(raw)} runs' if raw else "percentiles only (no samples in report)"
-    if s["noisy"]:
+    if s.noisy:
         detail += " · NOISY"
     out.append(f'<text x="{right + 12}" y="{cy - 2:.1f}" fill="#222">{escape(summary)}</text>')
-    out.append(f'<text x="{right + 12}" y="{cy + 13:.1f}" font-size="11" fill="{"#b00020" if s["noisy"] else "#666"}">'
+    out.append(f'<text x="{right + 12}" y="{cy + 13:.1f}" font-size="11" fill="{"#b00020" if s.noisy else "#666"}">'
                f'{escape(detail)}</text>')
     return out
 
@@ -227,16 +239,16 @@ def scatter_svg(bundle: LoadedBundle, colors: dict[str, str], width: int = 1040,
     """Accuracy (cosine min) against latency (p50): the original at cosine 1.0, one point per target,
     with the min_cosine budget drawn horizontally and max_latency_ms (a p90 budget) vertically."""
     points = []
-    o_p50 = lat_figure(bundle.original, "p50")
-    if o_p50 is not None:
-        points.append(("original", o_p50, 1.0, ORIGINAL_COLOR, ""))
-    for t in bundle.targets:
-        p50, cos = lat_figure(t, "p50"), acc_figure(t, "cosine_min")
+    report = bundle.record
+    if report.original.latency.p50 is not None:
+        points.append(("original", report.original.latency.p50, 1.0, ORIGINAL_COLOR, ""))
+    for t in report.targets:
+        p50, cos = t.latency.p50, t.accuracy.cosine_min
         if p50 is not None and cos is not None:
-            points.append((t["target"], p50, cos, colors.get(t["target"], PALETTE[0]), str(t.get("verdict") or "")))
-    min_cos = sorted({v for t in bundle.targets if (v := budget_limit(t, "min_cosine")) is not None})
-    max_lat = sorted({v for t in bundle.targets if (v := budget_limit(t, "max_latency_ms")) is not None})
-    title = f"{bundle.name} ({bundle.report.get('profile')}): accuracy vs latency"
+            points.append((t.target, p50, cos, colors.get(t.target, PALETTE[0]), t.verdict or ""))
+    min_cos = sorted({v for t in report.targets if (v := t.budget_limit("min_cosine")) is not None})
+    max_lat = sorted({v for t in report.targets if (v := t.budget_limit("max_latency_ms")) is not None})
+    title = f"{bundle.name} ({report.profile}): accuracy vs latency"
     if not points:
         return f'<p class="muted">{escape(title)}: no figures to plot.</p>'
     left, right, top, bottom = 80, 270, 34, 52
