@@ -186,7 +186,7 @@ def _load(runtime, artifact: Path, settings: dict, threads: int, feed) -> tuple[
 def _evaluator(ctx: Context, samples: Samples, expected: list):
     """A session -> (fidelity, the task's budget figures) on the evaluation samples, as the task family judges."""
     prep = ctx.prep
-    masks = [feed.get("attention_mask") for feed in samples.evaluation]
+    masks = samples.masks
 
     def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
         outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)

@@ -373,6 +373,22 @@ def parse_metric_option(text: str, option: str) -> tuple[str, float]:
     return name, value
 
 
+def asked_budgets(overrides: Mapping[str, Any] | None) -> frozenset[str]:
+    """The budgets `overrides` ask for, named as their checks are (`min_cosine`, `max_drop.accuracy`): a
+    budget asked for on the command line or in a project file must be measurable (judge.py rule 7)."""
+    asked = set()
+    for key, value in (overrides or {}).items():
+        if key not in OVERRIDE_BUDGETS or value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if key in ("max_drop", "min_relative"):
+            items = value if isinstance(value, Mapping) else dict(
+                parse_metric_option(item, option_name(key)) for item in ([value] if isinstance(value, str) else value))
+            asked |= {f"{key}.{metric}" for metric in items}
+        else:
+            asked.add(key)
+    return frozenset(asked)
+
+
 def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Profile:
     """The profile with `overrides` applied; None values are ignored.
 

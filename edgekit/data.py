@@ -61,6 +61,11 @@ class Samples:
     def labelled(self) -> bool:
         return self.evaluation_labels is not None
 
+    @property
+    def masks(self) -> list[np.ndarray | None]:
+        """Each evaluation sample's attention mask (None where the model takes none): padding is not compared."""
+        return [feed.get("attention_mask") for feed in self.evaluation]
+
 
 @dataclass(frozen=True)
 class LabelSpace:
@@ -421,6 +426,39 @@ def synthetic_feed(specs: list[InputSpec], rng: np.random.Generator, vocab_size:
             value = ((rng.random(shape, dtype=np.float32) - 0.45) / 0.225).astype(spec.dtype)
         feed[spec.name] = value
     return feed
+
+
+def peek_labels(data: Path | None, text_column: str = "text", label_column: str | None = None) -> tuple[list, bool] | None:
+    """The raw labels `--data` holds, read without building samples, and whether they are ImageFolder
+    subfolder names; None when it holds none (or cannot be read: building the samples says why)."""
+    if data is None or not data.exists():
+        return None
+    try:
+        if data.is_dir():
+            classes = image_classes(data, list_images(data))
+            return (classes, True) if classes else None
+        suffix = data.suffix.lower()
+        if suffix == ".npz":
+            with np.load(data, allow_pickle=False) as arrays:
+                return (arrays["labels"].reshape(-1).tolist(), False) if "labels" in arrays.files else None
+        if suffix in (".jsonl", ".csv"):
+            raw = (read_jsonl if suffix == ".jsonl" else read_csv)(data, text_column, label_column)[1]
+            return (list(raw), False) if raw is not None else None
+    except (UsageError, OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def are_class_ids(labels: tuple[list, bool] | None, classes: int) -> bool:
+    """Whether peeked labels can be a `classes`-way classifier's: integer ids in [0, classes), or two to
+    `classes` ImageFolder subfolders."""
+    if not labels or not labels[0]:
+        return False
+    raw, folder_names = labels
+    if folder_names:
+        return 2 <= len(set(raw)) <= classes
+    texts = [str(v).strip() for v in raw if not isinstance(v, (bool, np.bool_))]
+    return len(texts) == len(raw) and all(_INTEGER.match(t) and 0 <= int(t) < classes for t in texts)
 
 
 def decide_modality(declared: str, specs: list[InputSpec], tokenizer=None) -> str:

@@ -106,6 +106,12 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
+def output_dims(model: onnx.ModelProto) -> list[tuple[int | str | None, ...]]:
+    """Each graph output's dimensions as declared: an int, a symbolic name, or None when unnamed."""
+    return [tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                  for d in o.type.tensor_type.shape.dim) for o in model.graph.output]
+
+
 def opset(model: onnx.ModelProto) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):

@@ -11,6 +11,9 @@ Rules:
 6. A target whose device is not on this machine has no latency: a latency budget on it is listed as
    not checked, with the reason, and does not decide the verdict; with `require_measured` the target
    gets a failing `require_measured` check instead, so the verdict is `fail`.
+7. Rule 3 holds only for budgets a profile sets: a budget asked for on the command line or in a project
+   file that cannot be measured for the model is a usage error, found before any target is built
+   (`unmeasurable`: the original judged against itself shows which budgets apply).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Budgets
+from .errors import UsageError
 
 TOLERANCE = 1e-9
 
@@ -105,3 +109,19 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
 
 def verdict(checks: list[Check]) -> str:
     return "pass" if all(c.passed for c in checks if c.applicable) else "fail"
+
+
+# What a user can do about a budget that cannot be measured, by the reason rule 3 gives.
+_REMEDY = {"no labels in the data": "give --data with labels",
+           "not a classifier": "give --task text-classification or image-classification if it is one"}
+
+
+def unmeasurable(budgets: Budgets, asked: frozenset[str], fidelity, figures: Mapping[str, tuple[float, float] | str]) -> None:
+    """Rule 7: raise a usage error naming the first asked-for budget that cannot be measured.
+    `fidelity`, `figures`: the task family's evaluation of the original against itself."""
+    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, 0.0, 0, figures)
+    for check in checks:
+        if not check.applicable and check.budget in asked:
+            remedy = _REMEDY.get(check.reason, "or drop the budget")
+            raise UsageError(f"budget {check.budget} was asked for, but it cannot be measured for this model: "
+                             f"{check.reason}; {remedy}")

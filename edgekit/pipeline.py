@@ -22,7 +22,7 @@ from .cache import BuildCache
 from .config import Profile
 from .devices import probe_all
 from .errors import UsageError
-from .judge import judge, verdict
+from .judge import judge, unmeasurable, verdict
 from .junit import write_junit
 from .progress import NullProgress, rounds
 from .report import NO_BENCH, Report, TargetResult
@@ -145,15 +145,22 @@ def run(request: CompileRequest) -> Report:
 def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, progress, store: BuildCache
              ) -> tuple[Prepared, TaskFamily]:
     """The export, the samples and the original's outputs (stages/prepare.py), and the model's task family."""
-    request, family = plan.request, tasks.for_task(source.task)
+    request = plan.request
+    family, inferred = tasks.for_model(source, plan.data, request.text_column, request.label_column)
     prep = prepare(source, plan.profile, plan.shapes, plan.data, threads, workdir, progress, store,
                    family, request.text_column, request.label_column)
+    if inferred:
+        prep.samples.notes.append(inferred)
     if source.kind == "huggingface":
         check_caps(prep.onnx_fp32, plan.targets, "the exported graph")
     if prep.samples.ignored_labels:
         prep.samples.notes.append(f"the labels in --data are not used: task {source.task or 'unknown'} is not a classifier "
                                   "(give --task text-classification or image-classification if it is one)")
     family.check(prep.samples, prep.reference_outputs, plan.data)
+    if plan.asked:  # judge rule 7, before any target is built
+        unmeasurable(plan.profile.budgets, plan.asked, *family.evaluate(
+            prep.reference_outputs, prep.reference_outputs, prep.output_names, prep.samples.evaluation_labels,
+            prep.samples.masks))
     return prep, family
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import graph
-from .config import Profile, Target, apply_overrides, load_profile, load_target, resolve_precision
+from .config import Profile, Target, apply_overrides, asked_budgets, load_profile, load_target, resolve_precision
 from .errors import UsageError
 
 DEFAULT_TARGETS = ("cpu",)
@@ -60,7 +60,7 @@ class CompileRequest:
         junit = Path(self.junit) if self.junit is not None else None
         if junit is not None and junit.is_dir():
             raise UsageError(f"--junit {junit}: is a folder; give a file path, e.g. {junit / 'edgekit.xml'}")
-        return Resolved(self, targets, profile, precisions, shapes, data, junit)
+        return Resolved(self, targets, profile, precisions, shapes, data, junit, asked_budgets(self.overrides))
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Resolved:
     shapes: dict[str, tuple[int, ...]]
     data: Path | None
     junit: Path | None
+    asked: frozenset[str] = frozenset()  # the budgets the caller asked for (must be measurable)
 
 
 def _parse_shapes(shapes: Mapping[str, Sequence[int]] | Iterable[str] | None) -> dict[str, tuple[int, ...]]:

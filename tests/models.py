@@ -157,3 +157,37 @@ def byte_classifier_onnx(path: Path, rows: int = 257, length: int = 16, classes:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def mlp_classifier_onnx(path: Path, features: int = 64, classes: int = 10, batch: int | str = 1) -> Path:
+    """A digits-like classifier with no task attached: float features -> ReLU MLP -> [batch, classes] logits."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, size=(features, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.3, size=(32, classes)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["pixels", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch, features])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def labelled_npz(path: Path, model: Path, count: int, features: int = 64, seed: int = 0, labels: bool = True) -> Path:
+    """`count` samples for `mlp_classifier_onnx`, labelled with the original's own class for 90% of them."""
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, 1, features)).astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    y = np.array([int(np.argmax(session.run(None, {"pixels": s})[0])) for s in x])
+    flip = rng.random(count) < 0.1
+    y[flip] = (y[flip] + 1) % 10
+    np.savez(path, pixels=x, **({"labels": y} if labels else {}))
+    return path

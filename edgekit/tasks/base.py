@@ -93,3 +93,25 @@ register, unregister, get, names = REGISTRY.register, REGISTRY.unregister, REGIS
 def for_task(task: str | None) -> TaskFamily:
     """The family for a model's task (rule 2)."""
     return max((f for f in REGISTRY.units() if f.handles(task)), key=lambda f: f.priority)
+
+
+def for_model(source: "SourceModel", data: Path | None, text_column: str = "text",
+              label_column: str | None = None) -> tuple[TaskFamily, str]:
+    """The family for a model (rule 2) and, when it was inferred rather than given, a note saying why: an
+    ONNX file without a task whose one output is [batch, C] and whose `--data` labels are class ids is a
+    classifier (classification.py rule 3)."""
+    family = for_task(source.task)
+    if source.kind != "onnx" or source.task or family.classifier:
+        return family, ""
+    from .. import data as samples, graph
+    from .classification import Classification
+
+    outputs = graph.output_dims(graph.load(source.path, load_external_data=False))
+    if len(outputs) != 1 or len(outputs[0]) != 2 or not isinstance(outputs[0][1], int) or outputs[0][1] < 2:
+        return family, ""
+    classes = outputs[0][1]
+    if not samples.are_class_ids(samples.peek_labels(data, text_column, label_column), classes):
+        return family, ""
+    return Classification.inferred(classes), (
+        f"treated as a classifier: its one output is [batch, {classes}] and the labels in --data are class ids "
+        f"0..{classes - 1} (give --task to say otherwise)")

@@ -5,6 +5,9 @@ Rules:
    id outside the classes the model outputs is a usage error naming it.
 2. Figures: top-1 and top-5 agreement of the class logits with the original's (top-5 only with at least
    five classes); with labels, accuracy and macro F1 of the original and the artifact (stages/metrics.py).
+3. An ONNX file given no task is a classifier when its one output is [batch, C] (C ≥ 2) and the labels in
+   `--data` are class ids in [0, C) (or two to C ImageFolder subfolders): `inferred(C)` is that family,
+   its label space C classes; the report's notes say it was inferred.
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ class Classification(TaskFamily):
     tasks = ("text-classification", "image-classification")
     priority = 10
     classifier = True
+    classes: int | None = None  # an inferred classifier's class count (rule 3)
+
+    @classmethod
+    def inferred(cls, classes: int) -> "Classification":
+        family = cls()
+        family.classes = classes
+        return family
 
     def label_space(self, source):
+        from dataclasses import replace
+
         from ..data import LabelSpace
 
-        return LabelSpace.from_config(source.config)
+        space = LabelSpace.from_config(source.config)
+        return replace(space, num_labels=self.classes) if space.num_labels is None and self.classes else space
 
     def check(self, samples, reference_outputs: list, data: Path | None) -> None:
         if not samples.labelled or not reference_outputs:

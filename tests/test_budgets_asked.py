@@ -1,0 +1,73 @@
+"""Issue 15, part 2: a budget the caller asks for is measured or refused, never passed unmeasured; an ONNX
+classifier without a task is recognised from its output and its labels."""
+
+from __future__ import annotations
+
+import json
+
+import models
+import numpy as np
+from cli_helpers import assert_usage_error
+from click.testing import CliRunner
+
+from edgekit.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["compile", *args], catch_exceptions=False)
+
+
+def test_an_onnx_classifier_is_inferred_from_its_output_and_labels(tmp_path, quick_profile):
+    model = models.mlp_classifier_onnx(tmp_path / "digits.onnx")
+    data = models.labelled_npz(tmp_path / "digits.npz", model, 60)
+    out = tmp_path / "out"
+    result = run(str(model), "--data", str(data), "-t", "cpu", "-p", str(quick_profile), "-o", str(out), "--no-bench",
+                 "-q", "--max-drop", "accuracy=0.05")
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    (cpu,) = report["targets"]
+    assert "accuracy" in cpu["accuracy"]["task_metrics"]
+    check = next(c for c in cpu["budgets"] if c["budget"] == "max_drop.accuracy")
+    assert check["applicable"] is True and check["passed"] is (check["measured"] <= 0.05 + 1e-9)
+    assert cpu["accuracy"]["top1_agreement"] is not None
+    assert "treated as a classifier: its one output is [batch, 10]" in (out / "report.md").read_text()
+
+
+def test_an_asked_budget_that_cannot_be_measured_is_a_usage_error(tmp_path, quick_profile):
+    model = models.mlp_classifier_onnx(tmp_path / "digits.onnx")
+    unlabelled = models.labelled_npz(tmp_path / "x.npz", model, 20, labels=False)
+    out = tmp_path / "out"
+    result = run(str(model), "--data", str(unlabelled), "-t", "cpu", "-p", str(quick_profile), "-o", str(out),
+                 "--no-bench", "-q", "--max-drop", "accuracy=0.02")
+    assert_usage_error(result, "budget max_drop.accuracy was asked for, but it cannot be measured for this model: "
+                               "not a classifier; give --task text-classification or image-classification")
+    assert not out.exists()
+    # Labels out of the output's range: not inferred, so not a classifier either.
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pixels=rng.normal(size=(20, 1, 64)).astype(np.float32), labels=np.full(20, 12))
+    result = run(str(model), "--data", str(bad), "-t", "cpu", "-p", str(quick_profile), "-o", str(out), "--no-bench",
+                 "-q", "--max-drop", "accuracy=0.02")
+    assert_usage_error(result, "cannot be measured for this model: not a classifier")
+
+
+def test_a_given_task_without_labels_says_labels_are_missing(tmp_path, quick_profile):
+    model = models.mlp_classifier_onnx(tmp_path / "digits.onnx")
+    unlabelled = models.labelled_npz(tmp_path / "x.npz", model, 20, labels=False)
+    result = run(str(model), "--task", "image-classification", "--data", str(unlabelled), "-t", "cpu",
+                 "-p", str(quick_profile), "-o", str(tmp_path / "o"), "--no-bench", "-q", "--max-drop", "accuracy=0.02")
+    assert_usage_error(result, "cannot be measured for this model: no labels in the data; give --data with labels")
+
+
+def test_a_profile_budget_may_still_be_not_applicable(tmp_path):
+    """Only what the caller asked for is refused: the profile's own accuracy budgets stay 'not applicable'."""
+    model = models.mlp_classifier_onnx(tmp_path / "digits.onnx")
+    profile = tmp_path / "p.toml"
+    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.5\n[budgets.max_drop]\naccuracy = 0.02\n'
+                       "[data]\ncalibration_samples = 8\neval_samples = 4\n")
+    out = tmp_path / "out"
+    result = run(str(model), "-t", "cpu", "-p", str(profile), "-o", str(out), "--no-bench", "-q")
+    assert result.exit_code == 0, result.output
+    (cpu,) = json.loads((out / "report.json").read_text())["targets"]
+    check = next(c for c in cpu["budgets"] if c["budget"] == "max_drop.accuracy")
+    assert check["applicable"] is False
