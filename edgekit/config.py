@@ -102,6 +102,7 @@ class Budgets:
     max_size_mb: float | None = None
     max_drop: dict[str, float] = field(default_factory=dict)
     min_relative: dict[str, float] = field(default_factory=dict)
+    allow_undecided: bool = False  # a drop budget too few samples cannot decide passes instead of failing (stats rule 4)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class Profile:
     calibration_method: str = "minmax"
     split_outliers: bool = True  # ONNX Runtime: MatMuls fed by GELU quantised with their outlier channels FP32
     calibration_samples: int = 64
-    eval_samples: int = 32
+    eval_samples: int = 32  # at least; every sample calibration leaves is evaluated too, up to max_eval_samples
+    max_eval_samples: int = 1000
     seed: int = 0
     sequence_length: int = 128  # text models: the length latency is measured at
     bench_min_runs: int = 50
@@ -223,11 +225,13 @@ class BudgetKeys(Schema):
     max_size_mb: Number(0.0) = None
     max_drop: Rule(dict[str, float], (dict,), _metric_table(-1.0, 1.0)) = None
     min_relative: Rule(dict[str, float], (dict,), _metric_table(0.0, None)) = None
+    allow_undecided: Flag = None
 
 
 class DataKeys(Schema):
     calibration_samples: Whole(1) = None
     eval_samples: Whole(1) = None
+    max_eval_samples: Whole(1) = None
     seed: Whole(0) = None
 
 
@@ -412,6 +416,8 @@ def apply_overrides(profile: Profile, overrides: Mapping[str, Any] | None) -> Pr
         else:
             budgets[key] = check_value("command line", option, value, BudgetKeys, key)
     data = {key: check_value("command line", option_name(key), given[key], DataKeys, key) for key in OVERRIDE_DATA if key in given}
+    if "eval_samples" in data:  # asked for a number of evaluation samples: exactly that many
+        data["max_eval_samples"] = data["eval_samples"]
     if not budgets and not data:
         return profile
     return replace(profile, budgets=replace(profile.budgets, **budgets), **data)

@@ -15,9 +15,10 @@ Rules:
    EDGEKIT_MAX_LINE_BYTES, an image declaring more than EDGEKIT_MAX_IMAGE_PIXELS pixels.
 3. Without `--data`: text models use the built-in corpus of real English text; other models get
    synthetic inputs that respect each input's dtype, and `synthetic` is set so the report says so.
-4. Samples are shuffled with the profile's seed, then split: evaluation first, calibration after.
-   The two sets never overlap; labels travel with their samples. Too few samples shrink both sets in
-   proportion (and the note says so).
+4. Samples are shuffled with the profile's seed, then split: `eval_samples` to evaluation first,
+   `calibration_samples` to calibration next, then every sample left is evaluated too, up to
+   `max_eval_samples` in all (`--eval-samples N` evaluates exactly N). The two sets never overlap; labels
+   travel with their samples. Too few samples shrink both sets in proportion (and the note says so).
 5. The benchmark feed is fixed: text at the profile's sequence length, other models at their shape.
 """
 
@@ -138,7 +139,10 @@ def resolve_labels(path: Path, raw: list[Any], where: list[str], space: LabelSpa
     return ids, note
 
 
-def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str]) -> tuple[list, list]:
+def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str],
+           max_eval: int | None = None) -> tuple[list, list]:
+    """Rule 4: (evaluation, calibration). With `max_eval`, the samples calibration leaves are evaluated too,
+    up to `max_eval` in all."""
     if len(items) < 2:
         raise UsageError(f"--data holds {len(items)} sample(s); at least 2 are needed (one to calibrate, one to evaluate)")
     order = np.random.default_rng(seed).permutation(len(items))
@@ -148,7 +152,13 @@ def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str]) 
         n_eval = max(1, min(len(items) - 1, round(len(items) * n_eval / want)))
         n_calib = len(items) - n_eval
         notes.append(f"only {len(items)} samples: {n_eval} used for evaluation and {n_calib} for calibration (asked for {want})")
-    return items[:n_eval], items[n_eval:n_eval + n_calib]
+    extra = max(0, (max_eval or 0) - n_eval)
+    rest = items[n_eval + n_calib:n_eval + n_calib + extra]
+    if rest:
+        left = len(items) - n_eval - n_calib
+        notes.append(f"evaluated on {n_eval + len(rest)} samples: every one calibration did not use"
+                     + (f" (the first {max_eval} of {n_eval + left}: max_eval_samples)" if left > extra else ""))
+    return items[:n_eval] + rest, items[n_eval:n_eval + n_calib]
 
 
 # ---------------------------------------------------------------- text
@@ -493,6 +503,7 @@ class SampleRequest:
     text_column: str = "text"
     label_column: str | None = None
     index_limits: dict[str, int] = field(default_factory=dict)  # integer inputs' ranges (graph.index_limits)
+    max_eval: int | None = None  # evaluate what calibration leaves, up to this many in all (None: n_eval exactly)
 
 
 class _Labels:
@@ -515,7 +526,7 @@ class _Labels:
     def split(self, items: list, ids: list[int] | None) -> tuple[list, list, list[int] | None]:
         """(evaluation, calibration, evaluation labels): rule 4."""
         req = self.req
-        ev_i, cal_i = _split(list(range(len(items))), req.n_eval, req.n_calib, req.seed, self.notes)
+        ev_i, cal_i = _split(list(range(len(items))), req.n_eval, req.n_calib, req.seed, self.notes, req.max_eval)
         return [items[i] for i in ev_i], [items[i] for i in cal_i], (None if ids is None else [ids[i] for i in ev_i])
 
 
@@ -583,7 +594,7 @@ def corpus_samples(req: SampleRequest) -> Samples:
     """No `--data`, a text model: the built-in corpus of real English text (rule 3)."""
     notes: list[str] = []
     texts = read_lines(CORPUS)
-    ev, cal = _split(texts, req.n_eval, req.n_calib, req.seed, notes)
+    ev, cal = _split(texts, req.n_eval, req.n_calib, req.seed, notes, req.max_eval)
     return _text_samples(req, texts, ev, cal, f"built-in English corpus ({len(texts)} paragraphs)", notes)
 
 

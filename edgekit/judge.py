@@ -14,6 +14,9 @@ Rules:
 7. Rule 3 holds only for budgets a profile sets: a budget asked for on the command line or in a project
    file that cannot be measured for the model is a usage error, found before any target is built
    (`unmeasurable`: the original judged against itself shows which budgets apply).
+8. A drop budget with a 95% interval (stats.py) is decided by it: met when the interval's upper end meets the
+   limit, missed when the drop does not, and otherwise **undecided: too few samples**, which fails unless the
+   profile's `allow_undecided` is set.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from . import stats
 from .config import Budgets
 from .errors import UsageError
 
@@ -38,12 +42,18 @@ class Check:
     original: float | None = None  # max_drop / min_relative: the two figures compared
     artifact: float | None = None
     not_checked: bool = False  # applicable, but its figure was not measured here (rule 6)
+    interval: tuple[float, float] | None = None  # the 95% interval of the measured figure (rule 8)
+    undecided: bool = False  # too few samples to decide (rule 8)
 
     def to_dict(self) -> dict:
         out = {"budget": self.budget, "limit": self.limit, "measured": self.measured, "passed": self.passed,
                "applicable": self.applicable}
         if self.not_checked:
             out["not_checked"] = True
+        if self.interval is not None:
+            out["ci95"] = [round(self.interval[0], 6), round(self.interval[1], 6)]
+        if self.undecided:
+            out["undecided"] = True
         if not self.applicable or self.reason:
             out["reason"] = self.reason
         if self.original is not None:
@@ -59,7 +69,19 @@ def not_applicable(budget: str, limit: float, reason: str) -> Check:
     return Check(budget, limit, None, None, applicable=False, reason=reason)
 
 
-def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple[float, float] | str]) -> list[Check]:
+def _drop_check(name: str, limit: float, original: float, artifact: float, interval, allow_undecided: bool) -> Check:
+    """Rules 2 and 8: a drop budget, decided by the drop's 95% interval when there is one."""
+    drop = original - artifact
+    decision = stats.decide_drop(drop, interval, limit, TOLERANCE)
+    if decision != "undecided":
+        return Check(name, limit, drop, decision == "pass", original=original, artifact=artifact, interval=interval)
+    return Check(name, limit, drop, allow_undecided, original=original, artifact=artifact, interval=interval,
+                 undecided=True, reason=f"undecided: too few samples (the 95% interval of the drop, {interval[0]:+.4f} to "
+                                        f"{interval[1]:+.4f}, reaches past the limit"
+                                        + ("; the profile allows undecided budgets)" if allow_undecided else ")"))
+
+
+def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list[Check]:
     checks = []
     for kind, table in (("max_drop", budgets.max_drop), ("min_relative", budgets.min_relative)):
         for metric, limit in table.items():
@@ -68,10 +90,9 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple[float, float] |
             if isinstance(figure, str):
                 checks.append(not_applicable(name, limit, figure))
                 continue
-            original, artifact = figure
+            original, artifact, interval = (tuple(figure) + (None,))[:3]
             if kind == "max_drop":
-                drop = original - artifact
-                checks.append(Check(name, limit, drop, drop <= limit + TOLERANCE, original=original, artifact=artifact))
+                checks.append(_drop_check(name, limit, original, artifact, interval, budgets.allow_undecided))
             else:
                 ratio = artifact / original if original > 0 else 1.0
                 checks.append(Check(name, limit, ratio, artifact >= limit * original - TOLERANCE,
@@ -80,9 +101,10 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple[float, float] |
 
 
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
-          metrics: Mapping[str, tuple[float, float] | str] | None = None, not_measured: str = "",
+          metrics: Mapping[str, tuple | str] | None = None, not_measured: str = "",
           require_measured: bool = False) -> list[Check]:
-    """One check per budget. `metrics`: metric -> (original, artifact), or the reason it was not measured.
+    """One check per budget. `metrics`: metric -> (original, artifact[, the drop's 95% interval]), or the reason
+    it was not measured.
 
     `latency_p90_ms` None: latency was not measured (`not_measured` says why; rule 6).
     """

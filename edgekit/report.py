@@ -90,12 +90,24 @@ def _fidelity_from_json(accuracy: Any) -> Fidelity:
     return Fidelity(**{k: _float(given.get(k)) for k in required}, **values)
 
 
+def _interval(interval) -> str:
+    return f"[{interval[0]:.4g}, {interval[1]:.4g}]"
+
+
+def _with_interval(value: float, interval, spec: str) -> str:
+    """A figure and, when there is one, its 95% interval in brackets."""
+    text = f"{value:{spec}}"
+    return f"{text} [{interval[0]:{spec}}, {interval[1]:{spec}}]" if interval else text
+
+
 def _check_from_json(check: dict[str, Any]) -> Check:
     """The inverse of `Check.to_dict`."""
     return Check(str(check.get("budget", "")), check.get("limit", math.nan), check.get("measured"), check.get("passed"),
                  applicable=check.get("applicable", True) is not False, reason=str(check.get("reason") or ""),
                  original=check.get("original"), artifact=check.get("artifact"),
-                 not_checked=bool(check.get("not_checked")))
+                 not_checked=bool(check.get("not_checked")),
+                 interval=tuple(check["ci95"]) if isinstance(check.get("ci95"), list) and len(check["ci95"]) == 2 else None,
+                 undecided=bool(check.get("undecided")))
 
 
 @dataclass
@@ -252,23 +264,30 @@ class Report:
 
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
-        table = Table(["target", "metric", "original", "artifact", "drop"], align="llrrr")
+        table = Table(["target", "metric", "n", "original", "artifact", "drop"], align="llrrrr")
         for t in self.targets:
             a = t.accuracy
             for name, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
                 m = (a.task_metrics or {}).get(name)
                 if m:
-                    table.add(t.target, label, f"{m['original']:.4f}", f"{m['artifact']:.4f}", f"{m['drop']:+.4f}")
+                    table.add(t.target, label, str(m.get("n", "—")), _with_interval(m["original"], m.get("original_ci95"), ".4f"),
+                              _with_interval(m["artifact"], m.get("artifact_ci95"), ".4f"),
+                              _with_interval(m["drop"], m.get("drop_ci95"), "+.4f"))
             retrieval = f"retrieval agreement @{a.retrieval_k or 5}"
-            for value, label in ((a.top1_agreement, "top-1 agreement"), (a.top5_agreement, "top-5 agreement"),
-                                 (a.retrieval_agreement_at_5, retrieval)):
+            intervals = a.intervals or {}
+            for name, value, label in (("top1_agreement", a.top1_agreement, "top-1 agreement"),
+                                       ("top5_agreement", a.top5_agreement, "top-5 agreement"),
+                                       ("retrieval_agreement_at_5", a.retrieval_agreement_at_5, retrieval)):
                 if value is not None:
-                    table.add(t.target, f"{label} with the original", "—", f"{value:.1%}", "—")
+                    table.add(t.target, f"{label} with the original", str(a.samples), "—",
+                              _with_interval(value, intervals.get(name), ".1%"), "—")
         if not table.rows:
             return []
         labelled = self.data.get("labelled")
-        head = (f"{self.data.get('eval_samples')} labelled evaluation samples; drop = original − artifact."
-                if labelled else "No labels in the data: accuracy and macro-F1 are not measured; agreement with the original is.")
+        head = (f"{self.data.get('eval_samples')} labelled evaluation samples; drop = original − artifact, on the same "
+                "samples; [95% interval]."
+                if labelled else "No labels in the data: accuracy and macro-F1 are not measured; agreement with the original "
+                "is; [95% interval].")
         return ["", "## Task metrics", "", head, "", table.to_markdown()]
 
     def _device_markdown(self) -> list[str]:
@@ -414,7 +433,11 @@ class Report:
                     lines.append(head + f"**not applicable** ({c.reason}): not measured, does not count")
                     continue
                 figures = f" (original {c.original:.4g}, artifact {c.artifact:.4g})" if c.original is not None else ""
-                lines.append(head + f"measured {c.measured:.4g}{figures} — {'pass' if c.passed else 'FAIL'}")
+                figures += f", 95% interval {_interval(c.interval)}" if c.interval is not None else ""
+                outcome = "pass" if c.passed else "FAIL"
+                if c.undecided:
+                    outcome = f"**undecided: too few samples** — {outcome}" + (" (allowed by the profile)" if c.passed else "")
+                lines.append(head + f"measured {c.measured:.4g}{figures} — {outcome}")
         return lines
 
     def _notes_markdown(self) -> list[str]:

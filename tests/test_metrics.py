@@ -144,7 +144,14 @@ def test_evaluate_classifier_with_labels():
     cand = outputs([[2, 0, 0], [0, 2, 0], [2, 0, 0], [2, 0, 0]])  # predicts 0 1 0 0
     labels = [0, 1, 2, 1]
     tm = evaluate(ref, cand, ["logits"], "classifier", labels)
-    assert tm.task_metrics["accuracy"] == pytest.approx({"original": 0.75, "artifact": 0.5, "drop": 0.25, "relative": 0.5 / 0.75})
+    entry = tm.task_metrics["accuracy"]
+    assert {k: entry[k] for k in ("original", "artifact", "drop", "relative")} == pytest.approx(
+        {"original": 0.75, "artifact": 0.5, "drop": 0.25, "relative": 0.5 / 0.75})
+    assert entry["n"] == 4
+    # Wilson 3 of 4 and 2 of 4; the paired drop: 1 sample original-right-artifact-wrong, none the reverse
+    assert entry["original_ci95"] == pytest.approx([0.300642, 0.954413], abs=1e-5)
+    assert entry["artifact_ci95"] == pytest.approx([0.150039, 0.849961], abs=1e-5)
+    assert entry["drop_ci95"][0] < 0 < 0.25 < entry["drop_ci95"][1]
     # original: class 0 TP1 FP1 -> 2/3 · class 1 TP1 FN1 -> 2/3 · class 2 TP1 -> 1
     assert tm.task_metrics["macro_f1"]["original"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     # artifact: class 0 TP1 FP2 -> 2/4 · class 1 TP1 FN1 -> 2/3 · class 2 TP0 FN1 -> 0
@@ -153,8 +160,10 @@ def test_evaluate_classifier_with_labels():
     assert tm.top5_agreement is None and "fewer than 5 classes" in tm.not_measured["top5_agreement"]
     assert tm.labelled_samples == 4
     figures = tm.budget_figures()
-    assert figures["accuracy"] == (0.75, 0.5)
-    assert figures["top1_agreement"] == (1.0, 0.75)
+    assert figures["accuracy"][:2] == (0.75, 0.5) and figures["accuracy"][2] == tuple(entry["drop_ci95"])
+    assert figures["top1_agreement"][:2] == (1.0, 0.75)
+    lo, hi = tm.intervals["top1_agreement"]
+    assert figures["top1_agreement"][2] == pytest.approx((1 - hi, 1 - lo))
     assert isinstance(figures["retrieval_agreement_at_5"], str)
 
 

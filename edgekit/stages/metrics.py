@@ -16,14 +16,19 @@ Rules:
 4. The embedding is the output named `sentence_embedding` when there is one; otherwise the first
    output, mean-pooled over the sequence axis (axis 1) with the feed's attention mask when it has one.
 5. A figure that cannot be measured is None, never NaN; each figure lies in [0, 1].
+6. Every task figure comes with the number of samples behind it and its 95% interval (stats.py): Wilson's
+   for accuracy and agreements, a paired interval for the accuracy drop, a (paired) bootstrap for macro-F1
+   and retrieval agreement.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from .. import stats
 
 TOP5 = 5
 RETRIEVAL_K = 5
@@ -88,14 +93,19 @@ def nearest_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
 
 def retrieval_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = RETRIEVAL_K) -> tuple[float | None, int]:
     """Mean overlap |A ∩ B| / k of each sample's k nearest neighbours under both embeddings, and the k used."""
+    overlaps, k = retrieval_overlaps(reference, candidate, k)
+    return (float(np.mean(overlaps)) if overlaps.size else None), k
+
+
+def retrieval_overlaps(reference: np.ndarray, candidate: np.ndarray, k: int = RETRIEVAL_K) -> tuple[np.ndarray, int]:
+    """Each sample's overlap |A ∩ B| / k of its k nearest neighbours under both embeddings (empty with < 2 samples)."""
     reference, candidate = np.asarray(reference), np.asarray(candidate)
     n = reference.shape[0]
     k = min(k, n - 1)
     if k < 1:
-        return None, 0
+        return np.zeros(0), 0
     a, b = nearest_neighbours(reference.reshape(n, -1), k), nearest_neighbours(candidate.reshape(n, -1), k)
-    overlaps = [len(set(ra.tolist()) & set(rb.tolist())) / k for ra, rb in zip(a, b)]
-    return float(np.mean(overlaps)), k
+    return np.array([len(set(ra.tolist()) & set(rb.tolist())) / k for ra, rb in zip(a, b)]), k
 
 
 def embeddings(outputs: Sequence[Sequence[np.ndarray]], output_names: Sequence[str],
@@ -145,22 +155,50 @@ class TaskMetrics:
     retrieval_k: int | None = None
     labelled_samples: int | None = None
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why not
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # agreement metric -> its 95% interval (stats.py)
 
-    def budget_figures(self) -> dict[str, tuple[float, float] | str]:
-        """metric -> (original, artifact) for every budget metric, or the reason it was not measured."""
-        figures: dict[str, tuple[float, float] | str] = {}
+    def budget_figures(self) -> dict[str, tuple | str]:
+        """metric -> (original, artifact, the 95% interval of the drop or None) for every budget metric, or the
+        reason it was not measured. An agreement's original is 1, so its drop is 1 − agreement."""
+        figures: dict[str, tuple | str] = {}
         for name in LABELLED_METRICS:
             entry = self.task_metrics.get(name)
-            figures[name] = (entry["original"], entry["artifact"]) if entry else self.not_measured.get(name, "not measured")
+            figures[name] = ((entry["original"], entry["artifact"], tuple(entry["drop_ci95"]) if "drop_ci95" in entry else None)
+                             if entry else self.not_measured.get(name, "not measured"))
         for name in AGREEMENT_METRICS:
-            value = getattr(self, name)
-            figures[name] = (1.0, value) if value is not None else self.not_measured.get(name, "not measured")
+            value, interval = getattr(self, name), self.intervals.get(name)
+            figures[name] = ((1.0, value, (1 - interval[1], 1 - interval[0]) if interval else None)
+                             if value is not None else self.not_measured.get(name, "not measured"))
         return figures
 
 
-def metric_entry(original: float, artifact: float) -> dict[str, float]:
-    return {"original": original, "artifact": artifact, "drop": original - artifact,
-            "relative": artifact / original if original > 0 else 1.0}
+def metric_entry(original: float, artifact: float, n: int | None = None,
+                 intervals: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """One task metric of an artifact: both figures, the drop and the ratio; with `n` samples and the 95%
+    intervals of `original`, `artifact` and `drop` (stats.py) when they were computed."""
+    entry: dict[str, Any] = {"original": original, "artifact": artifact, "drop": original - artifact,
+                             "relative": artifact / original if original > 0 else 1.0}
+    if n is not None:
+        entry["n"] = n
+    for key, interval in (intervals or {}).items():
+        entry[f"{key}_ci95"] = stats.as_list(interval)
+    return entry
+
+
+def labelled_metrics(labels: np.ndarray, reference: np.ndarray, candidate: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Accuracy (Wilson intervals, paired drop) and macro-F1 (paired bootstrap) of the original's and the
+    artifact's predicted classes against `labels`, on the same samples."""
+    y, ref, cand = np.asarray(labels).ravel(), np.asarray(reference).ravel(), np.asarray(candidate).ravel()
+    n = int(y.size)
+    right_ref, right_cand = ref == y, cand == y
+    out = {"accuracy": metric_entry(accuracy(y, ref), accuracy(y, cand), n, {
+        "original": stats.wilson(int(right_ref.sum()), n), "artifact": stats.wilson(int(right_cand.sum()), n),
+        "drop": stats.paired_drop(right_ref, right_cand)})}
+    out["macro_f1"] = metric_entry(macro_f1(y, ref), macro_f1(y, cand), n, {
+        "original": stats.bootstrap(lambda i: macro_f1(y[i], ref[i]), n),
+        "artifact": stats.bootstrap(lambda i: macro_f1(y[i], cand[i]), n),
+        "drop": stats.bootstrap(lambda i: macro_f1(y[i], ref[i]) - macro_f1(y[i], cand[i]), n)})
+    return out
 
 
 def evaluate(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]],

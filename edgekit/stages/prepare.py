@@ -103,7 +103,8 @@ class _Preprocessors:
         return SampleRequest(specs, modality, data, profile.calibration_samples, profile.eval_samples, profile.seed,
                              profile.sequence_length, tokenizer, image_processor,
                              min(getattr(tokenizer, "model_max_length", 512) or 512, 512), label_space,
-                             text_column, label_column, self.index_limits)
+                             text_column, label_column, self.index_limits,
+                             max(profile.max_eval_samples, profile.eval_samples))
 
 
 def _load_preprocessors(folder: Path, modality: str):
@@ -234,7 +235,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
                 "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
                 "modality": modality, "text_column": text_column, "label_column": label_column,
                 "labels": family.label_space(source), "threads": threads,
-                "profile": {k: getattr(profile, k) for k in ("calibration_samples", "eval_samples", "seed", "sequence_length")}}
+                "profile": {k: getattr(profile, k) for k in ("calibration_samples", "eval_samples", "max_eval_samples", "seed",
+                                                             "sequence_length")}}
 
     def samples_for(for_specs: list[graph.InputSpec]) -> tuple[Samples, list, str]:
         digest = cache.key("samples", {**base_key, "specs": [(s.name, s.dtype, s.shape) for s in for_specs]})

@@ -62,6 +62,7 @@ class Fidelity:
     retrieval_k: int | None = None  # below 5 only for tiny evaluation sets
     task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
     labelled_samples: int | None = None
+    intervals: dict[str, list[float]] | None = None  # agreement metric -> its 95% interval
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -73,6 +74,7 @@ class Fidelity:
         self.retrieval_k = task.retrieval_k
         self.task_metrics = task.task_metrics or None
         self.labelled_samples = task.labelled_samples
+        self.intervals = dict(task.intervals) or None
 
 
 def unpadded(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import stats
 from ..errors import UsageError
 from ..stages import metrics
 from .base import TaskFamily, register
@@ -55,15 +56,18 @@ class Classification(TaskFamily):
     def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
         result = metrics.TaskMetrics()
         ref, cand = metrics.class_logits(expected), metrics.class_logits(outputs)
+        n = ref.shape[0]
         result.top1_agreement = metrics.top1_agreement(ref, cand)
         result.top5_agreement = metrics.topk_agreement(ref, cand, metrics.TOP5)
+        for name in ("top1_agreement", "top5_agreement"):
+            value = getattr(result, name)
+            if value is not None:
+                result.intervals[name] = stats.as_list(stats.wilson(round(value * n), n))
         if result.top5_agreement is None:
             result.not_measured["top5_agreement"] = f"fewer than {metrics.TOP5} classes ({ref.shape[1]})"
         if labels is not None:
             y = np.asarray(labels)
-            pred_ref, pred_cand = np.argmax(ref, axis=1), np.argmax(cand, axis=1)
-            result.task_metrics["accuracy"] = metrics.metric_entry(metrics.accuracy(y, pred_ref), metrics.accuracy(y, pred_cand))
-            result.task_metrics["macro_f1"] = metrics.metric_entry(metrics.macro_f1(y, pred_ref), metrics.macro_f1(y, pred_cand))
+            result.task_metrics.update(metrics.labelled_metrics(y, np.argmax(ref, axis=1), np.argmax(cand, axis=1)))
             result.labelled_samples = int(y.size)
         else:
             for name in metrics.LABELLED_METRICS:
