@@ -89,12 +89,14 @@ class Context:
     threads: int
     family: TaskFamily
     progress: Any = dataclasses.field(default_factory=NullProgress)
+    secondary: frozenset[str] = frozenset()  # budgets reported beside the family's own (judge rule 9)
 
 
-def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict) -> bool:
-    """Whether every applicable accuracy budget (not latency or size) passes."""
-    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures)
-    return all(c.passed for c in checks if c.applicable and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
+def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict, secondary: frozenset[str] = frozenset()) -> bool:
+    """Whether every applicable accuracy budget that gates (not latency or size) passes."""
+    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures, secondary=secondary)
+    return all(c.passed for c in checks if c.applicable and c.gating
+               and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
 
 
 def artifact_key(target: Target, profile: Profile, precision: str, variant: Variant | None, samples_key: str) -> str:
@@ -156,7 +158,7 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
     evaluate = _evaluator(ctx, samples, expected)
     fidelity, figures = evaluate(session)
     if (not reused and ctx.profile.recovery and target.precision is None and precision == "int8"
-            and not accuracy_met(ctx.profile.budgets, fidelity, figures)):
+            and not accuracy_met(ctx.profile.budgets, fidelity, figures, ctx.secondary)):
         found = _recover(ctx, runtime, inputs, samples, expected, fidelity, evaluate, qsettings, notes)
         if found is not None and found.kept_fp32:  # the best artifact found replaces the plain one
             session = runtime.open(inputs.artifact, settings, ctx.threads)
@@ -204,7 +206,7 @@ def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expec
 
     def score(session: Session) -> tuple[float, bool]:
         fid, figures = evaluate(session)
-        return fid.cosine_min, accuracy_met(prof.budgets, fid, figures)
+        return fid.cosine_min, accuracy_met(prof.budgets, fid, figures, ctx.secondary)
 
     with muted():
         found = runtime.recover(RecoveryInputs(inputs, inputs.artifact, fidelity.cosine_min, samples.evaluation, expected,

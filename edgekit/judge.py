@@ -17,6 +17,9 @@ Rules:
 8. A drop budget with a 95% interval (stats.py) is decided by it: met when the interval's upper end meets the
    limit, missed when the drop does not, and otherwise **undecided: too few samples**, which fails unless the
    profile's `allow_undecided` is set.
+9. A task family may name budgets it reports but does not gate on (`secondary`): a classifier is decided by
+   top-1 agreement and the accuracy drop, and its logit cosine is shown beside them. Such a check counts only
+   when the caller asked for it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Check:
     not_checked: bool = False  # applicable, but its figure was not measured here (rule 6)
     interval: tuple[float, float] | None = None  # the 95% interval of the measured figure (rule 8)
     undecided: bool = False  # too few samples to decide (rule 8)
+    gating: bool = True  # False: reported beside the figures that decide this kind of model (rule 9)
 
     def to_dict(self) -> dict:
         out = {"budget": self.budget, "limit": self.limit, "measured": self.measured, "passed": self.passed,
@@ -54,6 +58,8 @@ class Check:
             out["ci95"] = [round(self.interval[0], 6), round(self.interval[1], 6)]
         if self.undecided:
             out["undecided"] = True
+        if not self.gating:
+            out["gating"] = False
         if not self.applicable or self.reason:
             out["reason"] = self.reason
         if self.original is not None:
@@ -102,7 +108,7 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list
 
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
           metrics: Mapping[str, tuple | str] | None = None, not_measured: str = "",
-          require_measured: bool = False) -> list[Check]:
+          require_measured: bool = False, secondary: frozenset[str] = frozenset()) -> list[Check]:
     """One check per budget. `metrics`: metric -> (original, artifact[, the drop's 95% interval]), or the reason
     it was not measured.
 
@@ -126,11 +132,18 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
         checks.append(Check("max_size_mb", budgets.max_size_mb, size_mb, size_mb <= budgets.max_size_mb))
     if require_measured and latency_p90_ms is None:
         checks.append(Check("require_measured", 1.0, 0.0, False, reason=f"latency not measured: {not_measured or 'no device here'}"))
+    for check in checks:
+        if check.budget in secondary and check.applicable:  # rule 9
+            check.gating = False
+            check.reason = check.reason or SECONDARY
     return checks
 
 
+SECONDARY = "reported, not gated: top-1 agreement and the accuracy drop decide a classifier"
+
+
 def verdict(checks: list[Check]) -> str:
-    return "pass" if all(c.passed for c in checks if c.applicable) else "fail"
+    return "pass" if all(c.passed for c in checks if c.applicable and c.gating) else "fail"
 
 
 # What a user can do about a budget that cannot be measured, by the reason rule 3 gives.

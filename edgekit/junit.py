@@ -29,6 +29,8 @@ def _case(suite: ET.Element, target: str, check: Check) -> None:
     case = ET.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=check.budget, time="0")
     if not check.applicable:
         ET.SubElement(case, "skipped", message=f"{'not checked' if check.not_checked else 'not applicable'}: {check.reason}")
+    elif not check.gating:
+        ET.SubElement(case, "skipped", message=f"measured {_figure(check.measured)}: {check.reason}")
     elif not check.passed:
         message = check.reason or f"measured {_figure(check.measured)}, limit {check.operator} {_figure(check.limit)}"
         failure = ET.SubElement(case, "failure", message=message, type="BudgetMissed")
@@ -45,8 +47,8 @@ def to_junit(report) -> str:
     for target in report.targets:
         checks = target.checks
         counts = {"tests": len(checks),
-                  "failures": sum(1 for c in checks if c.applicable and not c.passed),
-                  "skipped": sum(1 for c in checks if not c.applicable)}
+                  "failures": sum(1 for c in checks if c.applicable and c.gating and not c.passed),
+                  "skipped": sum(1 for c in checks if not c.applicable or not c.gating)}
         suite = ET.SubElement(root, "testsuite", name=f"edgekit.{target.target}", errors="0",
                               time=f"{target.build_seconds:.3f}", **{k: str(v) for k, v in counts.items()})
         properties = ET.SubElement(suite, "properties")

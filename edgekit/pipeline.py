@@ -131,11 +131,11 @@ def run(request: CompileRequest) -> Report:
                  for t in plan.targets if t.static_shapes}
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)
-        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress)
+        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress, family.secondary - plan.asked)
         built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
         latencies, throughput = ({}, {}) if request.no_bench else _benchmark(built, prep, family.workload(prep.samples),
                                                                              plan.profile, progress)
-        report = _report(plan, source, prep, built, latencies, throughput, threads, store, bundle.root)
+        report = _report(plan, ctx, source, built, latencies, throughput)
         _write(bundle, report, plan, built)
     if plan.junit is not None:
         write_junit(report, plan.junit)
@@ -164,13 +164,15 @@ def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, p
     return prep, family
 
 
-def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_root: Path) -> TargetResult:
+def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_root: Path,
+            secondary: frozenset[str] = frozenset()) -> TargetResult:
     """One target's row of the report: its figures judged against the profile's budgets."""
     request, prof, target, fidelity = plan.request, plan.profile, b.target, b.fidelity
     why_not = NO_BENCH if request.no_bench else b.present.reason
     size = b.size
     checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90 if lat else None, size,
-                   b.task_figures, not_measured=why_not, require_measured=request.require_measured)
+                   b.task_figures, not_measured=why_not, require_measured=request.require_measured,
+                   secondary=secondary)
     return TargetResult(
         target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
         precision=b.precision, artifact=b.artifact.relative_to(bundle_root).as_posix(), size_bytes=size,
@@ -184,11 +186,11 @@ def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_ro
     )
 
 
-def _report(plan: Resolved, source: SourceModel, prep: Prepared, built: list[Built], latencies: dict, throughput: dict,
-            threads: int, store: BuildCache, bundle_root: Path) -> Report:
-    prof, original = plan.profile, latencies.get("original")
-    results = [_result(b, plan, original, latencies.get(b.target.name), throughput.get(b.target.name, {}), bundle_root)
-               for b in built]
+def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built], latencies: dict, throughput: dict
+            ) -> Report:
+    prof, original, prep, threads = plan.profile, latencies.get("original"), ctx.prep, ctx.threads
+    results = [_result(b, plan, original, latencies.get(b.target.name), throughput.get(b.target.name, {}), ctx.bundle.root,
+                       ctx.secondary) for b in built]
     bench_feed = prep.samples.benchmark
     return Report(
         edgekit_version=__version__,
@@ -210,7 +212,7 @@ def _report(plan: Resolved, source: SourceModel, prep: Prepared, built: list[Bui
                    "max_seconds": prof.bench_max_seconds, "interleaved": True},
         targets=results,
         notes=list(prep.samples.notes),
-        cache=store.summary(),
+        cache=ctx.store.summary(),
     )
 
 

@@ -107,7 +107,7 @@ def _check_from_json(check: dict[str, Any]) -> Check:
                  original=check.get("original"), artifact=check.get("artifact"),
                  not_checked=bool(check.get("not_checked")),
                  interval=tuple(check["ci95"]) if isinstance(check.get("ci95"), list) and len(check["ci95"]) == 2 else None,
-                 undecided=bool(check.get("undecided")))
+                 undecided=bool(check.get("undecided")), gating=check.get("gating", True) is not False)
 
 
 @dataclass
@@ -434,7 +434,7 @@ class Report:
                     continue
                 figures = f" (original {c.original:.4g}, artifact {c.artifact:.4g})" if c.original is not None else ""
                 figures += f", 95% interval {_interval(c.interval)}" if c.interval is not None else ""
-                outcome = "pass" if c.passed else "FAIL"
+                outcome = ("pass" if c.passed else "FAIL") if c.gating else f"{'met' if c.passed else 'missed'}, {c.reason}"
                 if c.undecided:
                     outcome = f"**undecided: too few samples** — {outcome}" + (" (allowed by the profile)" if c.passed else "")
                 lines.append(head + f"measured {c.measured:.4g}{figures} — {outcome}")

@@ -115,8 +115,9 @@ def test_budget_without_labels_is_not_applicable(bert_dir, quick_profile, tmp_pa
     md = (out / "report.md").read_text()
     assert "min_relative.accuracy ≥ 0.99 — **not applicable** (no labels in the data)" in md
     root = junit(xml)
-    assert root.get("skipped") == "1"
+    assert root.get("skipped") == "2"  # the accuracy budget, and the classifier's logit cosine (reported, not gated)
     assert cases(root)["edgekit.cpu/min_relative.accuracy"].find("skipped") is not None
+    assert "not gated" in cases(root)["edgekit.cpu/min_cosine"].find("skipped").get("message")
 
 
 def test_embedding_model_reports_retrieval_agreement(bert_dir, quick_profile, tmp_path):

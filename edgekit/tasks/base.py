@@ -42,6 +42,8 @@ class TaskFamily:
     tasks: ClassVar[tuple[str, ...]] = ()  # the Hugging Face tasks it covers
     priority: ClassVar[int] = 0
     classifier: ClassVar[bool] = False
+    # Budgets this family reports but does not gate on unless the caller asks for them (judge rule 9).
+    secondary: ClassVar[frozenset[str]] = frozenset()
 
     def handles(self, task: str | None) -> bool:
         return task in self.tasks

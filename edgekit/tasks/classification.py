@@ -8,6 +8,9 @@ Rules:
 3. An ONNX file given no task is a classifier when its one output is [batch, C] (C ≥ 2) and the labels in
    `--data` are class ids in [0, C) (or two to C ImageFolder subfolders): `inferred(C)` is that family,
    its label space C classes; the report's notes say it was inferred.
+4. What gates a classifier is what its users care about: top-1 agreement and the accuracy drop. The logit
+   cosine is reported beside them and gates only when asked for (`--min-cosine`): logits of a good INT8
+   classifier can sit at cosine 0.97 while every top-1 class is kept.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class Classification(TaskFamily):
     tasks = ("text-classification", "image-classification")
     priority = 10
     classifier = True
+    secondary = frozenset({"min_cosine"})  # rule 4: top-1 agreement and the accuracy drop decide
     classes: int | None = None  # an inferred classifier's class count (rule 3)
 
     @classmethod
