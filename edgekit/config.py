@@ -122,6 +122,7 @@ class Profile:
     calibration_samples: int = 64
     eval_samples: int = 32  # at least; every sample calibration leaves is evaluated too, up to max_eval_samples
     max_eval_samples: int = 1000
+    require_real_data: bool = False  # a compile whose samples would be synthetic (no --data) is refused
     seed: int = 0
     sequence_length: int = 128  # text models: the length latency is measured at
     bench_min_runs: int = 50
@@ -232,6 +233,7 @@ class DataKeys(Schema):
     calibration_samples: Whole(1) = None
     eval_samples: Whole(1) = None
     max_eval_samples: Whole(1) = None
+    require_real_data: Flag = None
     seed: Whole(0) = None
 
 

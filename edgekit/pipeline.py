@@ -151,6 +151,9 @@ def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, p
                    family, request.text_column, request.label_column)
     if inferred:
         prep.samples.notes.append(inferred)
+    if prep.samples.synthetic and plan.profile.require_real_data:
+        raise UsageError(f"profile {plan.profile.name} requires real data (require_real_data) and this model would be "
+                         "judged on synthetic inputs: give --data")
     if source.kind == "huggingface":
         check_caps(prep.onnx_fp32, plan.targets, "the exported graph")
     if prep.samples.ignored_labels:

@@ -346,3 +346,12 @@ def test_a_verdict_on_synthetic_inputs_is_provisional_everywhere(tmp_path, quick
     assert real.exit_code == 0, real.output
     assert json.loads((tmp_path / "real" / "report.json").read_text())["provisional"] == ""
     assert "provisional" not in real.stderr
+
+
+def test_a_profile_can_refuse_provisional_verdicts(tmp_path, cnn_onnx, quick_profile):
+    strict = tmp_path / "strict.toml"
+    strict.write_text(quick_profile.read_text().replace("[data]\n", "[data]\nrequire_real_data = true\n"))
+    out = tmp_path / "o"
+    result = run(str(cnn_onnx), "--shape", "input=1,3,32,32", "-t", "cpu", "-p", str(strict), "-o", str(out), "-q")
+    assert_usage_error(result, "requires real data (require_real_data)", "give --data")
+    assert not out.exists()
