@@ -159,11 +159,12 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
     fidelity, figures = evaluate(session)
     if (not reused and ctx.profile.recovery and target.precision is None and precision == "int8"
             and not accuracy_met(ctx.profile.budgets, fidelity, figures, ctx.secondary)):
-        found = _recover(ctx, runtime, inputs, samples, expected, fidelity, evaluate, qsettings, notes)
+        found = _recover(ctx, runtime, inputs, samples, expected, fidelity, evaluate, qsettings, settings)
         if found is not None and found.kept_fp32:  # the best artifact found replaces the plain one
             session = runtime.open(inputs.artifact, settings, ctx.threads)
             fidelity, figures = evaluate(session)
             session.run(samples.benchmark)
+        _record_recovery(ctx, runtime, found, fidelity, figures, qsettings, notes)
     if not reused:  # the artifact as built, recovery included, for the next build with the same inputs
         ctx.store.store("artifact", key, {f.name: f for f in runtime.files(inputs.artifact)},
                         {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
@@ -198,8 +199,8 @@ def _evaluator(ctx: Context, samples: Samples, expected: list):
 
 
 def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expected: list, fidelity: verify.Fidelity,
-             evaluate, qsettings: dict, notes: list[str]):
-    """The runtime's layer fallback (rule 3); its record goes into the settings and a line into the notes."""
+             evaluate, qsettings: dict, open_settings: dict):
+    """The runtime's layer fallback (rule 3), scoring candidates as the artifact ships (`open_settings`)."""
     prof = ctx.profile
     ctx.progress.stage(f"{inputs.target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
                        f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
@@ -209,14 +210,21 @@ def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expec
         return fid.cosine_min, accuracy_met(prof.budgets, fid, figures, ctx.secondary)
 
     with muted():
-        found = runtime.recover(RecoveryInputs(inputs, inputs.artifact, fidelity.cosine_min, samples.evaluation, expected,
-                                               ctx.threads, score, ctx.progress.note, qsettings))
+        return runtime.recover(RecoveryInputs(inputs, inputs.artifact, fidelity.cosine_min, samples.evaluation, expected,
+                                              ctx.threads, score, ctx.progress.note, qsettings, open_settings))
+
+
+def _record_recovery(ctx: Context, runtime, found, fidelity: verify.Fidelity, figures: dict, qsettings: dict,
+                     notes: list[str]) -> None:
+    """The recovery's record and note, stating the figure the artifact is judged on (runtime rule 4): the
+    artifact as it ships, measured once, after any finishing step (bias folding) ran."""
     if found is None:
         notes.append(f"no accuracy recovery: the {runtime.name} runtime has none")
-        return None
+        return
+    found.after = fidelity.cosine_min
+    found.recovered = accuracy_met(ctx.profile.budgets, fidelity, figures, ctx.secondary)
     qsettings["recovery"] = found.to_dict()
     notes.append(_recovery_note(found))
-    return found
 
 
 def _recovery_note(found) -> str:

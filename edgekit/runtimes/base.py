@@ -19,7 +19,8 @@ and never branches on a runtime's name. Rules:
    settings, or from a runtime.json), `absent_settings(target)` (runtime.json's device part when the
    device is not here), `recipe(inputs)` (the build steps, a plain list: stages/base.py) and
    `recover(inputs)` (layer fallback when an INT8 artifact misses an accuracy budget; None where the
-   runtime has none) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
+   runtime has none; every candidate it scores is opened with `inputs.open_settings`, the settings the
+   artifact ships with, so no figure comes from settings other than runtime.json's) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
 5. A session takes a feed `{input name: numpy array}` and returns its outputs as numpy arrays in
    `output_names` order; `settings` records what a figure measured with it needs to be reproduced.
 6. `RuntimeRecord` is a target's `runtime.json`, typed: written by compile (`RuntimeRecord.of`), read back
@@ -122,6 +123,7 @@ class RecoveryInputs:
     score: Callable[[Session], tuple[float, bool]]  # (cosine_min, every accuracy budget met) of a session
     note: Callable[[str], None]  # one line of progress per attempt
     settings: dict[str, Any]  # the artifact's quantisation settings, updated where recovery changes them
+    open_settings: Mapping[str, Any] = field(default_factory=dict)  # how the artifact ships: candidates are scored so
 
 
 class Runtime:

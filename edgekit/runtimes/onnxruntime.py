@@ -252,14 +252,14 @@ class OnnxRuntime(Runtime):
         return ([transformer_fusions] if fusions else []) + [fold_shapes_step, copy_to_artifact]
 
     def recover(self, inputs: RecoveryInputs):
-        found = _recover(inputs)
+        found = _recover(self, inputs)
         if found.kept_fp32 and inputs.build.target.contrib_ops:  # the rebuilt artifact is QDQ: finish it as the first one
             inputs.settings.pop("bias_folded", None)
             inputs.settings.update(_fold_biases(inputs.artifact))
         return found
 
 
-def _recover(inputs: RecoveryInputs):
+def _recover(runtime: Runtime, inputs: RecoveryInputs):
     """Rank the artifact's quantised layers, then rebuild with the fewest FP32 layers that meet the budget
     (stages/recovery.py); the best artifact found (QDQ) is written over the artifact (rule 4)."""
     from ..stages import recovery
@@ -282,8 +282,8 @@ def _recover(inputs: RecoveryInputs):
                           progress=NullProgress())  # the attempt is the sign of life, not its steps
         return run_recipe(qdq_steps(rebuilt), rebuilt).artifact
 
-    def score(candidate: Path) -> tuple[float, bool]:
-        return inputs.score(OrtSession(candidate, inputs.threads, disabled_optimizers=b.target.disabled_optimizers))
+    def score(candidate: Path) -> tuple[float, bool]:  # as it ships (rule 4)
+        return inputs.score(runtime.open(candidate, inputs.open_settings, inputs.threads))
 
     with b.progress.task("recovery attempt", recovery.most_attempts(min(limit, len(ranked)) or 1), b.target.name,
                          "cosine_min", profile.recovery_seconds) as advance:

@@ -309,14 +309,22 @@ class OpenVino(Runtime):
         return [convert_device_ir if inputs.target.precision is not None else convert_ir]
 
     def recover(self, inputs: RecoveryInputs):
+        from ..stages.quantize_ov import save_ir
         from ..stages.recovery import recover_openvino
 
         b, profile = inputs.build, inputs.build.profile
         preset = "PERFORMANCE" if (b.target.activations or profile.activations) == "symmetric" else "MIXED"
+        def as_shipped(model) -> float:  # a candidate's figure with the settings the artifact ships with (rule 4)
+            candidate = b.workdir / "recovery" / "model.xml"
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            save_ir(model, candidate, compress_to_fp16=False)
+            return inputs.score(self.open(candidate, inputs.open_settings, inputs.threads))[0]
+
         with b.progress.task("accuracy-control validation", None, b.target.name, "cosine_min") as advance:
             return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
                                     profile.budgets.min_cosine, inputs.before, b.transformer, preset,
-                                    max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score))
+                                    max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score),
+                                    as_shipped)
 
 
 def _why_absent(core: Any, device: str) -> str:

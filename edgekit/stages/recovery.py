@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -227,10 +227,13 @@ def _quantised_ops(model) -> set[str]:
 
 def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluation: list[Feed],
                      reference: list[list[np.ndarray]], min_score: float, before: float, transformer: bool,
-                     preset: str, max_iterations: int, on_validation: Callable[[int, float], None] | None = None) -> Recovery:
+                     preset: str, max_iterations: int, on_validation: Callable[[int, float], None] | None = None,
+                     as_shipped: Callable[[Any], float] | None = None) -> Recovery:
     """NNCF accuracy control with the worst-case output cosine as the metric (rule 4). `artifact` (the
     plain INT8 IR) is replaced by the restored one when NNCF improved on it. `on_validation(k, score)`:
-    NNCF's k-th validation of a candidate scored `score`."""
+    NNCF's k-th validation of a candidate scored `score`. `as_shipped(model)`: the restored model's figure
+    with the settings the artifact ships with (float precision included); it decides, not NNCF's own
+    validations (which run with OpenVINO's default CPU settings)."""
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -272,10 +275,16 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_iterations, ranking_subset_size=min(len(evaluation), 8)),
     )
-    after = validate(core.compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(enumerate(evaluation)))[0]
+    after = (as_shipped(restored) if as_shipped is not None else
+             validate(core.compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(enumerate(evaluation)))[0])
+    return _keep_if_better(core, restored, artifact, before, after, min_score, max_iterations, started)
+
+
+def _keep_if_better(core, restored, artifact: Path, before: float, after: float, min_score: float, max_iterations: int,
+                    started: float) -> Recovery:
+    """NNCF's restored model replaces the artifact when it scores better; the record says which layers it restored."""
     quantised_before = _quantised_ops(core.read_model(str(artifact)))
-    quantised_after = _quantised_ops(restored)
-    kept = sorted(quantised_before - quantised_after)
+    kept = sorted(quantised_before - _quantised_ops(restored))
     if after > before:
         save_ir(restored, artifact, compress_to_fp16=False)
     else:
