@@ -71,6 +71,7 @@ class Built:
     precompiled: dict | None
     first_ms: float  # the first inference after loading
     memory_mb: float  # resident memory added by loading and the first inference
+    candidates: list[dict] = dataclasses.field(default_factory=list)  # INT8 and FP32 side by side (candidates.py)
 
     @property
     def size(self) -> int:
@@ -96,7 +97,7 @@ def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict, seconda
     """Whether every applicable accuracy budget that gates (not latency or size) passes."""
     checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures, secondary=secondary)
     return all(c.passed for c in checks if c.applicable and c.gating
-               and c.budget not in ("max_latency_ms", "max_size_mb", "require_measured"))
+               and c.budget not in ("max_latency_ms", "max_size_mb", "min_speedup", "require_measured"))
 
 
 def artifact_key(target: Target, profile: Profile, precision: str, variant: Variant | None, samples_key: str) -> str:
@@ -113,9 +114,11 @@ def artifact_key(target: Target, profile: Profile, precision: str, variant: Vari
     })
 
 
-def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant | None) -> BuildInputs:
+def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant | None,
+                 folder: Path | None = None) -> BuildInputs:
+    """What `target`'s recipe reads; the artifact goes into the target's bundle folder, or `folder` (a candidate)."""
     prep = ctx.prep
-    work = ctx.workdir / target.name
+    work = ctx.workdir / (target.name if folder is None else f"{target.name}-{precision}")
     work.mkdir(parents=True, exist_ok=True)
     return BuildInputs(
         target=target, profile=ctx.profile, precision=precision,
@@ -123,7 +126,8 @@ def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant 
         calibration=(variant.samples if variant is not None else prep.samples).calibration, transformer=prep.transformer,
         model_config=(prep.source.config or {}) if prep.source.kind == "huggingface" else None,
         static=variant.static if variant is not None else None, workdir=work,
-        artifact=ctx.bundle.folder(target.name) / runtimes.get(target.runtime).artifact_name, progress=ctx.progress)
+        artifact=(folder or ctx.bundle.folder(target.name)) / runtimes.get(target.runtime).artifact_name,
+        progress=ctx.progress)
 
 
 def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[str], bool]:
@@ -139,13 +143,17 @@ def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[s
     return {**built.settings, "steps": " → ".join(built.steps)}, built.notes, False
 
 
-def build_target(ctx: Context, target: Target, precision: str, present: Availability, variant: Variant | None) -> Built:
-    """Build (or take from the cache), load, verify and, when it misses an accuracy budget, recover one target."""
+def build_target(ctx: Context, target: Target, precision: str, present: Availability, variant: Variant | None,
+                 folder: Path | None = None) -> Built:
+    """Build (or take from the cache), load, verify and, when it misses an accuracy budget, recover one target
+    (into `folder` instead of its bundle folder: a candidate, candidates.py)."""
     started = time.monotonic()
     runtime = runtimes.get(target.runtime)
     samples = variant.samples if variant is not None else ctx.prep.samples
     expected = variant.reference_outputs if variant is not None else ctx.prep.reference_outputs
-    inputs = build_inputs(ctx, target, precision, variant)
+    inputs = build_inputs(ctx, target, precision, variant, folder)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     key = artifact_key(target, ctx.profile, precision, variant, ctx.prep.samples_key)
     qsettings, notes, reused = _artifact(ctx, inputs, key)
     _copy_preprocessors(ctx.prep, inputs.artifact.parent)

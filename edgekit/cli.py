@@ -81,6 +81,8 @@ def main() -> None:
                    "top1_agreement, top5_agreement, retrieval_agreement_at_5).")
 @click.option("--max-latency-ms", type=float, default=None, metavar="X", help="Budget: p90 latency in milliseconds.")
 @click.option("--max-size-mb", type=float, default=None, metavar="X", help="Budget: artifact size in MB.")
+@click.option("--min-speedup", type=float, default=None, metavar="X",
+              help="Budget: p50 speedup over the original, e.g. 1.0 (never slower).")
 @click.option("--junit", type=click.Path(), default=None, metavar="PATH",
               help="Also write a JUnit XML file: one test case per target and budget (written even when a budget fails).")
 @click.option("--require-measured", is_flag=True,
@@ -105,7 +107,7 @@ def main() -> None:
 @progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
-            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, junit, require_measured, threads, trust_remote_code, force,
+            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, min_speedup, junit, require_measured, threads, trust_remote_code, force,
             no_cache, no_bench, project, jobs, quiet, progress_mode, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
@@ -153,7 +155,7 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
             label_column=label_column, junit=junit, require_measured=require_measured, trust_remote_code=trust_remote_code,
             force=force, no_bench=no_bench, cache=not no_cache,
             overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
-                       "max_size_mb": max_size_mb, "calibration_samples": calibration_samples,
+                       "max_size_mb": max_size_mb, "min_speedup": min_speedup, "calibration_samples": calibration_samples,
                        "eval_samples": eval_samples, "seed": seed})
         report = run(request)
     except KeyboardInterrupt:

@@ -100,6 +100,7 @@ class Budgets:
     min_top1_agreement: float | None = None
     max_latency_ms: float | None = None  # p90
     max_size_mb: float | None = None
+    min_speedup: float | None = None  # p50 of the original / p50 of the artifact, measured side by side
     max_drop: dict[str, float] = field(default_factory=dict)
     min_relative: dict[str, float] = field(default_factory=dict)
     allow_undecided: bool = False  # a drop budget too few samples cannot decide passes instead of failing (stats rule 4)
@@ -119,6 +120,7 @@ class Profile:
     per_channel: bool = True
     calibration_method: str = "minmax"
     split_outliers: bool = True  # ONNX Runtime: MatMuls fed by GELU quantised with their outlier channels FP32
+    fp32_candidate: bool = True  # INT8 not clearly faster than the original: the FP32-optimised artifact competes
     calibration_samples: int = 64
     eval_samples: int = 32  # at least; every sample calibration leaves is evaluated too, up to max_eval_samples
     max_eval_samples: int = 1000
@@ -217,6 +219,7 @@ class ProfileKeys(Schema):
     device_precision: OneOf(*TARGET_PRECISIONS) = None
     float_precision: OneOf(*FLOAT_PRECISIONS) = None
     split_outliers: Flag = None
+    fp32_candidate: Flag = None
 
 
 class BudgetKeys(Schema):
@@ -224,6 +227,7 @@ class BudgetKeys(Schema):
     min_top1_agreement: Number(0.0, 1.0) = None
     max_latency_ms: Number(0.0) = None
     max_size_mb: Number(0.0) = None
+    min_speedup: Number(0.0) = None
     max_drop: Rule(dict[str, float], (dict,), _metric_table(-1.0, 1.0)) = None
     min_relative: Rule(dict[str, float], (dict,), _metric_table(0.0, None)) = None
     allow_undecided: Flag = None
@@ -357,7 +361,8 @@ def list_profiles() -> list[Profile]:
 
 # ------------------------------------------------------------------ overrides (the command line's budgets and data sizes)
 
-OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "max_drop", "min_relative")
+OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "min_speedup", "max_drop",
+                    "min_relative")
 OVERRIDE_DATA = ("calibration_samples", "eval_samples", "seed")
 
 

@@ -8,9 +8,10 @@ Rules:
    of an embedding model) is listed as not applicable, with the reason; it neither passes nor fails.
 4. Limits are inclusive (within 1e-9, so 0.8 − 0.75 meets a drop budget of 0.05).
 5. The verdict is `pass` only when every applicable budget passes.
-6. A target whose device is not on this machine has no latency: a latency budget on it is listed as
-   not checked, with the reason, and does not decide the verdict; with `require_measured` the target
-   gets a failing `require_measured` check instead, so the verdict is `fail`.
+6. `min_speedup`: the p50 of the original over the artifact's, from the same interleaved run, within
+   SPEEDUP_NOISE of the limit. A target whose device is not on this machine has no latency: a latency or
+   speedup budget on it is listed as not checked, with the reason, and does not decide the verdict; with
+   `require_measured` the target gets a failing `require_measured` check instead, so the verdict is `fail`.
 7. Rule 3 holds only for budgets a profile sets: a budget asked for on the command line or in a project
    file that cannot be measured for the model is a usage error, found before any target is built
    (`unmeasurable`: the original judged against itself shows which budgets apply).
@@ -32,6 +33,9 @@ from .config import Budgets
 from .errors import UsageError
 
 TOLERANCE = 1e-9
+# An interleaved run's p50 ratio repeats within a few percent on a shared host: a speedup budget allows that much
+# (an FP32 artifact of an ONNX file, about as fast as the file itself, is not failed by noise).
+SPEEDUP_NOISE = 0.05
 
 
 @dataclass
@@ -108,7 +112,8 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list
 
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
           metrics: Mapping[str, tuple | str] | None = None, not_measured: str = "",
-          require_measured: bool = False, secondary: frozenset[str] = frozenset()) -> list[Check]:
+          require_measured: bool = False, secondary: frozenset[str] = frozenset(),
+          speedup: float | None = None) -> list[Check]:
     """One check per budget. `metrics`: metric -> (original, artifact[, the drop's 95% interval]), or the reason
     it was not measured.
 
@@ -127,6 +132,13 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
                                 reason=f"latency not measured: {not_measured or 'no device here'}", not_checked=True))
         else:
             checks.append(Check("max_latency_ms", budgets.max_latency_ms, latency_p90_ms, latency_p90_ms <= budgets.max_latency_ms))
+    if budgets.min_speedup is not None:
+        if speedup is None:
+            checks.append(Check("min_speedup", budgets.min_speedup, None, None, applicable=False,
+                                reason=f"latency not measured: {not_measured or 'no device here'}", not_checked=True))
+        else:
+            checks.append(Check("min_speedup", budgets.min_speedup, speedup,
+                                speedup >= budgets.min_speedup * (1 - SPEEDUP_NOISE) - TOLERANCE))
     if budgets.max_size_mb is not None:
         size_mb = size_bytes / 1e6
         checks.append(Check("max_size_mb", budgets.max_size_mb, size_mb, size_mb <= budgets.max_size_mb))

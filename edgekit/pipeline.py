@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__, tasks
 from .build import Built, Context, Variant, build_target, static_variants
+from .candidates import compete
 from .bundle import BundleWriter, write_json
 from .cache import BuildCache
 from .config import Profile
@@ -66,20 +67,20 @@ def _own_feed(session: Session, variant: Variant | None, shared: Feed) -> Sessio
     return _OwnFeed(session, own, shared)
 
 
-def _benchmark(built: list[Built], prep: Prepared, feed: Feed, prof: Profile, progress
+def _benchmark(named: dict[str, Built], prep: Prepared, feed: Feed, prof: Profile, progress
                ) -> tuple[dict[str, benchmark.Latency], dict[str, dict[int, benchmark.Throughput]]]:
-    """Latency of the original and every artifact whose device is here on the task family's workload `feed`,
-    interleaved; throughput at batch sizes."""
-    measured = [b for b in built if b.present.present]
-    unmeasured = [b.target.name for b in built if not b.present.present]
+    """Latency of the original and every artifact (by name) whose device is here on the task family's workload
+    `feed`, interleaved; throughput at batch sizes."""
+    measured = {name: b for name, b in named.items() if b.present.present}
+    unmeasured = [name for name, b in named.items() if not b.present.present]
     progress.stage(f"benchmark the original and {len(measured)} artifact(s), interleaved"
                    + (f" (not measured here: {', '.join(unmeasured)})" if unmeasured else ""))
     sessions: dict[str, Session] = {"original": prep.reference,
-                                    **{b.target.name: _own_feed(b.session, b.variant, feed) for b in measured}}
+                                    **{name: _own_feed(b.session, b.variant, feed) for name, b in measured.items()}}
     with rounds(progress, "benchmark round") as on_progress:
         latencies = benchmark.measure(sessions, feed, prof.bench_min_runs, prof.bench_min_seconds,
                                       prof.bench_max_seconds, on_progress)
-    first_ms = {"original": float("nan"), **{b.target.name: b.first_ms for b in built}}  # the original ran before it could be timed cold
+    first_ms = {"original": float("nan"), **{name: b.first_ms for name, b in named.items()}}  # the original ran before it could be timed cold
     latencies = {name: dataclasses.replace(lat, first_ms=first_ms[name]) for name, lat in latencies.items()}
     throughput = {name: {1: benchmark.Throughput(1, 1e3 / lat.p50 if lat.p50 > 0 else None, lat.p50)}
                   for name, lat in latencies.items()}
@@ -133,8 +134,13 @@ def run(request: CompileRequest) -> Report:
         variants = static_variants(fixed, prep, workdir, progress)
         ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress, family.secondary - plan.asked)
         built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
-        latencies, throughput = ({}, {}) if request.no_bench else _benchmark(built, prep, family.workload(prep.samples),
-                                                                             plan.profile, progress)
+        latencies, throughput = {}, {}
+        if not request.no_bench:
+            def measure(named: dict[str, Built]):
+                return _benchmark(named, prep, family.workload(prep.samples), plan.profile, progress)
+
+            latencies, throughput = measure({b.target.name: b for b in built})
+            built, latencies, throughput = compete(ctx, built, latencies, measure, throughput)
         report = _report(plan, ctx, source, built, latencies, throughput)
         _write(bundle, report, plan, built)
     if plan.junit is not None:
@@ -173,19 +179,20 @@ def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_ro
     request, prof, target, fidelity = plan.request, plan.profile, b.target, b.fidelity
     why_not = NO_BENCH if request.no_bench else b.present.reason
     size = b.size
+    speedup = (original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat and original else None
     checks = judge(prof.budgets, fidelity.cosine_min, fidelity.top1_agreement, lat.p90 if lat else None, size,
                    b.task_figures, not_measured=why_not, require_measured=request.require_measured,
-                   secondary=secondary)
+                   secondary=secondary, speedup=speedup)
     return TargetResult(
         target=target.name, profile=prof.name, runtime=target.runtime, device=target.device,
         precision=b.precision, artifact=b.artifact.relative_to(bundle_root).as_posix(), size_bytes=size,
-        latency=lat, speedup_p50=(original.p50 / lat.p50 if lat.p50 > 0 else 0.0) if lat and original else None, accuracy=fidelity,
+        latency=lat, speedup_p50=speedup, accuracy=fidelity,
         checks=checks, verdict=verdict(checks), load_ms=b.load_ms if lat else None, quantization=b.qsettings,
         runtime_settings=b.session.settings, notes=b.notes, build_seconds=b.seconds,
         throughput=throughput, memory_mb=b.memory_mb if lat else None,
         not_measured="" if lat else why_not, verified_on=f"{target.runtime} {b.device}",
         static_shapes=b.variant.static.to_dict() if b.variant is not None and b.variant.static is not None else None,
-        precompiled=b.precompiled,
+        precompiled=b.precompiled, candidates=b.candidates,
     )
 
 

@@ -83,7 +83,7 @@ class _ModelOwnKeys(Schema):
 
 
 # A model's keys: its own, and the budgets and data sizes it may override, as a profile's (config.BudgetKeys, DataKeys).
-OVERRIDE_BUDGET_KEYS = ("min_cosine", "max_latency_ms", "max_size_mb", "max_drop")
+OVERRIDE_BUDGET_KEYS = ("min_cosine", "max_latency_ms", "max_size_mb", "min_speedup", "max_drop")
 OVERRIDE_KEYS = OVERRIDE_BUDGET_KEYS + OVERRIDE_DATA
 ModelKeys = extend(_ModelOwnKeys, {**fields_of(BudgetKeys, *OVERRIDE_BUDGET_KEYS), **fields_of(DataKeys, *OVERRIDE_DATA)},
                    "ModelKeys")

@@ -135,6 +135,7 @@ class TargetResult:
     verified_on: str = ""  # the runtime and device the accuracy figures come from
     static_shapes: dict[str, Any] | None = None  # input -> fixed shape and where each dimension came from
     precompiled: dict[str, Any] | None = None  # the device's compiled blob and the versions it is bound to
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # INT8 and FP32 timed side by side (candidates.py)
 
     @property
     def measured(self) -> bool:
@@ -146,6 +147,8 @@ class TargetResult:
             extra["static_shapes"] = self.static_shapes
         if self.precompiled is not None:
             extra["precompiled"] = self.precompiled
+        if self.candidates:
+            extra["candidates"] = self.candidates
         return {
             "target": self.target,
             "profile": self.profile,
@@ -185,7 +188,8 @@ class TargetResult:
             notes=list(d.get("notes") or []), build_seconds=d.get("build_seconds", 0.0),
             throughput=throughput_from_json(d.get("throughput")), memory_mb=d.get("memory_mb"),
             not_measured=str(d.get("latency_not_measured") or ""), verified_on=str(d.get("verified_on") or ""),
-            static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"))
+            static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"),
+            candidates=list(d.get("candidates") or []))
 
 
 @dataclass

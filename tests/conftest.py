@@ -51,6 +51,8 @@ def quick_profile(tmp_path) -> Path:
     path.write_text(
         'description = "tests: balanced, short benchmark"\n'
         'precision = "int8"\n'
+        # the INT8 artifact itself is what these tests look at (tests/test_candidates.py covers the competition)
+        "fp32_candidate = false\n"
         "[budgets]\nmin_cosine = 0.9\n"
         "[data]\ncalibration_samples = 16\neval_samples = 8\nseed = 0\n"
         "[benchmark]\nsequence_length = 32\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n"
@@ -65,7 +67,7 @@ def cnn_bundle(tmp_path_factory, cnn_onnx) -> Path:
 
     root = tmp_path_factory.mktemp("cnn-bundle")
     profile = root / "quick.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
+    profile.write_text('precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
                        "[benchmark]\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n")
     out = root / "bundle"
     edgekit.compile(str(cnn_onnx), targets=["cpu", "intel-cpu"], shapes=["input=1,3,32,32"], profile=str(profile), output=out)

@@ -73,7 +73,7 @@ def test_bench_model_exported_on_the_fly_with_batches(bert_dir, tmp_path):
 
 def test_compile_measures_throughput_at_profile_batches(bert_dir, tmp_path):
     profile = tmp_path / "batches.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
+    profile.write_text('precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
                        "[benchmark]\nsequence_length = 16\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\nbatch_sizes = [1, 4]\n")
     report = edgekit.compile(str(bert_dir), profile=str(profile), output=tmp_path / "out")
     data = json.loads((tmp_path / "out/report.json").read_text())

@@ -88,7 +88,7 @@ def test_recorded_buckets():
 def text_bundle(tmp_path_factory, bert_dir):
     root = tmp_path_factory.mktemp("buckets")
     profile = root / "quick.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 8\n'
+    profile.write_text('precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 8\n'
                        "[benchmark]\nsequence_length = 32\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n")
     out = root / "bundle"
     edgekit.compile(str(bert_dir), targets=["intel-cpu"], task="feature-extraction", profile=str(profile), output=out)

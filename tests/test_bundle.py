@@ -248,7 +248,7 @@ def test_two_compiles_give_the_same_artifacts(cnn_onnx, tmp_path):
     import sys
 
     profile = tmp_path / "quick.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
+    profile.write_text('precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 8\neval_samples = 4\n'
                        "[benchmark]\nmin_runs = 5\nmin_seconds = 0.1\nmax_seconds = 2.0\n")
     manifests = []
     for name in ("a", "b"):

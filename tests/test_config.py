@@ -68,7 +68,7 @@ def test_builtin_profiles(name, precision, activations, min_cosine, calibration_
     assert p.per_channel is True
     assert p.calibration_method == "minmax"
     assert p.budgets == Budgets(min_cosine=min_cosine, min_top1_agreement=top1, max_latency_ms=None, max_size_mb=None,
-                                max_drop={"accuracy": accuracy_drop})
+                                max_drop={"accuracy": accuracy_drop}, min_speedup=1.0 if name == "balanced" else None)
     assert isinstance(p.budgets.min_cosine, float)
     assert p.calibration_samples == calibration_samples
     assert p.eval_samples == 32
@@ -181,7 +181,7 @@ def test_unknown_key_top_level_min_cosin(tmp_path):
         load_profile(path)
     msg = str(info.value)
     assert "unknown key 'min_cosin'" in msg
-    assert "valid keys: activations, calibration_method, description, device_precision, float_precision, per_channel, precision" in msg
+    assert "valid keys: activations, calibration_method, description, device_precision, float_precision, fp32_candidate, per_channel, precision" in msg
 
 
 def test_unknown_target_key_suggests_nearest(tmp_path):

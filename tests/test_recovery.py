@@ -108,7 +108,7 @@ def test_search_respects_its_time_bound():
 
 def _profile(tmp_path, enabled: bool) -> Path:
     path = tmp_path / f"recover-{enabled}.toml"
-    path.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 16\neval_samples = 8\n'
+    path.write_text('precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.9\n[data]\ncalibration_samples = 16\neval_samples = 8\n'
                     "[benchmark]\nmin_runs = 5\nmin_seconds = 0.1\nmax_seconds = 2.0\n"
                     f"[recovery]\nenabled = {'true' if enabled else 'false'}\nmax_fp32_fraction = 1.0\nseconds = 60\n")
     return path

@@ -20,6 +20,7 @@ from edgekit.stages import benchmark
 QUICK_PROFILE = (
     'description = "tests: balanced, short benchmark"\n'
     'precision = "int8"\n'
+    "fp32_candidate = false\n"
     "[budgets]\nmin_cosine = 0.9\n"
     "[data]\ncalibration_samples = 16\neval_samples = 8\nseed = 0\n"
     "[benchmark]\nsequence_length = 32\nmin_runs = 10\nmin_seconds = 0.2\nmax_seconds = 5.0\n"
