@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import runtimes
 from .bundle import BundleWriter, write_json
@@ -90,12 +90,12 @@ class Context:
     threads: int
     family: TaskFamily
     progress: Any = dataclasses.field(default_factory=NullProgress)
-    secondary: frozenset[str] = frozenset()  # budgets reported beside the family's own (judge rule 9)
+    secondary: Mapping[str, str] = dataclasses.field(default_factory=dict)  # budget -> why it is reported, not gated
 
 
-def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict, secondary: frozenset[str] = frozenset()) -> bool:
+def accuracy_met(budgets, fidelity: verify.Fidelity, task_figures: dict, secondary: Mapping[str, str] | None = None) -> bool:
     """Whether every applicable accuracy budget that gates (not latency or size) passes."""
-    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures, secondary=secondary)
+    checks = judge(budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, task_figures, secondary=secondary or {})
     return all(c.passed for c in checks if c.applicable and c.gating
                and c.budget not in ("max_latency_ms", "max_size_mb", "min_speedup", "require_measured"))
 

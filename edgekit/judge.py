@@ -110,9 +110,24 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list
     return checks
 
 
+def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list[Check]:
+    """`min_decision_agreement` and `min_map_iou`: the figure itself against the limit (rule 3 when absent)."""
+    checks = []
+    for budget, metric in (("min_decision_agreement", "decision_agreement"), ("min_map_iou", "map_iou")):
+        limit = getattr(budgets, budget)
+        if limit is None:
+            continue
+        figure = metrics.get(metric, "not measured")
+        if isinstance(figure, str):
+            checks.append(not_applicable(budget, limit, figure))
+        else:
+            checks.append(Check(budget, limit, figure[1], figure[1] >= limit - TOLERANCE))
+    return checks
+
+
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
           metrics: Mapping[str, tuple | str] | None = None, not_measured: str = "",
-          require_measured: bool = False, secondary: frozenset[str] = frozenset(),
+          require_measured: bool = False, secondary: Mapping[str, str] | None = None,
           speedup: float | None = None) -> list[Check]:
     """One check per budget. `metrics`: metric -> (original, artifact[, the drop's 95% interval]), or the reason
     it was not measured.
@@ -125,6 +140,7 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
             checks.append(not_applicable("min_top1_agreement", budgets.min_top1_agreement, "not a classifier"))
         else:
             checks.append(Check("min_top1_agreement", budgets.min_top1_agreement, top1, top1 >= budgets.min_top1_agreement))
+    checks += _agreement_minimums(budgets, metrics or {})
     checks += _metric_checks(budgets, metrics or {})
     if budgets.max_latency_ms is not None:
         if latency_p90_ms is None:
@@ -145,13 +161,10 @@ def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_m
     if require_measured and latency_p90_ms is None:
         checks.append(Check("require_measured", 1.0, 0.0, False, reason=f"latency not measured: {not_measured or 'no device here'}"))
     for check in checks:
-        if check.budget in secondary and check.applicable:  # rule 9
+        if check.budget in (secondary or {}) and check.applicable:  # rule 9
             check.gating = False
-            check.reason = check.reason or SECONDARY
+            check.reason = check.reason or secondary[check.budget]
     return checks
-
-
-SECONDARY = "reported, not gated: top-1 agreement and the accuracy drop decide a classifier"
 
 
 def verdict(checks: list[Check]) -> str:

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import __version__, tasks
 from .build import Built, Context, Variant, build_target, static_variants
@@ -132,7 +132,8 @@ def run(request: CompileRequest) -> Report:
                  for t in plan.targets if t.static_shapes}
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)
-        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress, family.secondary - plan.asked)
+        ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress,
+                      {k: v for k, v in family.secondary_for(prep.reference_outputs).items() if k not in plan.asked})
         built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
         latencies, throughput = {}, {}
         if not request.no_bench:
@@ -174,7 +175,7 @@ def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, p
 
 
 def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_root: Path,
-            secondary: frozenset[str] = frozenset()) -> TargetResult:
+            secondary: Mapping[str, str] | None = None) -> TargetResult:
     """One target's row of the report: its figures judged against the profile's budgets."""
     request, prof, target, fidelity = plan.request, plan.profile, b.target, b.fidelity
     why_not = NO_BENCH if request.no_bench else b.present.reason

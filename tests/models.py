@@ -191,3 +191,36 @@ def labelled_npz(path: Path, model: Path, count: int, features: int = 64, seed: 
     y[flip] = (y[flip] + 1) % 10
     np.savez(path, pixels=x, **({"labels": y} if labels else {}))
     return path
+
+
+def sigmoid_map_onnx(path: Path, size: int = 32) -> Path:
+    """A text-detector-like head: a 3x3 convolution of a 1-channel image, then a sigmoid with a strong negative bias,
+    so the probability map is near 0 except where the image is bright (a few blobs)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((1, 1, 3, 3), 2.0, dtype=np.float32), "w")
+    bias = numpy_helper.from_array(np.array([-12.0], dtype=np.float32), "b")
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["logit"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["logit"], ["prob"])]
+    graph = helper.make_graph(nodes, "map", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 1, size, size])], [weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def blob_images(path: Path, count: int, size: int = 32, seed: int = 0) -> Path:
+    """Dark images with a bright square on most of them (none on every fourth): real-looking sparse inputs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.2, size=(count, 1, 1, size, size)).astype(np.float32)
+    for i in range(count):
+        if i % 4:
+            y, x = rng.integers(2, size - 8, size=2)
+            images[i, 0, 0, y:y + 6, x:x + 6] = rng.uniform(0.9, 1.0)
+    np.savez(path, image=images)
+    return path

@@ -52,14 +52,15 @@ def test_builtin_target_intel_cpu():
 
 
 @pytest.mark.parametrize(
-    "name, precision, activations, min_cosine, calibration_samples, top1, accuracy_drop",
+    "name, precision, activations, min_cosine, calibration_samples, top1, accuracy_drop, decision, iou",
     [
-        ("balanced", "int8", "asymmetric", 0.98, 64, 0.98, 0.01),
-        ("accurate", "fp32", "asymmetric", 0.999, 16, 0.995, 0.005),
-        ("fast", "int8", "symmetric", 0.95, 32, 0.95, 0.03),
+        ("balanced", "int8", "asymmetric", 0.98, 64, 0.98, 0.01, 0.95, 0.8),
+        ("accurate", "fp32", "asymmetric", 0.999, 16, 0.995, 0.005, 0.99, 0.9),
+        ("fast", "int8", "symmetric", 0.95, 32, 0.95, 0.03, 0.9, 0.7),
     ],
 )
-def test_builtin_profiles(name, precision, activations, min_cosine, calibration_samples, top1, accuracy_drop):
+def test_builtin_profiles(name, precision, activations, min_cosine, calibration_samples, top1, accuracy_drop, decision,
+                          iou):
     p = load_profile(name)
     assert isinstance(p, Profile)
     assert p.name == name
@@ -68,7 +69,8 @@ def test_builtin_profiles(name, precision, activations, min_cosine, calibration_
     assert p.per_channel is True
     assert p.calibration_method == "minmax"
     assert p.budgets == Budgets(min_cosine=min_cosine, min_top1_agreement=top1, max_latency_ms=None, max_size_mb=None,
-                                max_drop={"accuracy": accuracy_drop}, min_speedup=1.0 if name == "balanced" else None)
+                                max_drop={"accuracy": accuracy_drop}, min_speedup=1.0 if name == "balanced" else None,
+                                min_decision_agreement=decision, min_map_iou=iou)
     assert isinstance(p.budgets.min_cosine, float)
     assert p.calibration_samples == calibration_samples
     assert p.eval_samples == 32

@@ -126,7 +126,7 @@ def test_compare_per_output_figures():
     assert fid.samples == 4
     assert set(fid.per_output) == {"logits", "hidden"}
     logits, hidden = fid.per_output["logits"], fid.per_output["hidden"]
-    assert set(logits) == {"cosine_min", "cosine_mean", "max_abs_error", "snr_db"}
+    assert set(logits) == {"cosine_min", "cosine_mean", "max_abs_error", "snr_db", "kind"} and logits["kind"] == "dense"
     assert 0.99 < logits["cosine_min"] <= logits["cosine_mean"] < 1.0
     assert hidden["cosine_min"] == pytest.approx(-1.0)
     assert hidden["cosine_mean"] == pytest.approx(0.5)  # (1 + 1 - 1 + 1) / 4

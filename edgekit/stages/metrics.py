@@ -37,7 +37,9 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 # Metrics a budget (max_drop / min_relative) may name. The first two compare with labels; the agreement
 # metrics compare with the original, whose agreement with itself is 1 by definition.
 LABELLED_METRICS = ("accuracy", "macro_f1")
-AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5")
+AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5", "decision_agreement", "map_iou")
+# Why an agreement metric is absent when no family said otherwise.
+NOT_MEASURED = {"decision_agreement": "no probability outputs", "map_iou": "no probability-map outputs"}
 BUDGET_METRICS = LABELLED_METRICS + AGREEMENT_METRICS
 
 
@@ -153,6 +155,8 @@ class TaskMetrics:
     top5_agreement: float | None = None
     retrieval_agreement_at_5: float | None = None
     retrieval_k: int | None = None
+    decision_agreement: float | None = None  # probability outputs: the same side of 0.5 (stages/outputs.py)
+    map_iou: float | None = None  # probability-map outputs: IoU of the binarised maps
     labelled_samples: int | None = None
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why not
     intervals: dict[str, list[float]] = field(default_factory=dict)  # agreement metric -> its 95% interval (stats.py)
@@ -168,7 +172,7 @@ class TaskMetrics:
         for name in AGREEMENT_METRICS:
             value, interval = getattr(self, name), self.intervals.get(name)
             figures[name] = ((1.0, value, (1 - interval[1], 1 - interval[0]) if interval else None)
-                             if value is not None else self.not_measured.get(name, "not measured"))
+                             if value is not None else self.not_measured.get(name, NOT_MEASURED.get(name, "not measured")))
         return figures
 
 

@@ -10,8 +10,12 @@ Rules:
 4. With an attention mask (text padded to a static length), a token-level output (leading dims equal
    to the mask's) is compared on the real tokens only: padded positions carry no meaning, and their
    values differ between runtimes without changing any result a user reads.
-4. Task figures (accuracy, macro-F1, top-5 and retrieval agreement) come from `metrics.py` and are
+5. Task figures (accuracy, macro-F1, top-5 and retrieval agreement) come from `metrics.py` and are
    carried here, so report.json holds every figure of an artifact under its `accuracy`.
+6. Each output also gets its kind and its kind's figures (stages/outputs.py). The `cosine_min` that gates
+   is taken over the outputs cosine means something for: every sample of a dense output, the series of a
+   scalar one; not a probability or a probability map (their decision agreement and IoU say more). A model
+   with none of those keeps the minimum over all its outputs, reported beside the figures that gate.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..runtimes import Feed, Session
+from . import outputs
 
 _EPS = 1e-12
 SNR_CAP_DB = 200.0
@@ -60,6 +65,8 @@ class Fidelity:
     top5_agreement: float | None = None
     retrieval_agreement_at_5: float | None = None
     retrieval_k: int | None = None  # below 5 only for tiny evaluation sets
+    decision_agreement: float | None = None  # probability outputs (stages/outputs.py)
+    map_iou: float | None = None  # probability-map outputs
     task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
     labelled_samples: int | None = None
     intervals: dict[str, list[float]] | None = None  # agreement metric -> its 95% interval
@@ -72,6 +79,7 @@ class Fidelity:
         self.top5_agreement = task.top5_agreement
         self.retrieval_agreement_at_5 = task.retrieval_agreement_at_5
         self.retrieval_k = task.retrieval_k
+        self.decision_agreement, self.map_iou = task.decision_agreement, task.map_iou
         self.task_metrics = task.task_metrics or None
         self.labelled_samples = task.labelled_samples
         self.intervals = dict(task.intervals) or None
@@ -101,16 +109,18 @@ def compare(references: list[list[np.ndarray]], candidates: list[list[np.ndarray
         if classifier:
             agree.append(float(np.argmax(ref[0].reshape(-1)) == np.argmax(got[0].reshape(-1))))
     summary = {}
-    all_cos, errs, snrs = [], [], []
-    for name, s in per_output.items():
+    all_cos, gating, errs, snrs = [], [], [], []
+    for index, (name, s) in enumerate(per_output.items()):
         snr = _snr_from_sums(sum(s["sig"]), sum(s["noise"]))
         summary[name] = {"cosine_min": min(s["cos"]), "cosine_mean": float(np.mean(s["cos"])),
-                         "max_abs_error": _finite(max(s["err"])), "snr_db": snr}
+                         "max_abs_error": _finite(max(s["err"])), "snr_db": snr,
+                         **outputs.figures(outputs.columns(references, index), outputs.columns(candidates, index))}
         all_cos += s["cos"]
+        gating += _gating_cosines(summary[name], s["cos"])
         errs.append(max(s["err"]))
         snrs.append(snr)
     return Fidelity(
-        cosine_min=min(all_cos),
+        cosine_min=min(gating or all_cos),
         cosine_mean=float(np.mean(all_cos)),
         max_abs_error=_finite(max(errs)),
         snr_db=min(snrs),
@@ -118,6 +128,13 @@ def compare(references: list[list[np.ndarray]], candidates: list[list[np.ndarray
         top1_agreement=float(np.mean(agree)) if classifier and agree else None,
         per_output=summary,
     )
+
+
+def _gating_cosines(entry: dict, per_sample: list[float]) -> list[float]:
+    """Rule 6: the cosines that gate: a dense output's per sample, a scalar's over its series, a probability's none."""
+    if entry["kind"] == outputs.DENSE:
+        return per_sample
+    return [entry["series_cosine"]] if entry["kind"] == outputs.SCALAR else []
 
 
 def _finite(x: float) -> float:

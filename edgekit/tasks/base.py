@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -43,13 +43,17 @@ class TaskFamily:
     priority: ClassVar[int] = 0
     classifier: ClassVar[bool] = False
     # Budgets this family reports but does not gate on unless the caller asks for them (judge rule 9).
-    secondary: ClassVar[frozenset[str]] = frozenset()
+    secondary: ClassVar[Mapping[str, str]] = {}  # budget -> why it is reported but not gated
 
     def handles(self, task: str | None) -> bool:
         return task in self.tasks
 
     def label_space(self, source: "SourceModel") -> "LabelSpace | None":
         return None
+
+    def secondary_for(self, reference_outputs: list) -> Mapping[str, str]:
+        """The budgets reported but not gated for this model (judge rule 9), from the original's outputs."""
+        return self.secondary
 
     def modality(self, declared: str, specs: "list[InputSpec]", tokenizer: Any = None) -> str:
         """The kind of input the model takes, decided once per compile (rule 4)."""

@@ -1,12 +1,23 @@
 """Any other model (an ONNX file, token classification, fill-mask, question answering, ...): judged on its
-outputs alone (cosine, error, SNR per output: stages/verify.py), with no task figure.
+outputs alone, each by the metric its kind needs (stages/outputs.py).
+
+Rules:
+1. Dense and scalar outputs: cosine, error and SNR (stages/verify.py). Probability outputs: decision
+   agreement at 0.5 (`min_decision_agreement`); probability maps: the IoU of the binarised maps
+   (`min_map_iou`) and the range each reaches.
+2. Cosine gates only when some output is dense or scalar; a model whose every output is a probability or a
+   probability map is decided by rule 1's figures, its cosine reported beside them.
 
 This family handles every task at the lowest priority, so every model has a family (base rule 2).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import stats
 from ..stages import metrics
+from ..stages import outputs as kinds
 from .base import TaskFamily, register
 
 
@@ -29,4 +40,35 @@ class Tensor(TaskFamily):
     def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
         result = not_a_classifier()
         result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
+        probability_outputs(result, expected, outputs)
         return result
+
+    def secondary_for(self, reference_outputs: list) -> dict[str, str]:
+        """Rule 2: cosine does not gate a model whose every output is a probability or a probability map."""
+        count = len(reference_outputs[0]) if reference_outputs else 0
+        found = {kinds.kind(kinds.columns(reference_outputs, i)) for i in range(count)}
+        if found and found <= {kinds.PROBABILITY, kinds.PROBABILITY_MAP}:
+            return {"min_cosine": "reported, not gated: the decision agreement and the map IoU decide a model whose "
+                                  "outputs are probabilities"}
+        return dict(self.secondary)
+
+
+def probability_outputs(result: metrics.TaskMetrics, expected, outputs) -> None:
+    """Rule 1: decision agreement over every probability output (Wilson interval), IoU over every probability map
+    (bootstrap over samples)."""
+    count = len(expected[0]) if expected else 0
+    columns = [(kinds.columns(expected, i), kinds.columns(outputs, i)) for i in range(count)]
+    probabilities = [c for c in columns if kinds.kind(c[0]) == kinds.PROBABILITY]
+    maps = [c for c in columns if kinds.kind(c[0]) == kinds.PROBABILITY_MAP]
+    if probabilities:
+        same, total = (sum(v) for v in zip(*(kinds.decisions(r, c) for r, c in probabilities)))
+        result.decision_agreement = same / total
+        result.intervals["decision_agreement"] = stats.as_list(stats.wilson(same, total))
+    if maps:
+        per_sample = [kinds.ious(r[i:i + 1], c[i:i + 1]) for i in range(len(expected)) for r, c in maps]
+        inter = np.array([x.sum() for x, _ in per_sample])
+        union = np.array([u.sum() for _, u in per_sample])
+        result.map_iou = float(inter.sum() / union.sum()) if union.sum() else 1.0
+        if union.sum():
+            result.intervals["map_iou"] = stats.as_list(stats.bootstrap(
+                lambda idx: float(inter[idx].sum() / union[idx].sum()) if union[idx].sum() else 1.0, len(inter)))
