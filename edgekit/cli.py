@@ -178,7 +178,8 @@ def _show(report, junit: str | None) -> None:
     if report.provisional:
         click.echo(f"verdict {report.verdict} is provisional: {report.provisional}", err=True)
     if not report.passed:
-        failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False)})" for t in report.targets if t.verdict != "pass"]
+        failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False and c.gating)})"
+                  for t in report.targets if t.verdict != "pass"]
         click.echo(f"budget missed: {'; '.join(failed)}", err=True)
         sys.exit(EXIT_BUDGET_MISSED)
 

@@ -133,7 +133,7 @@ def run(request: CompileRequest) -> Report:
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)
         ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress,
-                      {k: v for k, v in family.secondary_for(prep.reference_outputs).items() if k not in plan.asked})
+                      {k: v for k, v in family.secondary_for(prep.reference_outputs, plan.profile.budgets).items() if k not in plan.asked})
         built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
         latencies, throughput = {}, {}
         if not request.no_bench:

@@ -202,8 +202,8 @@ def sigmoid_map_onnx(path: Path, size: int = 32) -> Path:
 
     weight = numpy_helper.from_array(np.full((1, 1, 3, 3), 2.0, dtype=np.float32), "w")
     bias = numpy_helper.from_array(np.array([-12.0], dtype=np.float32), "b")
-    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["logit"], pads=[1, 1, 1, 1]),
-             helper.make_node("Sigmoid", ["logit"], ["prob"])]
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["logit"], pads=[1, 1, 1, 1], name="head/conv"),
+             helper.make_node("Sigmoid", ["logit"], ["prob"], name="head/sigmoid")]
     graph = helper.make_graph(nodes, "map", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])],
                               [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 1, size, size])], [weight, bias])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -33,7 +33,7 @@ def judged(reference, candidate, name):
     family = tasks.for_task(None)
     fidelity, figures = family.evaluate(reference, candidate, [name])
     checks = judge(load_profile("balanced").budgets, fidelity.cosine_min, fidelity.top1_agreement, None, 0, figures,
-                   secondary=family.secondary_for(reference))
+                   secondary=family.secondary_for(reference, load_profile("balanced").budgets))
     return verdict(checks), {c.budget: c for c in checks}, fidelity
 
 
@@ -103,3 +103,55 @@ def main_cli():
     from edgekit.cli import main
 
     return main
+
+
+def test_a_sigmoid_output_is_never_quantised_so_the_map_is_not_capped(tmp_path, quick_profile, monkeypatch):
+    """Quantisation rule 9: the final sigmoid stays FP32 and reads its input unrounded. Calibrated on images of which
+    one in four holds no text, the quantised sigmoid caps the map well below the original's range; kept FP32 it
+    reaches much closer to it."""
+    import onnx
+
+    from edgekit.stages import quantize_ort
+
+    model = models.sigmoid_map_onnx(tmp_path / "map.onnx")
+    data = models.blob_images(tmp_path / "blobs.npz", 40)
+
+    def build(name: str) -> dict:
+        out = tmp_path / name
+        result = CliRunner().invoke(main_cli(), ["compile", str(model), "--data", str(data), "-t", "cpu", "-p",
+                                                 str(quick_profile), "-o", str(out), "-q", "--no-bench", "--no-cache"])
+        assert result.exit_code in (0, 1), result.output
+        return json.loads((out / "report.json").read_text())["targets"][0]
+
+    kept = build("kept")
+    assert kept["quantization"]["output_activations"].startswith("1 kept FP32 with unrounded inputs")
+    graph = onnx.load(str(tmp_path / "kept" / "cpu" / "model.onnx")).graph
+    (sigmoid,) = [n for n in graph.node if n.op_type == "Sigmoid"]
+    producers = {o: n for n in graph.node for o in n.output}
+    assert producers[sigmoid.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    assert not any(sigmoid.output[0] in n.input for n in graph.node if n.op_type == "QuantizeLinear")
+
+    monkeypatch.setattr(quantize_ort, "output_activations", lambda model: [])  # rule 9 off: the old recipe
+    quantised = build("quantised")
+    capped, reached = (t["accuracy"]["per_output"]["prob"]["range_artifact"] for t in (quantised, kept))
+    original = kept["accuracy"]["per_output"]["prob"]["range_original"]
+    assert capped < reached <= original + 1e-6 and original - reached < (original - capped) / 2
+
+
+def test_an_unnamed_output_activation_is_said_not_silently_quantised(tmp_path):
+    import onnx
+
+    from edgekit.config import load_profile
+    from edgekit.stages.quantize_ort import output_activations, quantize_onnxruntime
+
+    path = models.sigmoid_map_onnx(tmp_path / "map.onnx")
+    model = onnx.load(str(path))
+    assert output_activations(model) == ["head/sigmoid"]
+    for node in model.graph.node:
+        node.name = ""
+    unnamed = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(unnamed))
+    rng = np.random.default_rng(0)
+    feeds = [{"image": rng.random((1, 1, 32, 32), dtype=np.float32)} for _ in range(4)]
+    result = quantize_onnxruntime(unnamed, tmp_path, tmp_path / "q.onnx", feeds, load_profile("balanced"), False)
+    assert any("has no node name, so the quantiser could not keep it FP32" in n for n in result.notes)

@@ -1,7 +1,7 @@
 """Quantise for ONNX Runtime: static INT8 QDQ with calibration data, as a list of steps (`qdq_steps`).
 
-The recipe: upgrade opset → pre-process → fold shapes → split outliers → quantise QDQ → strip rounding
-(only when recovery keeps layers FP32) → FP32 consumers read FP32 (transformers). Rules:
+The recipe: upgrade opset → pre-process → fold shapes → split outliers → quantise QDQ → strip rounding →
+FP32 consumers read FP32 (transformers). Rules:
 1. upgrade opset: graphs below opset 13 are converted to 13 (per-channel QDQ needs it); when conversion
    fails, quantisation falls back to per-tensor and says so.
 2. pre-process: `quant_pre_process` (shape inference); when its symbolic shape inference fails, as it
@@ -17,8 +17,12 @@ The recipe: upgrade opset → pre-process → fold shapes → split outliers →
 5. Nodes named in `keep_fp32` (accuracy recovery) stay FP32, with the weightless producers that feed only them.
 6. Histogram calibration (percentile, entropy) needs equal-length samples; with variable-length text
    it falls back to min/max and says so.
-7. strip rounding: the inputs of the nodes of rule 5 are read unrounded.
+7. strip rounding: the inputs of the nodes of rules 5 and 9 are read unrounded (nothing to do without them).
 8. FP32 consumers read FP32: a transformer's FP32 consumers of a quantised activation read it unrounded.
+9. A graph output's final activation (sigmoid, softmax, tanh: its range is its own) is never quantised and
+   reads its input unrounded: quantised with a range from calibration samples that rarely reach it (a text
+   detector calibrated on images with little text), it caps the output (a probability map that never
+   passes 0.53). It stays FP32, and the report says so (`output_activations`).
 """
 
 from __future__ import annotations
@@ -230,6 +234,7 @@ class QdqPlan:
 
     per_channel_ok: bool = True  # rule 1: the graph is at opset 13 or above
     gelu_fed: list[str] = field(default_factory=list)  # rule 4
+    output_activations: list[str] = field(default_factory=list)  # rule 9
     split: Split = field(default_factory=Split)  # rule 4
     kept: list[str] = field(default_factory=list)  # rule 5: the recovery's FP32 nodes and what feeds only them
 
@@ -271,11 +276,18 @@ def quantise_qdq(inp: StepInput) -> StepResult:
     model = onnx.load(str(inp.path), load_external_data=False)
     excluded = (activation_only_nodes(model) + [n for n in plan.gelu_fed if n not in plan.split.split]
                 + plan.split.fp32_nodes if b.transformer else [])
-    plan.kept = _with_feeding_activations(model, b.keep_fp32)
-    excluded += [name for name in plan.kept if name not in excluded]
+    plan.output_activations = [n for n in output_activations(model) if n]
     notes: list[str] = []
+    if "" in output_activations(model):
+        notes.append("an output's final activation has no node name, so the quantiser could not keep it FP32: "
+                     "its output may be capped by its calibration range")
+    plan.kept = _with_feeding_activations(model, list(b.keep_fp32) + plan.output_activations)
+    excluded += [name for name in plan.kept if name not in excluded]
     method = _calibration_method(b.profile, b.calibration, notes)
     settings = _qdq_settings(b, plan, method, excluded)
+    if plan.output_activations:
+        settings["output_activations"] = (f"{len(plan.output_activations)} kept FP32 with unrounded inputs: "
+                                          + ", ".join(plan.output_activations[:4]))
     config = QdqConfig(per_channel=b.profile.per_channel and plan.per_channel_ok, method=method,
                        symmetric=b.profile.activations == "symmetric", transformer=b.transformer, excluded=excluded)
     names = {i.name for i in model.graph.input}
@@ -299,9 +311,28 @@ def quantise_qdq(inp: StepInput) -> StepResult:
 
 @step("strip rounding")
 def strip_rounding(inp: StepInput) -> StepResult:
-    """Rule 7: the inputs of the nodes kept FP32 by recovery are not rounded."""
-    strip_rounding_before(inp.path, set(inp.state.get(QdqPlan).kept))
+    """Rule 7: the inputs of the nodes kept FP32 (by recovery, rule 9) are not rounded."""
+    kept = inp.state.get(QdqPlan).kept
+    if kept:
+        strip_rounding_before(inp.path, set(kept))
     return StepResult(inp.path)
+
+
+# Activations whose range is their own: quantised with a range calibration saw, they cap (rule 9).
+OUTPUT_ACTIVATIONS = {"Sigmoid", "HardSigmoid", "Softmax", "LogSoftmax", "Tanh"}
+_SHAPE_ONLY = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+
+
+def output_activations(model: onnx.ModelProto) -> list[str]:
+    """Rule 9: the final activations of the graph's outputs (through reshapes), by node name."""
+    producer, found = graph.producers(model), []
+    for output in model.graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in _SHAPE_ONLY:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type in OUTPUT_ACTIVATIONS and node.name not in found:
+            found.append(node.name)  # an unnamed one cannot be excluded by name: quantise_qdq says so
+    return found
 
 
 @step("FP32 consumers read FP32")
@@ -314,8 +345,8 @@ def fp32_consumers(inp: StepInput) -> StepResult:
 
 def qdq_steps(inputs: BuildInputs) -> list[Step]:
     """The INT8 QDQ recipe, in the order of the rules: the artifact is a QDQ graph any ONNX Runtime runs."""
-    return ([upgrade_opset, pre_process, fold_shapes_step, split_outliers, quantise_qdq]
-            + ([strip_rounding] if inputs.keep_fp32 else []) + ([fp32_consumers] if inputs.transformer else []))
+    return ([upgrade_opset, pre_process, fold_shapes_step, split_outliers, quantise_qdq, strip_rounding]
+            + ([fp32_consumers] if inputs.transformer else []))
 
 
 def quantize_onnxruntime(src: Path, workdir: Path, dst: Path, calibration: list[Feed], profile: Profile,
@@ -386,10 +417,17 @@ def _qdq_settings(b: BuildInputs, plan: QdqPlan, method: str, excluded: list[str
         "activations": f"uint8, {b.profile.activations}",
         "calibration": f"{method}{' (moving average)' if method == 'minmax' else ''}, {len(b.calibration)} samples",
         "operators": ", ".join(TRANSFORMER_OPS) if b.transformer else "all supported",
-        "kept_fp32": (f"{len(excluded)} nodes: MatMuls of two activations, activation Gathers, "
-                      + ("the outlier channels of MatMuls fed by GELU" if plan.split.split else "MatMuls fed by GELU")
-                      if excluded else "none"),
+        "kept_fp32": f"{len(excluded)} nodes: {_kept_kinds(b, plan)}" if excluded else "none",
     }
+
+
+def _kept_kinds(b: BuildInputs, plan: QdqPlan) -> str:
+    """What the nodes the quantiser leaves FP32 are (rules 3, 4, 5, 9)."""
+    kinds = (["MatMuls of two activations, activation Gathers", "the outlier channels of MatMuls fed by GELU"
+              if plan.split.split else "MatMuls fed by GELU"] if b.transformer else [])
+    kinds += ["the layers recovery keeps"] if b.keep_fp32 else []
+    kinds += ["the outputs' final activations"] if plan.output_activations else []
+    return ", ".join(kinds)
 
 
 def _check_split(artifact: Path, split: Split, settings: dict[str, str], notes: list[str]) -> None:

@@ -51,8 +51,9 @@ class TaskFamily:
     def label_space(self, source: "SourceModel") -> "LabelSpace | None":
         return None
 
-    def secondary_for(self, reference_outputs: list) -> Mapping[str, str]:
-        """The budgets reported but not gated for this model (judge rule 9), from the original's outputs."""
+    def secondary_for(self, reference_outputs: list, budgets: Any = None) -> Mapping[str, str]:
+        """The budgets reported but not gated for this model (judge rule 9), from the original's outputs and the
+        profile's budgets."""
         return self.secondary
 
     def modality(self, declared: str, specs: "list[InputSpec]", tokenizer: Any = None) -> str:

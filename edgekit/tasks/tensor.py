@@ -6,7 +6,8 @@ Rules:
    agreement at 0.5 (`min_decision_agreement`); probability maps: the IoU of the binarised maps
    (`min_map_iou`) and the range each reaches.
 2. Cosine gates only when some output is dense or scalar; a model whose every output is a probability or a
-   probability map is decided by rule 1's figures, its cosine reported beside them.
+   probability map is decided by rule 1's figures, its cosine reported beside them (when the profile sets
+   their budgets; otherwise cosine is all there is, and it gates).
 
 This family handles every task at the lowest priority, so every model has a family (base rule 2).
 """
@@ -43,11 +44,14 @@ class Tensor(TaskFamily):
         probability_outputs(result, expected, outputs)
         return result
 
-    def secondary_for(self, reference_outputs: list) -> dict[str, str]:
-        """Rule 2: cosine does not gate a model whose every output is a probability or a probability map."""
+    def secondary_for(self, reference_outputs: list, budgets=None) -> dict[str, str]:
+        """Rule 2: cosine does not gate a model whose every output is a probability or a probability map, when the
+        profile has the budget each of those kinds is decided by (else cosine is all there is, and it gates)."""
         count = len(reference_outputs[0]) if reference_outputs else 0
         found = {kinds.kind(kinds.columns(reference_outputs, i)) for i in range(count)}
-        if found and found <= {kinds.PROBABILITY, kinds.PROBABILITY_MAP}:
+        deciding = {kinds.PROBABILITY: getattr(budgets, "min_decision_agreement", None),
+                    kinds.PROBABILITY_MAP: getattr(budgets, "min_map_iou", None)}
+        if found and found <= set(deciding) and all(deciding[k] is not None for k in found):
             return {"min_cosine": "reported, not gated: the decision agreement and the map IoU decide a model whose "
                                   "outputs are probabilities"}
         return dict(self.secondary)
