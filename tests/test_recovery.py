@@ -214,3 +214,23 @@ def test_openvino_recovery_reports_its_validations(outlier_data, tmp_path):
     validations = [e for e in events if e.get("task") == "accuracy-control validation"]
     assert len(validations) >= 3 and validations[-1]["event"] == "done"
     assert validations[-1]["figure"] == pytest.approx(target["quantization"]["recovery"]["score_after"], abs=1e-6)
+
+
+def test_search_does_not_start_an_attempt_that_would_pass_its_bound():
+    """Issue 15: recovery ran 227 s against a 180 s bound. The bound counts from the recovery's start (ranking
+    included), and no attempt begins that the mean attempt so far would carry past it."""
+    import time
+
+    def slow(keep):
+        time.sleep(0.15)
+        return Path(f"/x/{len(keep)}")
+
+    began = time.monotonic()
+    result, _ = recovery.search([f"l{i}" for i in range(64)], slow, lambda path: (0.5, False), 0.4,
+                                max_layers=64, seconds=0.5)
+    assert time.monotonic() - began < 0.5 + 0.05
+    assert 1 <= len(result.attempts) <= 3 and result.note == "time bound reached"
+    ranked_long_ago = time.monotonic() - 0.45  # ranking already used most of the bound
+    result, _ = recovery.search([f"l{i}" for i in range(64)], slow, lambda path: (0.5, False), 0.4,
+                                max_layers=64, seconds=0.5, started=ranked_long_ago)
+    assert len(result.attempts) <= 1

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -266,7 +267,7 @@ def _recover(runtime: Runtime, inputs: RecoveryInputs):
     from ..stages.base import run_recipe
     from ..stages.quantize_ort import qdq_steps
 
-    b, profile = inputs.build, inputs.build.profile
+    b, profile, started = inputs.build, inputs.build.profile, time.monotonic()  # the bound counts the ranking too
     qdq = b.workdir / QDQ_COPY
     qdq = qdq if qdq.is_file() else inputs.artifact
     with b.progress.task("rank layers by sensitivity", None, b.target.name) as advance:
@@ -297,7 +298,7 @@ def _recover(runtime: Runtime, inputs: RecoveryInputs):
             advance(attempts, figure=attempt.score)
 
         found, best = recovery.search([name for name, _ in ranked], rebuild, score, inputs.before, limit,
-                                      profile.recovery_seconds, show)
+                                      profile.recovery_seconds, show, started)
     found.candidates = candidates
     if best is not None and found.kept_fp32:
         shutil.copyfile(best, inputs.artifact)

@@ -170,9 +170,12 @@ def most_attempts(limit: int) -> int:
 
 
 def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Callable[[Path], tuple[float, bool]],
-           before: float, max_layers: int, seconds: float, on_attempt: Callable[[Attempt], None] | None = None) -> tuple[Recovery, Path | None]:
-    """Find the fewest top-ranked layers to keep FP32 so that `evaluate` passes (rule 2)."""
-    deadline = time.monotonic() + seconds
+           before: float, max_layers: int, seconds: float, on_attempt: Callable[[Attempt], None] | None = None,
+           started: float | None = None) -> tuple[Recovery, Path | None]:
+    """Find the fewest top-ranked layers to keep FP32 so that `evaluate` passes (rule 2). The bound `seconds` counts
+    from `started` (the recovery's start, ranking included) and no attempt begins that the mean attempt so far
+    would carry past it."""
+    deadline = (started if started is not None else time.monotonic()) + seconds
     attempts: list[Attempt] = []
     best: tuple[float, int, Path | None] = (before, 0, None)
     passing: dict[int, Path] = {}
@@ -192,15 +195,19 @@ def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Ca
             best = (score, k, path)
         return ok
 
+    def time_left() -> bool:
+        expected = sum(a.seconds for a in attempts) / len(attempts) if attempts else 0.0
+        return time.monotonic() + expected < deadline
+
     limit = min(max_layers, len(ranked))
     low, high, k = 0, None, 1
-    while k <= limit and time.monotonic() < deadline:
+    while k <= limit and time_left():
         if attempt(k):
             high = k
             break
         low = k
         k = min(k * 2, limit) if k < limit else limit + 1
-    while high is not None and high - low > 1 and time.monotonic() < deadline:
+    while high is not None and high - low > 1 and time_left():
         mid = (low + high) // 2
         if attempt(mid):
             high = mid
@@ -210,7 +217,7 @@ def search(ranked: list[str], rebuild: Callable[[list[str]], Path], evaluate: Ca
         chosen = passing[high]
         score = next(a.score for a in attempts if a.fp32_layers == high)
         return Recovery("layer fallback by sensitivity", True, ranked[:high], 0, before, score, attempts), chosen
-    note = ("time bound reached" if time.monotonic() >= deadline else f"budget not met with {limit} layer(s) in FP32 (the profile's limit)")
+    note = ("time bound reached" if not time_left() else f"budget not met with {limit} layer(s) in FP32 (the profile's limit)")
     return Recovery("layer fallback by sensitivity", False, ranked[:best[1]], 0, before, best[0], attempts, note), best[2]
 
 
