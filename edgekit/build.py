@@ -27,7 +27,7 @@ from .cache import key as cache_key
 from .config import Profile, Target
 from .data import Samples
 from .devices import Availability
-from .judge import judge
+from .judge import GATING_BUDGETS, judge
 from .progress import NullProgress
 from .runtimes import RecoveryInputs, RuntimeRecord, Session
 from .tasks import TaskFamily
@@ -209,17 +209,24 @@ def _evaluator(ctx: Context, samples: Samples, expected: list):
 def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expected: list, fidelity: verify.Fidelity,
              evaluate, qsettings: dict, open_settings: dict):
     """The runtime's layer fallback (rule 3), scoring candidates as the artifact ships (`open_settings`)."""
-    prof = ctx.profile
-    ctx.progress.stage(f"{inputs.target.name}: INT8 misses an accuracy budget (cosine_min {fidelity.cosine_min:.4f}); "
+    prof, family = ctx.profile, ctx.family
+    metric, before = family.gating(fidelity)
+    ctx.progress.stage(f"{inputs.target.name}: INT8 misses an accuracy budget ({metric} {before:.4f}); "
                        f"searching for the fewest layers to keep FP32 (bound: {prof.recovery_seconds:g} s)")
 
-    def score(session: Session) -> tuple[float, bool]:
+    def score(session: Session) -> tuple[float, bool]:  # the figure that gates, and whether every budget is met
         fid, figures = evaluate(session)
-        return fid.cosine_min, accuracy_met(prof.budgets, fid, figures, ctx.secondary)
+        return family.gating(fid)[1], accuracy_met(prof.budgets, fid, figures, ctx.secondary)
 
+    def measure(reference: list, outputs: list) -> float:  # the same figure on the first samples (ranking)
+        fid, _ = family.evaluate(reference, outputs, ctx.prep.output_names, None, samples.masks[:len(outputs)])
+        return family.gating(fid)[1]
+
+    limit = getattr(prof.budgets, GATING_BUDGETS.get(metric, "min_cosine"), None)
     with muted():
-        return runtime.recover(RecoveryInputs(inputs, inputs.artifact, fidelity.cosine_min, samples.evaluation, expected,
-                                              ctx.threads, score, ctx.progress.note, qsettings, open_settings))
+        return runtime.recover(RecoveryInputs(inputs, inputs.artifact, before, samples.evaluation, expected,
+                                              ctx.threads, score, ctx.progress.note, qsettings, open_settings,
+                                              metric, measure, limit))
 
 
 def _record_recovery(ctx: Context, runtime, found, fidelity: verify.Fidelity, figures: dict, qsettings: dict,
@@ -229,7 +236,7 @@ def _record_recovery(ctx: Context, runtime, found, fidelity: verify.Fidelity, fi
     if found is None:
         notes.append(f"no accuracy recovery: the {runtime.name} runtime has none")
         return
-    found.after = fidelity.cosine_min
+    found.metric, found.after = ctx.family.gating(fidelity)
     found.recovered = accuracy_met(ctx.profile.budgets, fidelity, figures, ctx.secondary)
     qsettings["recovery"] = found.to_dict()
     notes.append(_recovery_note(found))
@@ -238,9 +245,9 @@ def _record_recovery(ctx: Context, runtime, found, fidelity: verify.Fidelity, fi
 def _recovery_note(found) -> str:
     share = f"{len(found.kept_fp32)} of {found.candidates} quantised layers kept FP32"
     if found.recovered:
-        return f"recovered: {share}; cosine_min {found.before:.4f} -> {found.after:.4f}"
+        return f"recovered: {share}; {found.metric} {found.before:.4f} -> {found.after:.4f}"
     return (f"recovery could not meet the budget ({found.note}); best found: {share}, "
-            f"cosine_min {found.before:.4f} -> {found.after:.4f}")
+            f"{found.metric} {found.before:.4f} -> {found.after:.4f}")
 
 
 def _copy_preprocessors(prep: Prepared, dst: Path) -> None:

@@ -125,6 +125,11 @@ def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) ->
     return checks
 
 
+# The budget on each figure a task family gates by (tasks/base.py `gating`).
+GATING_BUDGETS = {"cosine_min": "min_cosine", "top1_agreement": "min_top1_agreement",
+                  "decision_agreement": "min_decision_agreement", "map_iou": "min_map_iou"}
+
+
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,
           metrics: Mapping[str, tuple | str] | None = None, not_measured: str = "",
           require_measured: bool = False, secondary: Mapping[str, str] | None = None,

@@ -406,11 +406,11 @@ class Report:
         recovered = [(t.target, t.quantization["recovery"]) for t in self.targets if t.quantization.get("recovery")]
         if not recovered:
             return []
-        table = Table(["target", "method", "result", "cosine min before → after", "layers kept FP32", "INT8 share", "attempts"],
+        table = Table(["target", "method", "result", "figure before → after", "layers kept FP32", "INT8 share", "attempts"],
                       align="llllrrr")
         for name, r in recovered:
             table.add(name, r["method"], "met the budget" if r["recovered"] else "FAILED: " + r["note"],
-                      f"{r['score_before']:.5f} → {r['score_after']:.5f}", f"{r['kept_fp32_count']} of {r['candidates']}",
+                      f"{r.get('metric', 'cosine_min')} {r['score_before']:.5f} → {r['score_after']:.5f}", f"{r['kept_fp32_count']} of {r['candidates']}",
                       f"{r['int8_fraction']:.0%}", str(len(r["attempts"])))
         lines = ["", "## Accuracy recovery", "", table.to_markdown()]
         for name, r in recovered:

@@ -107,25 +107,47 @@ def test_a_profile_budget_may_still_be_not_applicable(tmp_path):
     assert check["applicable"] is False
 
 
-def test_a_classifier_is_gated_by_top1_agreement_not_by_logit_cosine(tmp_path):
-    """Judge rule 9: a classifier's logit cosine is reported beside top-1 agreement, and gates only when asked for."""
+def with_profile(tmp_path, count: int, profile_text: str):
+    """The digits-like MLP compiled on `count` labelled samples with a profile of its own: (model, data, profile,
+    the compile's result, the cpu target of its report)."""
     model = models.mlp_classifier_onnx(tmp_path / "digits.onnx")
-    data = models.labelled_npz(tmp_path / "digits.npz", model, 60)
-    profile = tmp_path / "strict-cosine.toml"
-    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.99999\nmin_top1_agreement = 0.8\n'
-                       "[data]\ncalibration_samples = 16\neval_samples = 8\n")
+    data = models.labelled_npz(tmp_path / "digits.npz", model, count)
+    profile = tmp_path / "profile.toml"
+    profile.write_text(profile_text)
     out = tmp_path / "out"
     result = run(str(model), "--data", str(data), "-t", "cpu", "-p", str(profile), "-o", str(out), "--no-bench", "-q")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 1), result.output
     (cpu,) = json.loads((out / "report.json").read_text())["targets"]
+    return model, data, profile, result, cpu
+
+
+def test_a_classifier_is_gated_by_top1_agreement_not_by_logit_cosine(tmp_path):
+    """Judge rule 9: a classifier's logit cosine is reported beside top-1 agreement, and gates only when asked for."""
+    model, data, profile, result, cpu = with_profile(
+        tmp_path, 60, 'precision = "int8"\n[budgets]\nmin_cosine = 0.99999\nmin_top1_agreement = 0.8\n'
+                      "[data]\ncalibration_samples = 16\neval_samples = 8\n")
+    assert result.exit_code == 0, result.output
     cosine = next(c for c in cpu["budgets"] if c["budget"] == "min_cosine")
     top1 = next(c for c in cpu["budgets"] if c["budget"] == "min_top1_agreement")
     assert cosine["passed"] is False and cosine["gating"] is False and "top-1 agreement" in cosine["reason"]
     assert top1["passed"] is True and "gating" not in top1 and cpu["verdict"] == "pass"
-    assert "min_cosine ≥ 0.99999 — measured" in (out / "report.md").read_text()
+    assert "min_cosine ≥ 0.99999 — measured" in (tmp_path / "out" / "report.md").read_text()
 
     asked = run(str(model), "--data", str(data), "-t", "cpu", "-p", str(profile), "-o", str(tmp_path / "asked"),
                 "--no-bench", "-q", "--min-cosine", "0.99999")
     assert asked.exit_code == 1, asked.output
     (cpu,) = json.loads((tmp_path / "asked" / "report.json").read_text())["targets"]
     assert next(c for c in cpu["budgets"] if c["budget"] == "min_cosine").get("gating", True) is True
+
+
+def test_a_classifier_is_recovered_by_the_figure_that_gates_it(tmp_path):
+    """Recovery ranks and searches by top-1 agreement for a classifier, and its record is in that figure."""
+    *_, cpu = with_profile(
+        tmp_path, 200, 'precision = "int8"\nfp32_candidate = false\n[budgets]\nmin_cosine = 0.5\nmin_top1_agreement = 0.99\n'
+                       "[data]\ncalibration_samples = 16\neval_samples = 8\n[recovery]\nmax_fp32_fraction = 1.0\n")
+    out = tmp_path / "out"
+    found = cpu["quantization"]["recovery"]
+    assert found["metric"] == "top1_agreement"
+    assert found["score_before"] < 0.99 and found["score_after"] == cpu["accuracy"]["top1_agreement"]
+    assert found["recovered"] is (found["score_after"] >= 0.99)
+    assert "top1_agreement" in (out / "report.md").read_text().split("## Accuracy recovery")[1].split("##")[0]

@@ -124,6 +124,9 @@ class RecoveryInputs:
     note: Callable[[str], None]  # one line of progress per attempt
     settings: dict[str, Any]  # the artifact's quantisation settings, updated where recovery changes them
     open_settings: Mapping[str, Any] = field(default_factory=dict)  # how the artifact ships: candidates are scored so
+    metric: str = "cosine_min"  # the figure that gates (the task family's): `before` and `score` are in it
+    measure: Callable[[list, list], float] | None = None  # (original's outputs, candidate's) -> that figure
+    limit: float | None = None  # the budget on that figure
 
 
 class Runtime:

@@ -272,7 +272,7 @@ def _recover(runtime: Runtime, inputs: RecoveryInputs):
     qdq = qdq if qdq.is_file() else inputs.artifact
     with b.progress.task("rank layers by sensitivity", None, b.target.name) as advance:
         ranked = recovery.rank_onnxruntime(b.original_onnx, qdq, inputs.evaluation[:8],
-                                           lambda k, n: advance(k, total=n))
+                                           lambda k, n: advance(k, total=n), inputs.measure or recovery.worst_cosine)
     candidates = len(recovery.quantised_layers(qdq))
     limit = max(1, int(profile.recovery_max_fp32_fraction * candidates))
 
@@ -287,13 +287,13 @@ def _recover(runtime: Runtime, inputs: RecoveryInputs):
         return inputs.score(runtime.open(candidate, inputs.open_settings, inputs.threads))
 
     with b.progress.task("recovery attempt", recovery.most_attempts(min(limit, len(ranked)) or 1), b.target.name,
-                         "cosine_min", profile.recovery_seconds) as advance:
+                         inputs.metric, profile.recovery_seconds) as advance:
         attempts = 0
 
         def show(attempt: recovery.Attempt) -> None:
             nonlocal attempts
             attempts += 1
-            inputs.note(f"{attempt.fp32_layers} layer(s) FP32: cosine_min {attempt.score:.4f} "
+            inputs.note(f"{attempt.fp32_layers} layer(s) FP32: {inputs.metric} {attempt.score:.4f} "
                         f"{'meets' if attempt.passed else 'misses'} the budget ({attempt.seconds:.1f} s)")
             advance(attempts, figure=attempt.score)
 

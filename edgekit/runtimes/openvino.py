@@ -320,11 +320,12 @@ class OpenVino(Runtime):
             save_ir(model, candidate, compress_to_fp16=False)
             return inputs.score(self.open(candidate, inputs.open_settings, inputs.threads))[0]
 
-        with b.progress.task("accuracy-control validation", None, b.target.name, "cosine_min") as advance:
+        limit = inputs.limit if inputs.limit is not None else profile.budgets.min_cosine
+        with b.progress.task("accuracy-control validation", None, b.target.name, inputs.metric) as advance:
             return recover_openvino(b.original_onnx, inputs.artifact, b.calibration, inputs.evaluation, inputs.expected,
-                                    profile.budgets.min_cosine, inputs.before, b.transformer, preset,
+                                    limit, inputs.before, b.transformer, preset,
                                     max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score),
-                                    as_shipped)
+                                    as_shipped, inputs.measure, inputs.metric)
 
 
 def _why_absent(core: Any, device: str) -> str:

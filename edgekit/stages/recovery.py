@@ -60,13 +60,14 @@ class Recovery:
     after: float
     attempts: list[Attempt] = field(default_factory=list)
     note: str = ""
+    metric: str = "cosine_min"  # the figure before/after and the attempts' scores are in (the one that gates)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "recovered": self.recovered, "kept_fp32": self.kept_fp32,
                 "kept_fp32_count": len(self.kept_fp32), "candidates": self.candidates,
                 "int8_fraction": 1 - len(self.kept_fp32) / self.candidates if self.candidates else 1.0,
                 "score_before": self.before, "score_after": self.after,
-                "attempts": [a.to_dict() for a in self.attempts], "note": self.note}
+                "attempts": [a.to_dict() for a in self.attempts], "note": self.note, "metric": self.metric}
 
 
 def quantised_layers(qdq_path: Path) -> list[onnx.NodeProto]:
@@ -123,22 +124,24 @@ def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> o
     return model
 
 
-def _score(session, feeds: list[Feed], reference: list[list[np.ndarray]]) -> float:
+def worst_cosine(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
+    """The worst output cosine over the samples: the default measure of a candidate."""
     from .verify import cosine
 
+    return min([1.0] + [cosine(r, g) for ref, got in zip(reference, outputs) for r, g in zip(ref, got)])
+
+
+def _score(session, feeds: list[Feed], reference: list[list[np.ndarray]], measure=worst_cosine) -> float:
     inputs = {i.name for i in session.get_inputs()}
-    worst = 1.0
-    for feed, ref in zip(feeds, reference):
-        got = session.run(None, {k: v for k, v in feed.items() if k in inputs})
-        worst = min([worst] + [cosine(r, g) for r, g in zip(ref, got)])
-    return worst
+    return measure(reference, [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds])
 
 
 def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed],
-                     on_layer: Callable[[int, int], None] | None = None) -> list[tuple[str, float]]:
-    """Quantised layers by how much the worst-case output cosine on `feeds` improves when that layer
-    alone goes back to FP32 (largest first). One session per layer; no re-quantisation. `on_layer(k, n)`:
-    layer k of n is ranked."""
+                     on_layer: Callable[[int, int], None] | None = None,
+                     measure: Callable[[list, list], float] = worst_cosine) -> list[tuple[str, float]]:
+    """Quantised layers by how much `measure` (the figure that gates; the worst output cosine by default) on
+    `feeds` improves when that layer alone goes back to FP32 (largest first; ties by the worst cosine). One
+    session per layer; no re-quantisation. `on_layer(k, n)`: layer k of n is ranked."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -149,17 +152,20 @@ def rank_onnxruntime(float_path: Path, qdq_path: Path, feeds: list[Feed],
     reference_session = ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
     inputs = {i.name for i in reference_session.get_inputs()}
     reference = [reference_session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds]
-    base = _score(ort.InferenceSession(str(qdq_path), options, providers=["CPUExecutionProvider"]), feeds, reference)
+    def both(session) -> tuple[float, float]:
+        return _score(session, feeds, reference, measure), _score(session, feeds, reference)
+
+    base = both(ort.InferenceSession(str(qdq_path), options, providers=["CPUExecutionProvider"]))
     ranked = []
     layers = [layer for layer in quantised_layers(qdq_path) if layer.name in float_names]
     for layer in layers:
         reverted = _revert(qdq, float_model, layer.name)
-        session = ort.InferenceSession(reverted.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        ranked.append((layer.name, _score(session, feeds, reference) - base))
+        gain = both(ort.InferenceSession(reverted.SerializeToString(), options, providers=["CPUExecutionProvider"]))
+        ranked.append((layer.name, (gain[0] - base[0], gain[1] - base[1])))
         if on_layer:
             on_layer(len(ranked), len(layers))
     ranked.sort(key=lambda item: item[1], reverse=True)
-    return ranked
+    return [(name, gain[0]) for name, gain in ranked]
 
 
 def most_attempts(limit: int) -> int:
@@ -235,12 +241,14 @@ def _quantised_ops(model) -> set[str]:
 def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluation: list[Feed],
                      reference: list[list[np.ndarray]], min_score: float, before: float, transformer: bool,
                      preset: str, max_iterations: int, on_validation: Callable[[int, float], None] | None = None,
-                     as_shipped: Callable[[Any], float] | None = None) -> Recovery:
+                     as_shipped: Callable[[Any], float] | None = None,
+                     measure: Callable[[list, list], float] | None = None, metric: str = "cosine_min") -> Recovery:
     """NNCF accuracy control with the worst-case output cosine as the metric (rule 4). `artifact` (the
     plain INT8 IR) is replaced by the restored one when NNCF improved on it. `on_validation(k, score)`:
     NNCF's k-th validation of a candidate scored `score`. `as_shipped(model)`: the restored model's figure
     with the settings the artifact ships with (float precision included); it decides, not NNCF's own
-    validations (which run with OpenVINO's default CPU settings)."""
+    validations (which run with OpenVINO's default CPU settings). `measure(reference, outputs)`: the figure that
+    gates (`metric`, at least `min_score`), NNCF's metric; the worst output cosine by default."""
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -256,15 +264,17 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
         return {k: item[1][k] for k in input_names if k in item[1]}
 
     def validate(compiled, items) -> tuple[float, list[float]]:
-        values = []
+        values, refs, outs = [], [], []
         for index, feed in items:
             result = compiled({k: feed[k] for k in input_names if k in feed})
             got = [np.asarray(result[o]) for o in compiled.outputs]
             values.append(min(cosine(r, g) for r, g in zip(reference[index], got)))
-        validations.append(min(values))
+            refs.append(reference[index])
+            outs.append(got)
+        validations.append(measure(refs, outs) if measure is not None else min(values))
         if on_validation:
             on_validation(len(validations), validations[-1])
-        return min(values), values
+        return validations[-1], values
 
     validations: list[float] = []
 
@@ -284,11 +294,11 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
     )
     after = (as_shipped(restored) if as_shipped is not None else
              validate(core.compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(enumerate(evaluation)))[0])
-    return _keep_if_better(core, restored, artifact, before, after, min_score, max_iterations, started)
+    return _keep_if_better(core, restored, artifact, before, after, min_score, max_iterations, started, metric)
 
 
 def _keep_if_better(core, restored, artifact: Path, before: float, after: float, min_score: float, max_iterations: int,
-                    started: float) -> Recovery:
+                    started: float, metric: str = "cosine_min") -> Recovery:
     """NNCF's restored model replaces the artifact when it scores better; the record says which layers it restored."""
     quantised_before = _quantised_ops(core.read_model(str(artifact)))
     kept = sorted(quantised_before - _quantised_ops(restored))
@@ -297,6 +307,6 @@ def _keep_if_better(core, restored, artifact: Path, before: float, after: float,
     else:
         kept, after = [], before
     passed = after >= min_score
-    return Recovery("NNCF accuracy control (min cosine)", passed, kept, len(quantised_before), before, after,
+    return Recovery(f"NNCF accuracy control ({metric})", passed, kept, len(quantised_before), before, after,
                     [Attempt(len(kept), after, passed, time.monotonic() - started)],
                     "" if passed else f"NNCF stopped after at most {max_iterations} iteration(s)")

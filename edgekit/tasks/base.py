@@ -88,6 +88,11 @@ class TaskFamily:
         fidelity.add_task(task)
         return fidelity, task.budget_figures()
 
+    def gating(self, fidelity: "Fidelity") -> tuple[str, float]:
+        """(name, value) of the figure that decides this kind of model, for recovery to rank and search by
+        (judge rule 9): cosine unless the family says otherwise."""
+        return "cosine_min", fidelity.cosine_min
+
     def workload(self, samples: "Samples") -> "Feed":
         """What the benchmark times, once per run: one forward pass on the benchmark feed."""
         return samples.benchmark

@@ -40,6 +40,12 @@ class Classification(TaskFamily):
         family.classes = classes
         return family
 
+    def gating(self, fidelity):
+        """Rule 4: top-1 agreement decides a classifier."""
+        if fidelity.top1_agreement is None:
+            return super().gating(fidelity)
+        return "top1_agreement", fidelity.top1_agreement
+
     def label_space(self, source):
         from dataclasses import replace
 

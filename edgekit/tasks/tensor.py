@@ -44,6 +44,15 @@ class Tensor(TaskFamily):
         probability_outputs(result, expected, outputs)
         return result
 
+    def gating(self, fidelity):
+        """Rule 2: a model judged by its probabilities is searched by them (the map IoU first)."""
+        for name in ("map_iou", "decision_agreement"):
+            value = getattr(fidelity, name)
+            if value is not None and fidelity.per_output and all(
+                    o.get("kind") in ("probability", "probability_map") for o in fidelity.per_output.values()):
+                return name, value
+        return super().gating(fidelity)
+
     def secondary_for(self, reference_outputs: list, budgets=None) -> dict[str, str]:
         """Rule 2: cosine does not gate a model whose every output is a probability or a probability map, when the
         profile has the budget each of those kinds is decided by (else cosine is all there is, and it gates)."""
