@@ -158,13 +158,16 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
     qsettings, notes, reused = _artifact(ctx, inputs, key)
     _copy_preprocessors(ctx.prep, inputs.artifact.parent)
     settings = runtime.open_settings(target, ctx.profile, present.present)
-    session, load_ms, first_ms, memory_mb = _load(runtime, inputs.artifact, settings, ctx.threads, samples.benchmark)
-    precompiled = _precompiled(session, target, inputs.artifact.parent, present) if target.precompiled_blob else None
-    write_json(inputs.artifact.parent / "runtime.json", _runtime_record(target, inputs.artifact, session, present).as_dict())
+    loaded = _load(runtime, inputs.artifact, settings, ctx.threads, samples.benchmark)
     ctx.progress.stage(f"{target.name}: verify against the original"
                        + ("" if present.present else f" on {settings['device']} ({target.device} not present here)"))
     evaluate = _evaluator(ctx, samples, expected)
-    fidelity, figures = evaluate(session)
+    fidelity, figures = evaluate(loaded[0])
+    settings, loaded, fidelity, figures = _float_precision(ctx, runtime, inputs.artifact, settings, loaded, fidelity,
+                                                           figures, evaluate, samples, notes)
+    session, load_ms, first_ms, memory_mb = loaded
+    precompiled = _precompiled(session, target, inputs.artifact.parent, present) if target.precompiled_blob else None
+    write_json(inputs.artifact.parent / "runtime.json", _runtime_record(target, inputs.artifact, session, present).as_dict())
     if (not reused and ctx.profile.recovery and target.precision is None and precision == "int8"
             and not accuracy_met(ctx.profile.budgets, fidelity, figures, ctx.secondary)):
         found = _recover(ctx, runtime, inputs, samples, expected, fidelity, evaluate, qsettings, settings)
@@ -180,6 +183,33 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
                     settings.get("execution_provider", "CPUExecutionProvider"))  # rule 4
     return Built(target, precision, inputs.artifact, qsettings, notes, session, load_ms, time.monotonic() - started,
                  fidelity, figures, present, settings["device"], variant, precompiled, first_ms, memory_mb)
+
+
+# bf16 (or another lower float precision) for the layers left in float ships unless it costs more than this of
+# the figure that gates, or misses a budget f32 meets (runtimes/base.py rule 7). all-MiniLM-L6-v2: bf16 costs
+# nothing; a small CNN: 0.08 of cosine.
+FLOAT_TOLERANCE = 0.002
+
+
+def _float_precision(ctx: Context, runtime, artifact: Path, settings: dict, loaded: tuple, fidelity, figures,
+                     evaluate, samples: Samples, notes: list[str]):
+    """Runtime rule 7: measure the runtime's float alternatives, keep the first settings unless they cost accuracy."""
+    family, budgets = ctx.family, ctx.profile.budgets
+    for alternative in runtime.float_alternatives(settings):
+        other = _load(runtime, artifact, alternative, ctx.threads, samples.benchmark)
+        other_fidelity, other_figures = evaluate(other[0])
+        metric, mine = family.gating(fidelity)
+        theirs = family.gating(other_fidelity)[1]
+        met, other_met = (accuracy_met(budgets, f, g, ctx.secondary) for f, g in
+                          ((fidelity, figures), (other_fidelity, other_figures)))
+        hint, other_hint = settings.get("INFERENCE_PRECISION_HINT"), alternative.get("INFERENCE_PRECISION_HINT")
+        switch = (other_met and not met) or theirs - mine > FLOAT_TOLERANCE
+        notes.append(f"layers left in float: {hint} gives {metric} {mine:.4f}, {other_hint} {theirs:.4f}; "
+                     + (f"{other_hint} ships ({hint} cost accuracy)" if switch else f"{hint} ships (it costs no more "
+                        f"than {FLOAT_TOLERANCE:g})"))
+        if switch:
+            settings, loaded, fidelity, figures = alternative, other, other_fidelity, other_figures
+    return settings, loaded, fidelity, figures
 
 
 def _load(runtime, artifact: Path, settings: dict, threads: int, feed) -> tuple[Session, float, float, float]:

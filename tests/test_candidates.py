@@ -54,3 +54,26 @@ def test_a_profile_can_keep_int8_whatever_its_speed(tmp_path, quick_profile):
     assert result.exit_code in (0, 1), result.output
     (cpu,) = json.loads((out / "report.json").read_text())["targets"]
     assert cpu["precision"] == "int8" and "candidates" not in cpu
+
+
+def test_the_float_precision_of_unquantised_layers_is_chosen_by_measurement(tmp_path, cnn_onnx):
+    """bf16 for the layers left in float is measured against f32 on the model itself; the one that ships is in
+    runtime.json, and the judged figure is that one's."""
+    import re
+
+    profile = tmp_path / "bf16.toml"
+    profile.write_text('precision = "int8"\nfp32_candidate = false\nfloat_precision = "bf16"\n[budgets]\nmin_cosine = 0.5\n'
+                       "[data]\ncalibration_samples = 8\neval_samples = 8\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compile", str(cnn_onnx), "--shape", "input=1,3,32,32", "-t", "intel-cpu",
+                                       "-p", str(profile), "-o", str(out), "-q", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    (target,) = json.loads((out / "report.json").read_text())["targets"]
+    (note,) = [n for n in target["notes"] if n.startswith("layers left in float:")]
+    found = re.match(r"layers left in float: bf16 gives cosine_min ([\d.]+), f32 ([\d.]+); (\w+) ships", note)
+    assert found, note
+    bf16, f32, shipped = float(found[1]), float(found[2]), found[3]
+    assert shipped == ("f32" if f32 - bf16 > 0.002 else "bf16")
+    runtime = json.loads((out / "intel-cpu" / "runtime.json").read_text())
+    assert runtime["INFERENCE_PRECISION_HINT"] == shipped
+    assert round(target["accuracy"]["cosine_min"], 4) == (f32 if shipped == "f32" else bf16)

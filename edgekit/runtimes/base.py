@@ -20,7 +20,8 @@ and never branches on a runtime's name. Rules:
    device is not here), `recipe(inputs)` (the build steps, a plain list: stages/base.py) and
    `recover(inputs)` (layer fallback when an INT8 artifact misses an accuracy budget; None where the
    runtime has none; every candidate it scores is opened with `inputs.open_settings`, the settings the
-   artifact ships with, so no figure comes from settings other than runtime.json's) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
+   artifact ships with, so no figure comes from settings other than runtime.json's),
+   `float_alternatives(settings)` (rule 7) and `how_it_runs(settings)` (the report's lines on settings that change how it runs).
 5. A session takes a feed `{input name: numpy array}` and returns its outputs as numpy arrays in
    `output_names` order; `settings` records what a figure measured with it needs to be reproduced.
 6. `RuntimeRecord` is a target's `runtime.json`, typed: written by compile (`RuntimeRecord.of`), read back
@@ -28,6 +29,10 @@ and never branches on a runtime's name. Rules:
    reader (bundle.read_bundle). It keeps its keys in the order they came, so it is written back byte for
    byte; `settings()` is what the artifact ran with, `open()` opens it here, `length_buckets()` asks its
    runtime.
+7. The precision of the layers left in float is chosen per model, by measurement: a runtime that lets the CPU
+   run them in a lower precision (OpenVINO's bf16) offers the f32 settings as `float_alternatives`, compile
+   measures both and ships the lower precision unless it misses an accuracy budget f32 meets or costs more
+   than FLOAT_TOLERANCE of the figure that gates (build.py); runtime.json records the choice.
 """
 
 from __future__ import annotations
@@ -178,6 +183,11 @@ class Runtime:
 
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {}
+
+    def float_alternatives(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Other settings to measure the artifact with, for the precision of the layers left in float (rule 7):
+        compile keeps the first settings unless they cost accuracy these do not. None by default."""
+        return []
 
     def recipe(self, inputs: "BuildInputs") -> "list[Step]":
         raise NotImplementedError

@@ -282,6 +282,12 @@ class OpenVino(Runtime):
         return {"device": device, "PERFORMANCE_HINT": target.performance_hint, "INFERENCE_PRECISION_HINT": float_precision,
                 "length_buckets": list(target.length_buckets)}
 
+    def float_alternatives(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Base rule 7: bf16 for the layers left in float is measured against f32."""
+        if settings.get("INFERENCE_PRECISION_HINT") == "bf16":
+            return [{**settings, "INFERENCE_PRECISION_HINT": "f32"}]
+        return []
+
     def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> OpenVinoSession:
         return OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
                                str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings))
