@@ -155,3 +155,14 @@ def test_an_unnamed_output_activation_is_said_not_silently_quantised(tmp_path):
     feeds = [{"image": rng.random((1, 1, 32, 32), dtype=np.float32)} for _ in range(4)]
     result = quantize_onnxruntime(unnamed, tmp_path, tmp_path / "q.onnx", feeds, load_profile("balanced"), False)
     assert any("has no node name, so the quantiser could not keep it FP32" in n for n in result.notes)
+
+
+def test_openvino_leaves_an_output_activation_out_of_quantisation(tmp_path, quick_profile):
+    model = models.sigmoid_map_onnx(tmp_path / "map.onnx")
+    data = models.blob_images(tmp_path / "blobs.npz", 24)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main_cli(), ["compile", str(model), "--data", str(data), "-t", "intel-cpu", "-p",
+                                             str(quick_profile), "-o", str(out), "-q", "--no-bench"])
+    assert result.exit_code in (0, 1), result.output
+    (target,) = json.loads((out / "report.json").read_text())["targets"]
+    assert target["quantization"]["output_activations"] == "1 kept in float: prob"  # OpenVINO names it by its output

@@ -3,7 +3,8 @@
 1. The FP32 ONNX graph is read by OpenVINO; fixed input shapes are already in the graph.
 2. INT8: `nncf.quantize` with the calibration feeds; transformers use NNCF's transformer model type
    (it keeps sensitive operations such as softmax inputs in FP32). `fast` uses the performance preset
-   (symmetric activations); the others the mixed preset.
+   (symmetric activations); the others the mixed preset. A graph output's final sigmoid, softmax or tanh
+   is left out of quantisation (NNCF's ignored scope): its range is its own, not a calibration's.
 3. FP32: the converted model as is.
 4. `openvino.save_model` compresses weights to FP16 unless told not to: edgekit always tells it not to,
    so an FP32 artifact is FP32 and INT8 scales stay exact.
@@ -86,6 +87,24 @@ def _counted(transform: Callable, n: int, on_sample: Callable[[int], None] | Non
     return counted
 
 
+# A graph output's final activation: its range is its own, never a calibration's (quantize_ort.py rule 9).
+OUTPUT_ACTIVATION_TYPES = {"Sigmoid", "SoftMax", "Softmax", "LogSoftmax", "Tanh", "HSigmoid"}
+_SHAPE_TYPES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Convert"}
+
+
+def output_activations(model) -> list[str]:
+    """The friendly names of the ops that end the model's outputs (through reshapes) in a sigmoid, softmax or tanh:
+    NNCF leaves them out of quantisation."""
+    names = []
+    for result in model.get_results():
+        node = result.input_value(0).get_node()
+        while node.get_type_name() in _SHAPE_TYPES and node.get_input_size():
+            node = node.input_value(0).get_node()
+        if node.get_type_name() in OUTPUT_ACTIVATION_TYPES and node.get_friendly_name() not in names:
+            names.append(node.get_friendly_name())
+    return names
+
+
 def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool,
                      on_sample: Callable[[int], None] | None = None) -> QuantizeResult:
     """FP32 or INT8 IR; `on_sample(k)`: calibration sample k of n is fed (NNCF may make several passes)."""
@@ -103,6 +122,7 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
         dataset = nncf.Dataset(calibration, _counted(lambda feed: {k: feed[k] for k in input_names if k in feed},
                                                      len(calibration), on_sample))
         preset = nncf.QuantizationPreset.PERFORMANCE if profile.activations == "symmetric" else nncf.QuantizationPreset.MIXED
+        finals = output_activations(model)
         try:
             model = nncf.quantize(
                 model,
@@ -110,6 +130,7 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
                 preset=preset,
                 model_type=nncf.ModelType.TRANSFORMER if transformer else None,
                 subset_size=len(calibration),
+                **({"ignored_scope": nncf.IgnoredScope(names=finals, validate=False)} if finals else {}),
             )
         except Exception as exc:
             raise InternalError(f"NNCF quantisation failed: {str(exc).splitlines()[0]}") from exc
@@ -118,6 +139,7 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
             "preset": preset.value if hasattr(preset, "value") else str(preset),
             "model_type": "transformer" if transformer else "default",
             "calibration": f"{len(calibration)} samples",
+            **({"output_activations": f"{len(finals)} kept in float: {', '.join(finals[:4])}"} if finals else {}),
         })
     save_ir(model, dst, compress_to_fp16=False)
     return QuantizeResult(dst, [], settings)
