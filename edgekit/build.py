@@ -72,6 +72,7 @@ class Built:
     first_ms: float  # the first inference after loading
     memory_mb: float  # resident memory added by loading and the first inference
     candidates: list[dict] = dataclasses.field(default_factory=list)  # INT8 and FP32 side by side (candidates.py)
+    out_of_domain: dict | None = None  # text models: fidelity on the built-in out-of-domain set (data rule 6)
 
     @property
     def size(self) -> int:
@@ -182,7 +183,8 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
     write_reference(inputs.artifact.parent, session, samples.evaluation[0], settings["device"],
                     settings.get("execution_provider", "CPUExecutionProvider"))  # rule 4
     return Built(target, precision, inputs.artifact, qsettings, notes, session, load_ms, time.monotonic() - started,
-                 fidelity, figures, present, settings["device"], variant, precompiled, first_ms, memory_mb)
+                 fidelity, figures, present, settings["device"], variant, precompiled, first_ms, memory_mb,
+                 out_of_domain=_out_of_domain(ctx, session, samples))
 
 
 # bf16 (or another lower float precision) for the layers left in float ships unless it costs more than this of
@@ -210,6 +212,21 @@ def _float_precision(ctx: Context, runtime, artifact: Path, settings: dict, load
         if switch:
             settings, loaded, fidelity, figures = alternative, other, other_fidelity, other_figures
     return settings, loaded, fidelity, figures
+
+
+def _out_of_domain(ctx: Context, session: Session, samples: Samples) -> dict | None:
+    """Data rule 6: the artifact's fidelity on text of kinds it was not calibrated on, as its task family judges it."""
+    if not samples.out_of_domain or not samples.out_of_domain_expected:
+        return None
+    names = ctx.prep.output_names
+    outputs = verify.run_ordered(session, samples.out_of_domain, names)
+    masks = [feed.get("attention_mask") for feed in samples.out_of_domain]
+    fidelity, _ = ctx.family.evaluate(samples.out_of_domain_expected, outputs, names, None, masks)
+    figures = {"n": len(outputs), "cosine_min": fidelity.cosine_min, "cosine_mean": fidelity.cosine_mean}
+    for name in ("top1_agreement", "retrieval_agreement_at_5"):
+        if getattr(fidelity, name) is not None:
+            figures[name] = getattr(fidelity, name)
+    return figures
 
 
 def _load(runtime, artifact: Path, settings: dict, threads: int, feed) -> tuple[Session, float, float, float]:

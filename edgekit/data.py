@@ -20,6 +20,9 @@ Rules:
    `max_eval_samples` in all (`--eval-samples N` evaluates exactly N). The two sets never overlap; labels
    travel with their samples. Too few samples shrink both sets in proportion (and the note says so).
 5. The benchmark feed is fixed: text at the profile's sequence length, other models at their shape.
+6. Text models are also evaluated on a built-in out-of-domain set (OUT_OF_DOMAIN: kinds of text neither the
+   corpus nor, usually, `--data` holds), never calibrated on; its fidelity is reported apart from the
+   evaluation's.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Feed = dict[str, np.ndarray]
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.txt"
+# Text of other kinds than the corpus (software documentation, contracts, science, chat, logs, leaflets, finance),
+# never calibrated on: the fidelity a text model keeps outside the domain it was calibrated in (rule 6).
+OUT_OF_DOMAIN = Path(__file__).resolve().parent / "data" / "corpus_ood.txt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -57,6 +63,8 @@ class Samples:
     notes: list[str]
     evaluation_labels: list[int] | None = None  # class id of each evaluation sample, when the data is labelled
     ignored_labels: bool = False  # the data has labels, but the model is not a classifier
+    out_of_domain: list[Feed] = field(default_factory=list)  # text models: the out-of-domain set (rule 6)
+    out_of_domain_expected: list = field(default_factory=list)  # the original's outputs on it (prepare fills it)
 
     @property
     def labelled(self) -> bool:
@@ -602,7 +610,8 @@ def _text_samples(req: SampleRequest, texts: list[str], ev: list[str], cal: list
                   ev_ids: list[int] | None = None, ignored: bool = False) -> Samples:
     tok, specs = req.tokenizer, req.specs
     return Samples(text_feeds(tok, cal, specs, req.max_length), text_feeds(tok, ev, specs, req.max_length),
-                   benchmark_text(tok, texts, specs, req.sequence_length), origin, False, notes, ev_ids, ignored)
+                   benchmark_text(tok, texts, specs, req.sequence_length), origin, False, notes, ev_ids, ignored,
+                   text_feeds(tok, read_lines(OUT_OF_DOMAIN), specs, req.max_length))
 
 
 def synthetic_samples(req: SampleRequest) -> Samples:

@@ -193,7 +193,7 @@ def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_ro
         throughput=throughput, memory_mb=b.memory_mb if lat else None,
         not_measured="" if lat else why_not, verified_on=f"{target.runtime} {b.device}",
         static_shapes=b.variant.static.to_dict() if b.variant is not None and b.variant.static is not None else None,
-        precompiled=b.precompiled, candidates=b.candidates,
+        precompiled=b.precompiled, candidates=b.candidates, out_of_domain=b.out_of_domain,
     )
 
 

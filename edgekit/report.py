@@ -136,6 +136,7 @@ class TargetResult:
     static_shapes: dict[str, Any] | None = None  # input -> fixed shape and where each dimension came from
     precompiled: dict[str, Any] | None = None  # the device's compiled blob and the versions it is bound to
     candidates: list[dict[str, Any]] = field(default_factory=list)  # INT8 and FP32 timed side by side (candidates.py)
+    out_of_domain: dict[str, Any] | None = None  # text models: fidelity on the built-in out-of-domain set
 
     @property
     def measured(self) -> bool:
@@ -149,6 +150,8 @@ class TargetResult:
             extra["precompiled"] = self.precompiled
         if self.candidates:
             extra["candidates"] = self.candidates
+        if self.out_of_domain is not None:
+            extra["out_of_domain"] = self.out_of_domain
         return {
             "target": self.target,
             "profile": self.profile,
@@ -189,7 +192,7 @@ class TargetResult:
             throughput=throughput_from_json(d.get("throughput")), memory_mb=d.get("memory_mb"),
             not_measured=str(d.get("latency_not_measured") or ""), verified_on=str(d.get("verified_on") or ""),
             static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"),
-            candidates=list(d.get("candidates") or []))
+            candidates=list(d.get("candidates") or []), out_of_domain=d.get("out_of_domain"))
 
 
 @dataclass
@@ -294,6 +297,21 @@ class Report:
                 "is; [95% interval].")
         return ["", "## Task metrics", "", head, "", table.to_markdown()]
 
+    def _out_of_domain_markdown(self) -> list[str]:
+        """Fidelity on text of kinds the compile did not calibrate on (data rule 6), apart from the evaluation's."""
+        rows = [t for t in self.targets if t.out_of_domain]
+        if not rows:
+            return []
+        table = Table(["target", "n", "cosine min", "cosine mean", "agreement with the original"], align="lrrrr")
+        for t in rows:
+            o = t.out_of_domain
+            agreement = o.get("retrieval_agreement_at_5", o.get("top1_agreement"))
+            table.add(t.target, str(o["n"]), f"{o['cosine_min']:.4f}", f"{o['cosine_mean']:.4f}",
+                      "—" if agreement is None else f"{agreement:.1%}")
+        return ["", "## Out-of-domain fidelity", "",
+                "Built-in text of other kinds (software documentation, contracts, science, chat, logs, leaflets, finance),"
+                " never calibrated on; it does not decide the verdict.", "", table.to_markdown()]
+
     def _device_markdown(self) -> list[str]:
         """Where accuracy was verified and why latency was not measured; static shapes; precompiled blobs."""
         lines = []
@@ -326,7 +344,8 @@ class Report:
         """report.md: the summary, the figures table, then one section per topic that has something to say."""
         lines = self._summary_markdown() + ["", self._figures_table().to_markdown()]
         lines += self._cold_start_markdown() + self._throughput_markdown() + self._recovery_markdown()
-        lines += self._budgets_markdown() + self._task_markdown() + self._device_markdown() + self._notes_markdown()
+        lines += (self._budgets_markdown() + self._task_markdown() + self._out_of_domain_markdown() + self._device_markdown()
+                  + self._notes_markdown())
         return "\n".join(lines) + "\n"
 
     def _summary_markdown(self) -> list[str]:

@@ -142,17 +142,19 @@ def source_digest(source: SourceModel) -> str:
 
 def _save_samples(path: Path, samples: Samples, outputs: list) -> dict[str, Any]:
     arrays: dict[str, np.ndarray] = {}
-    for part, feeds in (("calibration", samples.calibration), ("evaluation", samples.evaluation)):
+    for part, feeds in (("calibration", samples.calibration), ("evaluation", samples.evaluation),
+                        ("ood", samples.out_of_domain)):
         for i, feed in enumerate(feeds):
             arrays.update({f"{part}|{i}|{name}": value for name, value in feed.items()})
     arrays.update({f"benchmark|0|{name}": value for name, value in samples.benchmark.items()})
-    for i, outs in enumerate(outputs):
-        arrays.update({f"reference|{i}|{j}": np.asarray(value) for j, value in enumerate(outs)})
+    for part, rows in (("reference", outputs), ("ood_reference", samples.out_of_domain_expected)):
+        for i, outs in enumerate(rows):
+            arrays.update({f"{part}|{i}|{j}": np.asarray(value) for j, value in enumerate(outs)})
     write_npz(path, arrays)
     return {"calibration": len(samples.calibration), "evaluation": len(samples.evaluation), "origin": samples.origin,
             "synthetic": samples.synthetic, "notes": samples.notes, "evaluation_labels": samples.evaluation_labels,
             "ignored_labels": samples.ignored_labels, "inputs": list(samples.benchmark),
-            "outputs": len(outputs[0]) if outputs else 0}
+            "outputs": len(outputs[0]) if outputs else 0, "out_of_domain": len(samples.out_of_domain)}
 
 
 def _load_samples(path: Path, meta: dict[str, Any]) -> tuple[Samples, list]:
@@ -163,11 +165,14 @@ def _load_samples(path: Path, meta: dict[str, Any]) -> tuple[Samples, list]:
         return [{name: arrays[f"{part}|{i}|{name}"] for name in meta["inputs"] if f"{part}|{i}|{name}" in arrays}
                 for i in range(count)]
 
-    outputs = [[arrays[f"reference|{i}|{j}"] for j in range(meta["outputs"])] for i in range(meta["evaluation"])]
+    def rows(part: str, count: int) -> list[list[np.ndarray]]:
+        return [[arrays[f"{part}|{i}|{j}"] for j in range(meta["outputs"])] for i in range(count)]
+
+    ood = meta.get("out_of_domain", 0)
     samples = Samples(feeds("calibration", meta["calibration"]), feeds("evaluation", meta["evaluation"]),
                       feeds("benchmark", 1)[0], meta["origin"], meta["synthetic"], list(meta["notes"]),
-                      meta["evaluation_labels"], meta["ignored_labels"])
-    return samples, outputs
+                      meta["evaluation_labels"], meta["ignored_labels"], feeds("ood", ood), rows("ood_reference", ood))
+    return samples, rows("reference", meta["evaluation"])
 
 
 @dataclass
@@ -246,8 +251,10 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
             return (*_load_samples(folder / SAMPLES_FILE, meta), digest)
         samples = family.samples(preprocessors.request(for_specs, modality, data, profile, base_key["labels"],
                                                        text_column, label_column))
-        progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples")
+        progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples"
+                       + (f" and {len(samples.out_of_domain)} out-of-domain ones" if samples.out_of_domain else ""))
         outputs = verify.run_all(reference, samples.evaluation)
+        samples.out_of_domain_expected = verify.run_all(reference, samples.out_of_domain)
         folder.mkdir(parents=True, exist_ok=True)
         meta = _save_samples(folder / SAMPLES_FILE, samples, outputs)
         store.store("samples", digest, {SAMPLES_FILE: folder / SAMPLES_FILE}, meta)
