@@ -25,7 +25,7 @@ from .bundle import BundleWriter, write_json
 from .cache import BuildCache
 from .cache import key as cache_key
 from .config import Profile, Target
-from .data import Samples
+from .data import Samples, masks_of
 from .devices import Availability
 from .judge import GATING_BUDGETS, judge
 from .progress import NullProgress
@@ -220,8 +220,7 @@ def _out_of_domain(ctx: Context, session: Session, samples: Samples) -> dict | N
         return None
     names = ctx.prep.output_names
     outputs = verify.run_ordered(session, samples.out_of_domain, names)
-    masks = [feed.get("attention_mask") for feed in samples.out_of_domain]
-    fidelity, _ = ctx.family.evaluate(samples.out_of_domain_expected, outputs, names, None, masks)
+    fidelity, _ = ctx.family.evaluate(samples.out_of_domain_expected, outputs, names, None, masks_of(samples.out_of_domain))
     figures = {"n": len(outputs), "cosine_min": fidelity.cosine_min, "cosine_mean": fidelity.cosine_mean}
     for name in ("top1_agreement", "retrieval_agreement_at_5"):
         if getattr(fidelity, name) is not None:

@@ -73,7 +73,7 @@ class Samples:
     @property
     def masks(self) -> list[np.ndarray | None]:
         """Each evaluation sample's attention mask (None where the model takes none): padding is not compared."""
-        return [feed.get("attention_mask") for feed in self.evaluation]
+        return masks_of(self.evaluation)
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,11 @@ def resolve_labels(path: Path, raw: list[Any], where: list[str], space: LabelSpa
         note = "class ids from the sorted subfolder names: " + ", ".join(f"{n}={i}" for n, i in list(order.items())[:8]) + (
             ", ..." if len(order) > 8 else "")
     return ids, note
+
+
+def masks_of(feeds: list[Feed]) -> list[np.ndarray | None]:
+    """Each feed's attention mask (None where the model takes none)."""
+    return [feed.get("attention_mask") for feed in feeds]
 
 
 def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str],

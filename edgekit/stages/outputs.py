@@ -32,17 +32,19 @@ DENSE, SCALAR, PROBABILITY, PROBABILITY_MAP = "dense", "scalar", "probability", 
 
 def kind(samples: Sequence[np.ndarray]) -> str:
     """Rule 1: the kind of one output, from the original's values on the evaluation samples."""
-    arrays = [np.asarray(s, dtype=np.float64) for s in samples]
+    arrays = [np.asarray(s) for s in samples]  # read in place: this runs on every evaluation of every output
     if not arrays:
         return DENSE
-    values = np.concatenate([a.ravel() for a in arrays])
-    probability = bool(values.size) and bool(np.all(np.isfinite(values))) and \
-        values.min() >= -_TOLERANCE and values.max() <= 1 + _TOLERANCE
+    # all(...) stops at the first sample outside [0, 1]: a dense output costs one sample's pass, not a copy of all
+    probability = all(a.size and np.all(np.isfinite(a)) and a.min() >= -_TOLERANCE and a.max() <= 1 + _TOLERANCE
+                      for a in arrays)
     if max(a.size for a in arrays) <= SHORT:
         return PROBABILITY if probability else SCALAR
     spatial = all(a.ndim >= 2 and a.shape[-1] > 1 and a.shape[-2] > 1 for a in arrays)
-    if probability and spatial and float(np.mean(values >= THRESHOLD)) < 0.5:
-        return PROBABILITY_MAP
+    if probability and spatial:
+        positive = sum(int(np.count_nonzero(a >= THRESHOLD)) for a in arrays) / sum(a.size for a in arrays)
+        if positive < 0.5:
+            return PROBABILITY_MAP
     return DENSE
 
 

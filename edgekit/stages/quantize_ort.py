@@ -276,9 +276,10 @@ def quantise_qdq(inp: StepInput) -> StepResult:
     model = onnx.load(str(inp.path), load_external_data=False)
     excluded = (activation_only_nodes(model) + [n for n in plan.gelu_fed if n not in plan.split.split]
                 + plan.split.fp32_nodes if b.transformer else [])
-    plan.output_activations = [n for n in output_activations(model) if n]
+    finals = output_activations(model)
+    plan.output_activations = [n for n in finals if n]
     notes: list[str] = []
-    if "" in output_activations(model):
+    if "" in finals:
         notes.append("an output's final activation has no node name, so the quantiser could not keep it FP32: "
                      "its output may be capped by its calibration range")
     plan.kept = _with_feeding_activations(model, list(b.keep_fp32) + plan.output_activations)
