@@ -17,14 +17,15 @@ def minilm_path() -> Path:
 def tiny_bert(folder: Path, task: str = "text-classification", num_labels: int = 3) -> Path:
     """A 2-layer BERT with hidden size 32 and all-MiniLM's real tokenizer."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=512, num_labels=num_labels,
                         id2label={i: f"class_{i}" for i in range(num_labels)},
                         label2id={f"class_{i}": i for i in range(num_labels)})
-    model = BertForSequenceClassification(config) if task == "text-classification" else BertModel(config)
+    kinds = {"text-classification": BertForSequenceClassification, "token-classification": BertForTokenClassification}
+    model = kinds.get(task, BertModel)(config)
     model.eval().save_pretrained(folder)
     for name in TOKENIZER_FILES:
         shutil.copy2(minilm_path() / name, folder / name)

@@ -234,3 +234,24 @@ def test_search_does_not_start_an_attempt_that_would_pass_its_bound():
     result, _ = recovery.search([f"l{i}" for i in range(64)], slow, lambda path: (0.5, False), 0.4,
                                 max_layers=64, seconds=0.5, started=ranked_long_ago)
     assert len(result.attempts) <= 1
+
+
+def test_a_layer_put_back_in_float_reads_the_graph_input_unclamped(outlier):
+    """Issue 15 §3: a graph input's calibration range is not kept when its reader goes back to FP32 (no ReLU was
+    folded into its rounding); an inner activation keeps its clamp."""
+    path, qdq, _, _ = outlier
+    float_model, quantised = onnx.load(str(path)), onnx.load(str(qdq))
+    first, second = [n.name for n in float_model.graph.node if n.op_type in ("Gemm", "MatMul")][:2]
+    reverted = recovery._revert(quantised, float_model, first)
+    node = next(n for n in reverted.graph.node if n.name == first)
+    assert node.input[0] == "x"
+    assert not any(n.op_type == "Clip" for n in reverted.graph.node)
+    inner = recovery._revert(quantised, float_model, second)
+    assert sum(n.op_type == "Clip" for n in inner.graph.node) == 1
+    # far outside the calibration range, the first layer now sees the input as given
+    import onnxruntime as ort
+
+    big = {"x": np.full((1, 16), 40.0, dtype=np.float32)}
+    plain = ort.InferenceSession(quantised.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, big)[0]
+    fixed = ort.InferenceSession(reverted.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, big)[0]
+    assert not np.allclose(plain, fixed)

@@ -83,7 +83,9 @@ def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> o
 
     Its weight inputs read the FP32 initializers of the float graph. Its activation inputs skip the
     rounding but keep the clamp: Q->DQ becomes a Clip to the quantised range, because the quantiser
-    may have removed a ReLU whose work the clamp now does.
+    may have removed a ReLU whose work the clamp now does. A graph input it reads is read as given, clamp
+    and all gone: nothing was folded into it, and its calibration range may be what loses accuracy (the
+    rebuild that keeps the layer FP32 leaves the input unquantised too).
     """
     from onnx import helper, numpy_helper
 
@@ -91,6 +93,7 @@ def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> o
     model.CopyFrom(qdq)
     producer = graph.producers(model)
     inits = {i.name: i for i in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input}
     float_inits = {i.name: i for i in float_model.graph.initializer}
     original = next((n for n in float_model.graph.node if n.name == layer), None)
     node = next(n for n in model.graph.node if n.name == layer)
@@ -100,7 +103,9 @@ def _revert(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layer: str) -> o
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
         q = producer.get(dq.input[0])
-        if q is not None and q.op_type == "QuantizeLinear":
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in graph_inputs:
+            node.input[index] = q.input[0]  # a graph input: no ReLU was folded into its rounding, no clamp to keep
+        elif q is not None and q.op_type == "QuantizeLinear":
             scale = numpy_helper.to_array(inits[q.input[1]]).astype(np.float64)
             zero = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 and q.input[2] in inits else np.zeros((), np.uint8)
             info = np.iinfo(zero.dtype)

@@ -75,7 +75,10 @@ class Fidelity:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def add_task(self, task) -> None:
-        """Carry the task figures of a `metrics.TaskMetrics`."""
+        """Carry the task figures of a `metrics.TaskMetrics` (its top-1 agreement where the family measures it: per
+        token for a per-token model)."""
+        if task.top1_agreement is not None:
+            self.top1_agreement = task.top1_agreement
         self.top5_agreement = task.top5_agreement
         self.retrieval_agreement_at_5 = task.retrieval_agreement_at_5
         self.retrieval_k = task.retrieval_k
