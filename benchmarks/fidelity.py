@@ -193,7 +193,9 @@ def main() -> None:
             rows.append(compile_variant(name, OPENVINO_VARIANTS[name], args.target, Path(tmp) / f"v{i}", threads))
             print(json.dumps(rows[-1]), flush=True)
         time_side_by_side(rows, args.target, threads, args.duration, args.rounds)
-    print(f"\n{platform.processor() or platform.machine()}, {threads} threads; target {args.target}; "
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").is_file() else platform.machine()
+    print(f"\n{cpu}, {threads} threads; target {args.target}; "
           f"{args.rounds} interleaved rounds of {args.duration:g} s at 1x128\n")
     print("| variant | cosine_min in-domain | cosine_min out-of-domain (n) | cosine_mean out-of-domain | p50 ms | speed vs shipped |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -3,7 +3,9 @@
 What PATH may be:
 1. A bundle (a folder with manifest.json, read by bundle.read_bundle): each target's artifact, run with
    the settings recorded in its runtime.json, which must name an artifact inside the target's folder;
-   `--original` adds the source model named in the manifest.
+   every file must match the manifest (the check `verify` makes first), else a usage error. `--original`
+   adds the source model named in the manifest, found where it names it and only if its weights' sha256
+   match the manifest's (another model is never timed as "the original").
 2. One artifact: `model.onnx` (ONNX Runtime, or OpenVINO with `--target intel-cpu`) or `model.xml`.
 3. A model (a Hugging Face folder or hub id): exported to FP32 ONNX on the fly and run on each
    target's runtime; `--original` adds the PyTorch model.
@@ -173,16 +175,41 @@ def _plan_bundle(p: Path, targets: list[str] | None, with_original: bool, thread
                         lambda t=target: t.record.open(t.artifact, threads)))
     if not openers:
         raise UsageError(f"{p}: no target of this bundle can run here ({'; '.join(notes)})")
+    from .verify_bundle import check_files
+
+    _, mismatch = check_files(bundle.root, bundle.manifest)  # what is timed is what was built (rule 1)
+    if mismatch:
+        raise UsageError(f"{p}: the bundle does not match its manifest ({mismatch}); run `edgekit verify {p}` and recompile")
     first = p / openers[0][2]
     if with_original:
         source = bundle.manifest.get("source", {})
-        location = source.get("location")
+        location = _compiled_original(p, source)
         if source.get("kind") == "onnx":
             openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))
         else:
             openers.insert(0, ("original", "pytorch", location,
                                lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, first, threads)))
     return _Plan(openers, first.parent, first, notes)
+
+
+def _compiled_original(p: Path, source: dict) -> str:
+    """Rule 1: the original the bundle was compiled from, found where the manifest says and checked against its
+    recorded weights' sha256; a usage error otherwise (never another model timed as "the original")."""
+    from .source import resolve_source
+
+    location = source.get("location")
+    if not isinstance(location, str) or not location:
+        raise UsageError(f"{p}: manifest.json names no source model; --original has nothing to run")
+    try:
+        found = resolve_source(None if location == DEFAULT_MODEL_ID else location)
+    except UsageError as exc:
+        raise UsageError(f"--original: cannot find the original compiled into {p} ({location}: {exc}); run bench "
+                         "from the folder the compile ran in, or without --original") from None
+    recorded = source.get("weights_sha256")
+    if not isinstance(recorded, dict) or not recorded or found.weight_files != recorded:
+        raise UsageError(f"--original: {location} is not the model compiled into {p} (its weights' sha256 differ from "
+                         "the manifest's); run bench from the folder the compile ran in, or without --original")
+    return str(found.path) if source.get("kind") == "onnx" else location
 
 
 def _plan_artifact(p: Path, targets: list[str] | None, with_original: bool, threads: int) -> _Plan:

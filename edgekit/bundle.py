@@ -17,15 +17,28 @@
    a folder with a readable `manifest.json` that lies inside it (a usage error otherwise). `Bundle.target`
    reads a target's `runtime.json` as a `RuntimeRecord` and refuses (exit 2, one line) an artifact path it
    names that is absolute, has a `..` part or resolves outside the target's folder (safety rule 9).
+7. The swap is recoverable at every instant. Where Linux can (`renameat2` with RENAME_EXCHANGE) the new folder
+   and OUT trade places in one atomic step, and the old bundle is then removed from the temporary name.
+   Elsewhere OUT is renamed aside to `.OUT.old-PID-*` and the new folder into place; any exception or
+   signal between the two puts the old one back. A build or a reader that finds `.OUT.old-*` and no OUT
+   (the process died between the renames) puts the newest back and says so.
+8. Leftovers of dead builds: the temporary folders carry their process id (`.OUT.partial-PID-*` beside OUT,
+   `edgekit-work-PID-*` in the temporary folder); a build removes those whose process is gone
+   (`sweep_stale`), and `edgekit cache info` reports the temporary space they hold.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
+import secrets
 import shutil
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -43,9 +56,16 @@ VERSIONED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-on
 
 MEASUREMENT_FILES = ("report.json", "report.md")
 
+log = logging.getLogger(__name__)
+
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def artifact_digest(files: list[dict[str, Any]]) -> str:
+    """The manifest's `artifact_sha256`: the digest of its file list without the measurement files."""
+    return sha256_text(json.dumps([f for f in files if f.get("path") not in MEASUREMENT_FILES], sort_keys=True))
 
 
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:
@@ -95,6 +115,9 @@ def check_output(out: Path) -> None:
         raise UsageError(f"-o {out}: is your home folder itself; give a folder of its own, e.g. -o ~/edgekit-out/my-model")
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is a file; give a folder path")
+    below = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if below is not None:
+        raise UsageError(f"-o {out}: {below} is a file, not a folder; give a folder path")
     if out.is_dir() and any(out.iterdir()):
         if not (out / "manifest.json").is_file():
             raise UsageError(f"-o {out}: exists and is not an edgekit bundle (no manifest.json); choose another folder or remove it")
@@ -184,8 +207,10 @@ class BundleWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock = OutputLock(self.out).acquire()
         try:
+            restore_orphaned(self.out)  # rule 7: a build that died mid-swap left the old bundle aside
+            sweep_stale(self.out)  # rule 8
             check_output(self.out)  # again, now that no other build can change it
-            self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-{os.getpid()}-", dir=self.out.parent))
         except BaseException:
             self._lock.release()
             raise
@@ -223,8 +248,7 @@ class BundleWriter:
             "files": files,
             # The build's output without its measurements: the same model, data, options and tool
             # versions give the same list, byte for byte (report.json/report.md hold the timings).
-            "artifact_sha256": sha256_text(json.dumps([f for f in files if f["path"] not in MEASUREMENT_FILES],
-                                                      sort_keys=True)),
+            "artifact_sha256": artifact_digest(files),
         })
 
     def commit(self) -> Path:
@@ -236,22 +260,112 @@ class BundleWriter:
         return self.out
 
 
-def replace_folder(new: Path, out: Path) -> None:
-    """Move the complete folder `new` to `out` (same file system), replacing what is there only once
-    the new one is in place; if the move fails, the old folder is put back."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rmdir(old)
-        os.rename(out, old)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux `renameat2` RENAME_EXCHANGE); False where the OS, its C
+    library or the file system cannot (rule 7)."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the complete folder `new` to `out` (same file system), replacing what is there only once the new
+    one is in place; recoverable at every instant (rule 7)."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    if exchange(new, out):  # `new` now holds the old bundle
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.rename(out, old)
         os.rename(new, out)
     except BaseException:
-        if old is not None:
+        if old.exists() and not out.exists():
             os.rename(old, out)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_orphaned(out: Path) -> Path | None:
+    """Rule 7: with no `out`, the newest `.OUT.old-*` holding a manifest is put back; its path, or None."""
+    if out.exists() or out.is_symlink():
+        return None
+    aside = [p for p in out.parent.glob(f".{out.name}.old-*") if (p / "manifest.json").is_file()]
+    if not aside:
+        return None
+    newest = max(aside, key=lambda p: p.stat().st_mtime)
+    os.rename(newest, out)
+    log.warning("%s: put back the bundle an interrupted build had set aside as %s", out, newest.name)
+    return newest
+
+
+def _pid_of(name: str, prefix: str) -> int | None:
+    """The process id in a temporary folder's name `PREFIX<pid>-...`, or None."""
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def stale_folders(out: Path | None = None) -> list[Path]:
+    """Rule 8: temporary folders of builds whose process is gone (beside `out`, and in the temporary folder)."""
+    places = [(Path(tempfile.gettempdir()), "edgekit-work-")]
+    if out is not None:
+        places.append((out.parent, f".{out.name}.partial-"))
+    found = []
+    for folder, prefix in places:
+        try:
+            entries = list(folder.glob(f"{prefix}*"))
+        except OSError:
+            continue
+        for path in entries:
+            pid = _pid_of(path.name, prefix)
+            if pid is not None and path.is_dir() and not path.is_symlink() and not _alive(pid):
+                found.append(path)
+    return found
+
+
+def sweep_stale(out: Path | None = None) -> list[Path]:
+    """Rule 8: remove what `stale_folders` finds; the paths removed."""
+    removed = []
+    for path in stale_folders(out):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    if removed:
+        log.info("removed %d folder(s) left by builds that died: %s", len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+def work_folder() -> tempfile.TemporaryDirectory:
+    """A build's temporary folder, named with its process id (rule 8)."""
+    return tempfile.TemporaryDirectory(prefix=f"edgekit-work-{os.getpid()}-")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -307,9 +421,25 @@ class Bundle:
         return BundleTarget(name, folder, record, inside_bundle(folder, record.artifact, RUNTIME_RECORD))
 
 
+def _restore_locked(out: Path) -> None:
+    """Rule 7 for a reader: put an orphaned bundle back, holding the build lock (never while a build swaps)."""
+    if not any(out.parent.glob(f".{out.name}.old-*")):
+        return
+    try:
+        lock = OutputLock(out.absolute()).acquire()
+    except (UsageError, OSError):
+        return
+    try:
+        restore_orphaned(out.absolute())
+    finally:
+        lock.release()
+
+
 def read_bundle(path: str | os.PathLike) -> Bundle:
     """A bundle folder and its manifest, checked (rule 6); a usage error for anything else."""
     root = Path(path)
+    if not root.exists() and not root.is_symlink() and root.parent.is_dir():
+        _restore_locked(root)
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder; give an edgekit bundle folder (the -o of compile)")
     manifest_path = root / "manifest.json"

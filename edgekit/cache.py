@@ -14,11 +14,15 @@
 4. Reads trust nothing: every file is copied out and its copy's sha256 checked against `entry.json`.
    A damaged entry (edited, truncated, a missing file, unreadable `entry.json`) is removed, reported,
    and rebuilt.
+5. A copy out that fails on the writing side (the output's disk full or read-only) is the environment's
+   fault, never the entry's: the entry stays, the build stops with a usage error naming the folder and the
+   space the file needs (exit 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
@@ -33,10 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import ENVIRONMENT_ERRNOS, UsageError
 from .source import sha256_file
 
 log = logging.getLogger(__name__)
+
+WRITE_SIDE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a copy out cannot fail so for reading (rule 5)
 
 LAYOUT = "v1"
 ENTRY = "entry.json"
@@ -177,6 +183,12 @@ class BuildCache:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
             except OSError as exc:
+                if exc.errno in WRITE_SIDE_ERRNOS:  # rule 5: the output's fault, never the entry's
+                    for path in copied + [dst]:
+                        path.unlink(missing_ok=True)
+                    raise UsageError(f"{dst.parent}: {ENVIRONMENT_ERRNOS[exc.errno].split(':')[0]} (the build needs "
+                                     f"about {int(want.get('size') or 0) / 1e6:.1f} MB more there for {name}); free "
+                                     "some space there or choose another location") from exc
                 return self._damaged(stage, digest, entry, f"{name}: {exc.strerror or exc}", copied + [dst], label)
             copied.append(dst)
             got = sha256_file(dst)
@@ -256,7 +268,13 @@ def describe(root: Path | None = None) -> dict[str, Any]:
             entries = [e for e in stage.iterdir() if e.is_dir()]
             size = sum(f.stat().st_size for e in entries for f in e.rglob("*") if f.is_file())
             stages[stage.name] = {"entries": len(entries), "bytes": size}
-    return {"dir": str(root), "stages": stages, "bytes": sum(s["bytes"] for s in stages.values())}
+    from .bundle import stale_folders
+
+    stale = stale_folders()
+    stale_bytes = sum(f.stat().st_size for p in stale for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    return {"dir": str(root), "stages": stages, "bytes": sum(s["bytes"] for s in stages.values()),
+            # work folders of builds that died (bundle rule 8): the next build removes them
+            "stale_temp": {"folders": [str(p) for p in stale], "bytes": stale_bytes}}
 
 
 def clear(root: Path | None = None) -> int:

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError, UsageError
+from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EdgekitError, UsageError, environment_error
 from .request import DEFAULT_PROFILE, DEFAULT_TARGETS
 
 
@@ -30,6 +30,8 @@ progress_option = click.option("--progress", "progress_mode", type=click.Choice(
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc)
+    if not isinstance(exc, UsageError):
+        exc = environment_error(exc) or exc  # errors.py rule 4: a full disk or a read-only place is the user's
     if isinstance(exc, EdgekitError):
         prefix = "error" if exc.exit_code == 2 else "internal error"
         click.echo(f"{prefix}: {exc}", err=True)
@@ -466,6 +468,10 @@ def cache_info(as_json) -> None:
     for stage, figures in info["stages"].items():
         click.echo(f"  {stage:<10} {figures['entries']:>4} entries  {figures['bytes'] / 1e6:>9.1f} MB")
     click.echo(f"  {'total':<10} {'':>4}          {info['bytes'] / 1e6:>9.1f} MB")
+    stale = info["stale_temp"]
+    if stale["folders"]:
+        click.echo(f"stale temporary space: {len(stale['folders'])} folder(s) of builds that died, "
+                   f"{stale['bytes'] / 1e6:.1f} MB (the next build removes them)")
 
 
 @cache.command("clear")

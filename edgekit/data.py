@@ -115,7 +115,7 @@ def resolve_labels(path: Path, raw: list[Any], where: list[str], space: LabelSpa
     """
     order: dict[str, int] = {}
     if sorted_names and not space.names:
-        names = sorted({str(v) for v in raw if not _INTEGER.match(str(v).strip())})
+        names = sorted({str(v) for v in raw if not _INTEGER.fullmatch(str(v).strip())})
         order = {name: i for i, name in enumerate(names)}
     ids = []
     for value, place in zip(raw, where):
@@ -128,7 +128,7 @@ def resolve_labels(path: Path, raw: list[Any], where: list[str], space: LabelSpa
         if text in order:
             ids.append(order[text])
             continue
-        if _INTEGER.match(text):
+        if _INTEGER.fullmatch(text):
             number = int(text)
             if number < 0 or (space.num_labels is not None and number >= space.num_labels):
                 span = f"0..{space.num_labels - 1}" if space.num_labels else "0 or more"
@@ -386,6 +386,8 @@ def read_npz(path: Path, specs: list[InputSpec]) -> tuple[list[Feed], np.ndarray
     scalars = [n for n in names if arrays[n].ndim == 0]
     if scalars:
         raise UsageError(f"{path}: array '{scalars[0]}' is a scalar; each array's first axis counts samples")
+    for spec in specs:
+        _check_values(path, spec, arrays[spec.name])
     counts = {len(arrays[n]) for n in names}
     if len(counts) != 1:
         raise UsageError(f"{path}: arrays disagree on the number of samples ({', '.join(f'{n}: {len(arrays[n])}' for n in names)})")
@@ -401,6 +403,35 @@ def read_npz(path: Path, specs: list[InputSpec]) -> tuple[list[Feed], np.ndarray
             feed[spec.name] = np.ascontiguousarray(sample.astype(spec.dtype))
         feeds.append(feed)
     return feeds, _npz_labels(path, arrays.get("labels"), len(feeds))
+
+
+def _check_values(path: Path, spec: InputSpec, array: np.ndarray) -> None:
+    """Issue 17 §8-9: numbers the input can hold, refused before any work, naming the first bad entry: no strings or
+    objects, no complex numbers (their imaginary part would be dropped), no NaN or infinity, nothing beyond the
+    range of the input's type (a float32 input overflows above 3.4e38; an integer wraps)."""
+    kind = array.dtype.kind
+    if kind in "USOV":
+        raise UsageError(f"{path}: array '{spec.name}' holds {array.dtype} values, not numbers; store the numbers the "
+                         f"input takes ({spec.dtype})")
+    if kind == "c":
+        raise UsageError(f"{path}: array '{spec.name}' holds complex numbers; the input takes {spec.dtype} (store the "
+                         "real values it expects: the imaginary part would be lost)")
+    target = np.dtype(spec.dtype)
+    if kind == "f" or target.kind == "f":
+        bad = ~np.isfinite(array) if kind == "f" else np.zeros(array.shape, dtype=bool)
+        if target.kind == "f" and array.size:
+            bad |= np.abs(array.astype(np.float64)) > np.finfo(target).max
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise UsageError(f"{path}: array '{spec.name}' holds {array[where].item()!r} at sample {where[0]}, index "
+                             f"{list(where[1:])}: not a finite {target} value; fix or drop that sample")
+    elif target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        bad = (array < info.min) | (array > info.max)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise UsageError(f"{path}: array '{spec.name}' holds {array[where].item()} at sample {where[0]}, outside the range "
+                             f"of the input's {target} ({info.min}..{info.max})")
 
 
 def _npz_labels(path: Path, labels: np.ndarray | None, count: int) -> np.ndarray | None:
@@ -481,7 +512,7 @@ def are_class_ids(labels: tuple[list, bool] | None, classes: int) -> bool:
     if folder_names:
         return 2 <= len(set(raw)) <= classes
     texts = [str(v).strip() for v in raw if not isinstance(v, (bool, np.bool_))]
-    return len(texts) == len(raw) and all(_INTEGER.match(t) and 0 <= int(t) < classes for t in texts)
+    return len(texts) == len(raw) and all(_INTEGER.fullmatch(t) and 0 <= int(t) < classes for t in texts)
 
 
 def decide_modality(declared: str, specs: list[InputSpec], tokenizer=None) -> str:

@@ -3,8 +3,9 @@
 Rules:
 1. The input is a target folder of a bundle (`BUNDLE/TARGET`, with `runtime.json`, and `manifest.json`
    one level up), read by the one bundle reader (bundle.read_bundle: the artifact runtime.json names must
-   lie inside the folder). Its artifact files must match the manifest's sha256: a firmware build never
-   embeds a damaged artifact (run `edgekit verify` for the full check). Length buckets and the rest of
+   lie inside the folder). Its artifact files and its `runtime.json` must match the manifest's sha256, and
+   the manifest its own `artifact_sha256`: a firmware build never embeds a damaged artifact or settings
+   other than those verified (run `edgekit verify` for the full check). Length buckets and the rest of
    what the artifact ran with come from its `RuntimeRecord`, and the buckets from its runtime.
 2. `c`: `<prefix>.h` and `<prefix>.c`. The artifact is a `const unsigned char` array aligned to `align`
    bytes (GCC/Clang `__attribute__((aligned))`, MSVC `__declspec(align)`, else unaligned: C99 has no
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .bundle import RUNTIME_RECORD, read_bundle, replace_folder, write_json
+from .bundle import RUNTIME_RECORD, artifact_digest, read_bundle, replace_folder, write_json
 from .errors import UsageError
 from .runtimes import RuntimeRecord
 from .source import sha256_file
@@ -70,7 +71,10 @@ def _open_target(path: str | Path) -> TargetFiles:
     target = bundle.target(folder.resolve().name)
     files = target.files()
     listed = {e.get("path"): e.get("sha256") for e in bundle.manifest["files"] if isinstance(e, dict)}
-    for f in files:
+    if bundle.manifest.get("artifact_sha256") not in (None, artifact_digest(bundle.manifest["files"])):
+        raise UsageError(f"{root}/manifest.json: artifact_sha256 does not match its own file list (edited after the "
+                         f"build); run `edgekit verify {root}` and recompile")
+    for f in [*files, target.folder / RUNTIME_RECORD]:  # every file embed reads or copies (rule 1)
         rel = f"{target.name}/{f.name}"
         if not f.is_file():
             raise UsageError(f"{folder}: no {f.name} (the bundle is incomplete)")
@@ -138,8 +142,12 @@ def _ir_ports(path: Path) -> tuple[list[Port], list[Port]]:
     return [port(p, i) for i, p in enumerate(model.inputs)], [port(p, i) for i, p in enumerate(model.outputs)]
 
 
+_C_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-:/+()=,")
+
+
 def _c_string(text: str) -> str:
-    return '"' + "".join(c if c.isalnum() or c in " ._-:/+()=," else f"\\{ord(c):03o}" for c in text) + '"'
+    """A C string literal of `text`'s UTF-8 bytes: plain ASCII as is, every other byte an octal escape."""
+    return '"' + "".join(chr(b) if b in _C_PLAIN else f"\\{b:03o}" for b in text.encode("utf-8")) + '"'
 
 
 def _array(name: str, data: bytes, guard: str) -> str:
@@ -228,7 +236,7 @@ def embed(target: str | Path, fmt: str, output: str | Path, align: int = 64, nam
     if out == t.bundle or t.bundle in out.parents:
         raise UsageError(f"-o {out}: inside the bundle; choose a folder outside it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         if fmt == "c":
             arrays = [("model", t.files[0])] + ([("weights", t.files[1])] if len(t.files) > 1 else [])

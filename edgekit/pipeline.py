@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +17,7 @@ from typing import Any, Mapping
 from . import __version__, tasks
 from .build import Built, Context, Variant, build_target, static_variants
 from .candidates import compete
-from .bundle import BundleWriter, write_json
+from .bundle import BundleWriter, work_folder, write_json
 from .cache import BuildCache
 from .config import Profile
 from .devices import probe_all
@@ -122,7 +121,7 @@ def run(request: CompileRequest) -> Report:
     out = Path(request.output) if request.output is not None else default_output(source)
     threads = request.threads or default_threads()
     store = BuildCache(enabled=request.cache)
-    with BundleWriter(out, force=request.force) as bundle, tempfile.TemporaryDirectory(prefix="edgekit-work-") as tmp, \
+    with BundleWriter(out, force=request.force) as bundle, work_folder() as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)

@@ -339,6 +339,9 @@ def quiet_libraries(debug: bool) -> None:
         return
     for name in ("nncf", "optimum", "transformers", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # edgekit's own warnings (a damaged cache entry, a bundle put back) still reach the user: held at the root's
+    # ERROR they were silent
+    logging.getLogger("edgekit").setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if "transformers" in sys.modules:
         sys.modules["transformers"].logging.set_verbosity_error()

@@ -245,6 +245,9 @@ def load_project(path: str | os.PathLike) -> Project:
         raise UsageError(f"{path}: no models: add one [[{prefix}models]] table per model, with a name and a source")
     root = path.resolve().parent
     output = _resolve(root, defaults.pop("output", DEFAULT_OUTPUT))
+    if output.resolve() in (Path(output.resolve().anchor), Path.home().resolve()):  # as -o is (bundle rule 3)
+        raise UsageError(f"{path}: output = {str(output)!r} is the file system root or your home folder; give a "
+                         "folder of its own, e.g. output = \"edgekit-out\"")
     models: list[ModelEntry] = []
     seen: dict[str, str] = {}
     for number, entry in enumerate(entries, 1):
@@ -254,7 +257,7 @@ def load_project(path: str | os.PathLike) -> Project:
             raise UsageError(f"{where}: 'output' is set in [{prefix}defaults] only: each bundle goes to <output>/<name>")
         values = {**defaults, **validate(EntryKeys, entry, where).given()}
         name = values["name"]
-        if not _NAME.match(name) or name in (".", ".."):
+        if not _NAME.fullmatch(name) or name in (".", ".."):
             raise UsageError(f"{where}: 'name' must be usable as a folder name (letters, digits, '.', '_', '-'; "
                              f"not starting with '.'), not {name!r}")
         if name.casefold() in seen:
@@ -278,7 +281,7 @@ def _source(where: str, root: Path, text: str) -> Path | str | None:
         return None
     path = _resolve(root, text)
     first = Path(text).parts[0] if Path(text).parts else ""
-    looks_like_path = (text.lower().endswith(".onnx") or text.startswith((".", "/", "~")) or not _HUB_ID.match(text)
+    looks_like_path = (text.lower().endswith(".onnx") or text.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(text)
                        or (root / first).is_dir())
     if path.exists():
         return path

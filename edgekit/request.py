@@ -23,6 +23,24 @@ DEFAULT_TARGETS = ("cpu",)
 DEFAULT_PROFILE = "balanced"
 
 
+def writable(path: Path, option: str) -> None:
+    """A usage error now, before any work, when no file can be written at `path` (its folder is made if need be)."""
+    import tempfile
+
+    from .errors import environment_error
+
+    below = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), None)
+    if below is not None:
+        raise UsageError(f"{option} {path}: {below} is a file, not a folder; give a path in a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        error = environment_error(exc)
+        raise UsageError(f"{option} {path}: cannot be written ({error or exc.strerror or exc})") from None
+
+
 @dataclass(frozen=True)
 class CompileRequest:
     """What to compile and how (see `edgekit.compile` for each option)."""
@@ -60,6 +78,8 @@ class CompileRequest:
         junit = Path(self.junit) if self.junit is not None else None
         if junit is not None and junit.is_dir():
             raise UsageError(f"--junit {junit}: is a folder; give a file path, e.g. {junit / 'edgekit.xml'}")
+        if junit is not None:
+            writable(junit, "--junit")
         return Resolved(self, targets, profile, precisions, shapes, data, junit, asked_budgets(self.overrides))
 
 

@@ -166,7 +166,7 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None, tru
             if not path.is_dir():
                 raise UsageError(f"{text}: not an .onnx file or a Hugging Face model folder")
             folder, location = path.resolve(), text
-        elif _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        elif _HUB_ID.fullmatch(text) and not text.startswith((".", "/", "~")):
             folder, revision = _hub_download(text)
             location = text
         else:

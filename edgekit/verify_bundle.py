@@ -7,7 +7,8 @@ Rules:
    and stays inside the bundle: an absolute path, a `..` part or a symlink resolving outside is a usage
    error (exit 2), never followed. These are checked before any file is hashed.
 3. Every listed file exists with the listed size and sha256, in manifest order; the first that does not
-   is the mismatch (exit 1), named with what differs.
+   is the mismatch (exit 1), named with what differs. The manifest's `artifact_sha256` is recomputed from
+   its file list: a list edited to match a changed file no longer matches the digest the build recorded.
 4. At build time each target stores `reference.npz` (one input feed and the artifact's own outputs on it)
    and `reference.json` (the tolerance and where it ran). `verify` loads each artifact with its
    `runtime.json` settings — on the verify device (the CPU) when the target's device is not here, as
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import RUNTIME_RECORD, Bundle, BundleTarget, read_bundle, write_json, write_npz
+from .bundle import RUNTIME_RECORD, Bundle, BundleTarget, artifact_digest, read_bundle, write_json, write_npz
 from .errors import EdgekitError, UsageError
 from .runtimes import Feed, Session
 from .safety import inside_bundle
@@ -80,6 +81,10 @@ def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
             return len(entries), f"{name}: sha256 {digest[:12]}…, the manifest says {str(entry.get('sha256'))[:12]}…"
+    recorded = manifest.get("artifact_sha256")
+    if recorded is not None and recorded != artifact_digest(entries):
+        return len(entries), ("manifest.json: artifact_sha256 does not match the manifest's own file list "
+                              "(the list was edited after the build)")
     return len(entries), None
 
 

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from cli_helpers import assert_usage_error, embed_c
+from cli_helpers import assert_usage_error, embed_c, rehash
 
 from edgekit.cli import main
 
@@ -31,16 +31,6 @@ def copy(bundle, tmp_path):
 
 def run(*args):
     return CliRunner().invoke(main, list(args))
-
-
-def rehash(root, relative):
-    """Update the manifest entry of `relative` to the file's current bytes (a consistent but altered bundle)."""
-    manifest = json.loads((root / "manifest.json").read_text())
-    data = (root / relative).read_bytes()
-    for entry in manifest["files"]:
-        if entry["path"] == relative:
-            entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    (root / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_bundle_stores_a_small_reference(bundle):
