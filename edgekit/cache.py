@@ -14,7 +14,14 @@
 4. Reads trust nothing: every file is copied out and its copy's sha256 checked against `entry.json`.
    A damaged entry (edited, truncated, a missing file, unreadable `entry.json`) is removed, reported,
    and rebuilt.
-5. A copy out that fails on the writing side (the output's disk full or read-only) is the environment's
+5. Entries are authenticated (the trust model: docs/security.md). `entry.json` carries an HMAC-SHA256 over
+   its stage, its key, every file's sha256 and size, and the step's results, made with a key that is not
+   stored in the cache: `EDGEKIT_CACHE_KEY` (set the same secret on every machine sharing a cache), else a
+   random key in the user's config folder (`$XDG_CONFIG_HOME/edgekit/cache.key`, made at first use, mode
+   0600). An entry without a valid HMAC (edited results, a consistent rewrite of files and hashes, another
+   key's entry) is reported, removed and rebuilt. With no key at hand (the config folder not writable and no
+   `EDGEKIT_CACHE_KEY`) nothing is read from or stored in the cache.
+6. A copy out that fails on the writing side (the output's disk full or read-only) is the environment's
    fault, never the entry's: the entry stays, the build stops with a usage error naming the folder and the
    space the file needs (exit 2).
 """
@@ -25,10 +32,12 @@ import dataclasses
 import errno
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
 import platform
+import secrets
 import shutil
 import sys
 import tempfile
@@ -42,11 +51,57 @@ from .source import sha256_file
 
 log = logging.getLogger(__name__)
 
-WRITE_SIDE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a copy out cannot fail so for reading (rule 5)
+WRITE_SIDE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a copy out cannot fail so for reading (rule 6)
 
 LAYOUT = "v1"
 ENTRY = "entry.json"
 STALE_TMP_SECONDS = 6 * 3600
+
+
+KEY_ENV = "EDGEKIT_CACHE_KEY"
+
+
+def key_file() -> Path:
+    """Rule 5: where the user's own cache key lives when EDGEKIT_CACHE_KEY is not set (never inside a cache)."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".config") / "edgekit" / "cache.key"
+
+
+def authentication_key() -> bytes | None:
+    """Rule 5: the HMAC key, from EDGEKIT_CACHE_KEY or the key file (made with 32 random bytes at first use); None
+    when neither can be had."""
+    given = os.environ.get(KEY_ENV, "")
+    if given:
+        return given.encode("utf-8")
+    path = key_file()
+    try:
+        data = path.read_bytes()
+        if len(data) >= 16:
+            return data
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    except FileExistsError:  # another build made it first
+        pass
+    except OSError:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if len(data) >= 16 else None
+
+
+def entry_mac(key: bytes, record: dict[str, Any]) -> str:
+    """Rule 5: the HMAC of what an entry claims: its stage, key, files (sha256 and size) and results."""
+    claimed = {name: record.get(name) for name in ("stage", "key", "files", "results")}
+    return hmac.new(key, json.dumps(claimed, sort_keys=True).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def default_root() -> Path:
@@ -119,7 +174,7 @@ def content_digest(path: Path) -> str:
 class Event:
     stage: str
     key: str
-    outcome: str  # "hit" | "stored" | "damaged" | "store failed"
+    outcome: str  # "hit" | "stored" | "damaged" | "store failed" | "no key"
     detail: str = ""
     label: str = ""  # what the entry is for a reader ("cpu artifact"); the stage when empty
 
@@ -165,14 +220,21 @@ class BuildCache:
         entry = self._entry(stage, digest)
         if not entry.is_dir():
             return None
+        secret = authentication_key()
+        if secret is None:
+            self._no_key(stage, digest, label)
+            return None
         try:
             record = json.loads((entry / ENTRY).read_text())
             files = record["files"]
             results = record.get("results", {})
-            if record.get("key") != digest or not isinstance(files, dict):
+            if record.get("key") != digest or record.get("stage") != stage or not isinstance(files, dict):
                 raise ValueError("entry.json does not describe this entry")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return self._damaged(stage, digest, entry, f"{ENTRY}: {exc}", label=label)
+        if not hmac.compare_digest(str(record.get("mac", "")), entry_mac(secret, record)):
+            return self._damaged(stage, digest, entry, f"{ENTRY}: not authenticated by this machine's cache key "
+                                 f"({KEY_ENV} or {key_file()}); it was edited or written with another key", label=label)
         dest.mkdir(parents=True, exist_ok=True)
         copied = []
         for name, want in sorted(files.items()):
@@ -183,7 +245,7 @@ class BuildCache:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
             except OSError as exc:
-                if exc.errno in WRITE_SIDE_ERRNOS:  # rule 5: the output's fault, never the entry's
+                if exc.errno in WRITE_SIDE_ERRNOS:  # rule 6: the output's fault, never the entry's
                     for path in copied + [dst]:
                         path.unlink(missing_ok=True)
                     raise UsageError(f"{dst.parent}: {ENVIRONMENT_ERRNOS[exc.errno].split(':')[0]} (the build needs "
@@ -198,6 +260,17 @@ class BuildCache:
         self.events.append(Event(stage, digest, "hit", label=label))
         log.info("cache hit: %s %s", stage, digest[:16])
         return results
+
+    def discard(self, stage: str, digest: str, why: str, label: str = "") -> None:
+        """An entry a later check found false (prepare rule 5): reported, removed, rebuilt by the caller."""
+        self._damaged(stage, digest, self._entry(stage, digest), why, label=label)
+
+    def _no_key(self, stage: str, digest: str, label: str) -> None:
+        """Rule 5: no key, no cache (said once per build)."""
+        if not any(e.outcome == "no key" for e in self.events):
+            log.warning("build cache not used: no key to authenticate its entries (set %s, or make %s writable)",
+                        KEY_ENV, key_file().parent)
+        self.events.append(Event(stage, digest, "no key", label=label))
 
     def _damaged(self, stage: str, digest: str, entry: Path, why: str, copied: list[Path] = (), label: str = "") -> None:
         for path in copied:
@@ -223,6 +296,10 @@ class BuildCache:
         """Add an entry holding `files` (name in the entry -> file) and `results` (JSON). Never fails the build."""
         if not self.enabled or self._entry(stage, digest).is_dir():
             return
+        secret = authentication_key()
+        if secret is None:
+            self._no_key(stage, digest, label)
+            return
         tmp = None
         try:
             (self.root / LAYOUT / "tmp").mkdir(parents=True, exist_ok=True)
@@ -234,6 +311,7 @@ class BuildCache:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 record["files"][name] = {"sha256": sha256_file(dst), "size": dst.stat().st_size}
+            record["mac"] = entry_mac(secret, record)
             (tmp / ENTRY).write_text(json.dumps(record, indent=1, sort_keys=True))
             final = self._entry(stage, digest)
             final.parent.mkdir(parents=True, exist_ok=True)

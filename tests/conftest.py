@@ -16,6 +16,9 @@ def private_build_cache(tmp_path_factory, monkeypatch) -> Path:
     """Every test starts with an empty build cache of its own (never the user's ~/.cache/edgekit)."""
     folder = tmp_path_factory.mktemp("edgekit-cache")
     monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(folder))
+    # and a cache key of its own (cache rule 5), never the user's ~/.config/edgekit/cache.key
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("EDGEKIT_CACHE_KEY", raising=False)
     return folder
 
 

@@ -191,8 +191,11 @@ def test_interrupted_compile_leaves_nothing(cnn_onnx, quick_profile, tmp_path):
 def test_python_api_is_deterministic(cnn_onnx, quick_profile, tmp_path):
     import edgekit
 
-    first = edgekit.compile(str(cnn_onnx), shapes={"input": (1, 3, 32, 32)}, profile=str(quick_profile), output=tmp_path / "a")
-    second = edgekit.compile(str(cnn_onnx), shapes={"input": (1, 3, 32, 32)}, profile=str(quick_profile), output=tmp_path / "b")
+    # the cache off: else the second build copies the first one's artifacts and identity holds by construction
+    first = edgekit.compile(str(cnn_onnx), shapes={"input": (1, 3, 32, 32)}, profile=str(quick_profile), output=tmp_path / "a",
+                            cache=False)
+    second = edgekit.compile(str(cnn_onnx), shapes={"input": (1, 3, 32, 32)}, profile=str(quick_profile), output=tmp_path / "b",
+                             cache=False)
     assert first.passed and second.passed
     assert first.targets[0].accuracy.to_dict() == second.targets[0].accuracy.to_dict()
     assert sha256_file(tmp_path / "a/cpu/model.onnx") == sha256_file(tmp_path / "b/cpu/model.onnx")

@@ -7,8 +7,11 @@
    of `data.py`.
 3. The original runs once on the evaluation samples: every artifact is compared to those outputs.
 4. Steps 1 and 2+3 are build-cache entries (`cache`): "export" (the checked ONNX and preprocessor files)
-   and "samples" (the feeds and the original's outputs, per input shapes). When both are cached the
-   PyTorch model is not even loaded, unless the benchmark times it (`runtimes.LazySession`).
+   and "samples" (the feeds and the original's outputs, per input shapes).
+5. The verdict never rests on the cache alone: when the original's outputs come from the cache, the
+   original is run again on the first SPOT_CHECK evaluation samples and must give the same outputs (to
+   SPOT_TOLERANCE of each output's largest magnitude); otherwise the entry is reported, removed and the
+   samples rebuilt. The report's notes say which happened.
 """
 
 from __future__ import annotations
@@ -215,6 +218,23 @@ def _reference(source: SourceModel, export: _Export, output_names: list[str], th
                        torch_settings(threads))
 
 
+SPOT_CHECK = 4
+SPOT_TOLERANCE = 1e-3
+
+
+def spot_check(reference: Session, samples: Samples, outputs: list) -> str | None:
+    """Rule 5: None when the original gives the cached outputs again on the first SPOT_CHECK evaluation samples,
+    else what differs."""
+    fresh = verify.run_all(reference, samples.evaluation[:SPOT_CHECK])
+    for i, (got, cached) in enumerate(zip(fresh, outputs)):
+        for j, (a, b) in enumerate(zip(got, cached)):
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1e-6)
+            if a.shape != b.shape or not np.all(np.abs(a - b) <= SPOT_TOLERANCE * scale):
+                return f"output {j} of evaluation sample {i} differs from the cached one"
+    return None
+
+
 def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, ...]], data: Path | None,
             threads: int, workdir: Path, progress, store: cache.BuildCache, family: "TaskFamily | None" = None,
             text_column: str = "text", label_column: str | None = None) -> Prepared:
@@ -248,7 +268,13 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         folder = workdir / f"samples-{digest[:12]}"
         meta = store.fetch("samples", digest, folder)
         if meta is not None:
-            return (*_load_samples(folder / SAMPLES_FILE, meta), digest)
+            samples, outputs = _load_samples(folder / SAMPLES_FILE, meta)
+            differs = spot_check(reference, samples, outputs)
+            if differs is None:
+                samples.notes.append(f"the original's outputs came from the build cache: the original was run again "
+                                     f"on {min(SPOT_CHECK, len(samples.evaluation))} evaluation samples and gave them again")
+                return samples, outputs, digest
+            store.discard("samples", digest, f"the original, run again, disagrees: {differs}")
         samples = family.samples(preprocessors.request(for_specs, modality, data, profile, base_key["labels"],
                                                        text_column, label_column))
         progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples"

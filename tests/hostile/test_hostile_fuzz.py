@@ -26,8 +26,14 @@ FUZZ = settings(max_examples=30, deadline=timedelta(seconds=60), derandomize=Tru
 
 def compile_in(folder: Path, model: Path, profile: Path):
     result = CliRunner().invoke(main, ["compile", str(model), "--profile", str(profile), "-o", str(folder / "out"), "-q"])
+    # the runner catches exceptions and calls them exit 1: only a SystemExit the CLI chose counts
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code in (0, 1, 2), result.output
     assert "Traceback" not in result.output
+    if result.exit_code == 1:  # a missed budget, and only that: the bundle is written and says so
+        import json
+
+        assert json.loads((folder / "out" / "report.json").read_text())["verdict"] == "fail"
     return result
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from cli_helpers import assert_usage_error
+from cli_helpers import assert_usage_error, rehash
 from hostile_inputs import matmul_model, snapshot
 from onnx import TensorProto, helper, numpy_helper
 
@@ -170,11 +170,13 @@ def test_verify_refuses_a_manifest_linked_from_outside(bundle_copy, tmp_path):
 
 
 def point_artifact(bundle: Path, target: str, artifact: str) -> None:
-    """Make `target`'s runtime.json name `artifact` (the file is then no longer the one the manifest hashed)."""
+    """Make `target`'s runtime.json name `artifact`, and the manifest agree with it (so no hash check can stop the
+    read: only the path check can, and removing it fails these tests)."""
     settings_path = bundle / target / "runtime.json"
     settings = json.loads(settings_path.read_text())
     settings["artifact"] = artifact
     settings_path.write_text(json.dumps(settings))
+    rehash(bundle, f"{target}/runtime.json")
 
 
 OUTSIDE_ARTIFACTS = ["../x.onnx", "../../secret.json", "/etc/hostname"]
