@@ -333,6 +333,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_gone(pid: str) -> bool:
+    """True when `pid` (digits, as written in a temporary folder's name) names no running process."""
+    return pid.isdigit() and not _alive(int(pid))
+
+
 def stale_folders(out: Path | None = None) -> list[Path]:
     """Rule 8: temporary folders of builds whose process is gone (beside `out`, and in the temporary folder)."""
     places = [(Path(tempfile.gettempdir()), "edgekit-work-")]

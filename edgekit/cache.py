@@ -8,7 +8,8 @@
    (`bundle.package_versions`), a digest of edgekit's own source files, Python, and the CPU (kernels
    differ by instruction set).
 3. Writes are atomic: an entry is assembled in `tmp/` inside the cache and renamed into place, so an
-   interrupted build or a full disk leaves no partial entry (stale `tmp/` folders are swept later).
+   interrupted build or a full disk leaves no partial entry (`tmp/` folders carry their process id: those of
+   processes that died, killed ones included, are swept by the next build; others once they are old).
    Two builds storing the same key at once: the first rename wins and the other's copy is dropped.
    A store that fails (disk full, read-only cache) is reported and the build goes on without it.
 4. Reads trust nothing: every file is copied out and its copy's sha256 checked against `entry.json`.
@@ -204,10 +205,13 @@ class BuildCache:
         tmp = self.root / LAYOUT / "tmp"
         if not tmp.is_dir():
             return
+        from .bundle import process_gone
+
         now = time.time()
         for item in tmp.iterdir():
-            try:
-                if now - item.stat().st_mtime > STALE_TMP_SECONDS:
+            try:  # a store of a process that died (its pid is in the name), or one too old to be alive
+                if process_gone(item.name.rsplit("-", 2)[1] if item.name.count("-") >= 2 else "") or \
+                        now - item.stat().st_mtime > STALE_TMP_SECONDS:
                     shutil.rmtree(item, ignore_errors=True)
             except OSError:
                 continue
@@ -303,7 +307,7 @@ class BuildCache:
         tmp = None
         try:
             (self.root / LAYOUT / "tmp").mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{stage}-", dir=self.root / LAYOUT / "tmp"))
+            tmp = Path(tempfile.mkdtemp(prefix=f"{stage}-{os.getpid()}-", dir=self.root / LAYOUT / "tmp"))
             record: dict[str, Any] = {"stage": stage, "key": digest, "files": {}, "results": _plain(results or {}),
                                       "created_by": f"edgekit pid {os.getpid()}"}
             for name, src in sorted(files.items()):

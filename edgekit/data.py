@@ -28,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -176,12 +177,25 @@ def _split(items: list, n_eval: int, n_calib: int, seed: int, notes: list[str],
 
 # ---------------------------------------------------------------- text
 
+def lines_of(text: str) -> list[str]:
+    """Lines split on `\n` only (a `\r` before it dropped): U+2028, form feeds and the other breaks
+    `str.splitlines` knows may sit inside a JSON string or a sentence."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def _none_in(path: Path, what: str) -> UsageError:
+    return UsageError(f"{path}: no samples: the file is empty or blank; {what}")
+
+
 def read_lines(path: Path) -> list[str]:
     try:
         text = read_text_bounded(path, "utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (text data is one sample a line)") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in lines_of(text) if line.strip()]
+    if not lines:
+        raise _none_in(path, "give one text sample a line")
+    return lines
 
 
 def _missing_label(path: Path, place: str, label_column: str, first: str) -> UsageError:
@@ -194,7 +208,7 @@ def read_jsonl(path: Path, text_column: str = "text", label_column: str | None =
     `label_column` None: `label` when the records have it; a name: every record must have it.
     """
     try:
-        lines = read_text_bounded(path, "utf-8-sig").splitlines()
+        lines = lines_of(read_text_bounded(path, "utf-8-sig"))
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (JSON Lines: one JSON object a line)") from None
     wanted = label_column or "label"
@@ -231,6 +245,8 @@ def read_jsonl(path: Path, text_column: str = "text", label_column: str | None =
         texts.append(text)
         labels.append(label)
         where.append(place)
+    if not texts:
+        raise _none_in(path, f"give one JSON object a line, like {{\"{text_column}\": \"...\"}}")
     return texts, (labels if first_labelled else None), where
 
 
@@ -243,7 +259,7 @@ def read_csv(path: Path, text_column: str = "text", label_column: str | None = N
         content = read_text_bounded(path, "utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (CSV with a header row)") from None
-    reader = csv.reader(content.splitlines(keepends=True))
+    reader = csv.reader(io.StringIO(content, newline=""))  # rows end at \n or \r only (lines_of)
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -277,6 +293,8 @@ def read_csv(path: Path, text_column: str = "text", label_column: str | None = N
                 raise UsageError(f"{path}: {place}: empty '{wanted}'; label every row or drop the column")
             labels.append(row[l_index].strip())
         where.append(place)
+    if not texts:
+        raise _none_in(path, f"give a header row and one row a sample, with a '{text_column}' column")
     return texts, (labels if l_index is not None else None), where
 
 
@@ -327,12 +345,30 @@ def image_classes(folder: Path, images: list[Path]) -> list[str] | None:
     return None
 
 
+def _to_8bit(image):
+    """A 16-bit (or integer or float) grey image scaled to 0..255 by its range: 16-bit by 65535, 32-bit integer or
+    float by the smallest of 1, 255, 65535 that holds its values, else its largest value (PIL's own conversion
+    clips every value above 255 to white)."""
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0))
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # "I" or "F": the smallest of the usual ranges that holds every value
+        top = next((t for t in (1.0, 255.0, 65535.0) if peak <= t), peak)
+    grey = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def _open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:  # reads the header only: the size is checked before decoding
             check_image_size(image, path)
+            if image.mode.startswith(("I", "F")):  # 16-bit or 32-bit grey: scaled to 8 bits, not clipped at 255
+                return _to_8bit(image)
             return image.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise UsageError(f"{path}: image too large to decode safely ({exc})") from None
@@ -405,6 +441,11 @@ def read_npz(path: Path, specs: list[InputSpec]) -> tuple[list[Feed], np.ndarray
     return feeds, _npz_labels(path, arrays.get("labels"), len(feeds))
 
 
+# Larger magnitudes are not data: calibration cannot scale them (an INT8 range of 3e38 overflows), and a float32
+# input overflows at 3.4e38. The same bound holds for weights (graph.non_finite_weight).
+LARGEST_VALUE = 1e30
+
+
 def _check_values(path: Path, spec: InputSpec, array: np.ndarray) -> None:
     """Issue 17 §8-9: numbers the input can hold, refused before any work, naming the first bad entry: no strings or
     objects, no complex numbers (their imaginary part would be dropped), no NaN or infinity, nothing beyond the
@@ -420,11 +461,11 @@ def _check_values(path: Path, spec: InputSpec, array: np.ndarray) -> None:
     if kind == "f" or target.kind == "f":
         bad = ~np.isfinite(array) if kind == "f" else np.zeros(array.shape, dtype=bool)
         if target.kind == "f" and array.size:
-            bad |= np.abs(array.astype(np.float64)) > np.finfo(target).max
+            bad |= np.abs(array.astype(np.float64)) > min(float(np.finfo(target).max), LARGEST_VALUE)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise UsageError(f"{path}: array '{spec.name}' holds {array[where].item()!r} at sample {where[0]}, index "
-                             f"{list(where[1:])}: not a finite {target} value; fix or drop that sample")
+                             f"{list(where[1:])}: not a finite {target} value below {LARGEST_VALUE:g}; fix or drop that sample")
     elif target.kind in "iu" and array.size:
         info = np.iinfo(target)
         bad = (array < info.min) | (array > info.max)

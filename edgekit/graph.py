@@ -42,6 +42,26 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"
 
 
+_FLOAT_TENSORS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def bad_weight(model: onnx.ModelProto, largest: float = 1e30) -> str | None:
+    """The first float weight (an initializer held in the file) that is NaN, infinite or beyond `largest` in
+    magnitude, as `name[index] = value`; None when every one is sound (issue 17: such a weight makes calibration
+    and its scales meaningless)."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.data_type not in _FLOAT_TENSORS or init.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        values = numpy_helper.to_array(init)
+        bad = ~np.isfinite(values) | (np.abs(values.astype(np.float64)) > largest)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0]) if values.ndim else ()
+            return f"{init.name}{list(where) if where else ''} = {values[where].item() if where else values.item()!r}"
+    return None
+
+
 def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, turning every way it can be unreadable into one usage error.
 

@@ -218,6 +218,15 @@ def _reference(source: SourceModel, export: _Export, output_names: list[str], th
                        torch_settings(threads))
 
 
+def _sound(source: SourceModel, model):
+    """The model, unless a weight is NaN, infinite or beyond 1e30 (a usage error naming it)."""
+    bad = graph.bad_weight(model)
+    if bad is not None:
+        raise UsageError(f"{source.location}: weight {bad} is not a finite number below 1e30; the model is damaged "
+                         "(fix or retrain it): nothing built from it could be trusted")
+    return model
+
+
 SPOT_CHECK = 4
 SPOT_TOLERANCE = 1e-3
 
@@ -241,7 +250,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     family = family or tasks.for_task(source.task)
     env, model_digest = cache.environment(), source_digest(source)
     export = _export(source, env, model_digest, workdir, progress, store)
-    model = graph.load(export.onnx)
+    model = _sound(source, graph.load(export.onnx))
     specs = graph.resolve_shapes(graph.input_specs(model), shapes)
     safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
     if source.kind == "onnx":

@@ -84,3 +84,42 @@ def test_output_below_a_file_exits_2(cnn_onnx, tmp_path):
     line = _usage_line(CliRunner().invoke(main, ["compile", str(cnn_onnx), "-t", "cpu", "--shape", "input=1,3,32,32",
                                                  "--no-bench", "--progress", "none", "-o", str(tmp_path / "afile" / "sub")]))
     assert "afile" in line and "is a file, not a folder" in line
+
+
+def _previous(cnn_onnx, tmp_path):
+    out = tmp_path / "out"
+    args = ["compile", str(cnn_onnx), "-t", "cpu", "--shape", "input=1,3,32,32", "--no-bench", "-o", str(out),
+            "--eval-samples", "4", "--calibration-samples", "4", "--progress", "none"]
+    assert CliRunner().invoke(main, args).exit_code in (0, 1)
+    return out, args
+
+
+def test_a_full_temp_disk_exits_2_and_keeps_the_previous_bundle(cnn_onnx, tmp_path, monkeypatch, private_build_cache):
+    import onnx
+
+    from edgekit.verify_bundle import verify
+
+    out, args = _previous(cnn_onnx, tmp_path)
+    before = (out / "manifest.json").read_text()
+
+    def full(model, path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(onnx, "save", full)
+    monkeypatch.setattr(onnx, "save_model", full)
+    line = _usage_line(CliRunner().invoke(main, [*args, "--no-cache"]))
+    assert "no space left on the device" in line
+    assert (out / "manifest.json").read_text() == before and verify(out).ok
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name] == []
+
+
+def test_a_read_only_output_location_exits_2(cnn_onnx, tmp_path, monkeypatch):
+    from edgekit import bundle
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path))
+
+    monkeypatch.setattr(bundle.tempfile, "mkdtemp", read_only)
+    line = _usage_line(CliRunner().invoke(main, ["compile", str(cnn_onnx), "-t", "cpu", "--shape", "input=1,3,32,32",
+                                                 "--no-bench", "--progress", "none", "-o", str(tmp_path / "out")]))
+    assert "read-only file system" in line and str(tmp_path) in line

@@ -128,3 +128,40 @@ def test_bench_original_must_be_the_model_compiled(cnn_bundle, cnn_onnx_opset11,
     result = _bench(str(bundle), "--original")
     assert result.exit_code == 2, result.output
     assert "--original" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["verify", "bench", "embed"])
+@pytest.mark.parametrize("text", ["{ not json", '{"target": "cpu", "runtime": "onnxruntime"}',
+                                  '{"target": "cpu", "artifact": 3, "runtime": "onnxruntime"}'],
+                         ids=["not-json", "no-artifact", "wrong-type"])
+def test_a_bad_runtime_json_is_exit_2_for_every_reader(cnn_bundle, tmp_path, command, text):
+    from cli_helpers import assert_usage_error, rehash
+
+    bundle = _copy(cnn_bundle, tmp_path)
+    (bundle / "cpu" / "runtime.json").write_text(text)
+    rehash(bundle, "cpu/runtime.json")  # consistent with the manifest: the record's own check must refuse it
+    args = {"verify": [str(bundle)], "bench": [str(bundle), "--duration", "0.2"],
+            "embed": [str(bundle / "cpu"), "-f", "bin", "-o", str(tmp_path / "fw")]}[command]
+    assert_usage_error(CliRunner().invoke(main, [command, *args]), "cpu/runtime.json")
+
+
+def test_a_cache_on_a_full_disk_never_fails_the_build(cnn_onnx, tmp_path, monkeypatch, caplog):
+    import errno
+    import os
+
+    from edgekit import cache
+
+    real = shutil.copyfile
+
+    def full(src, dst, *a, **k):
+        if "/v1/tmp/" in str(dst):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(cache.shutil, "copyfile", full)
+    caplog.set_level("WARNING", logger="edgekit")
+    result = CliRunner().invoke(main, ["compile", str(cnn_onnx), "-t", "cpu", "--shape", "input=1,3,32,32", "--no-bench",
+                                       "--progress", "none", "-o", str(tmp_path / "out")])
+    assert result.exit_code in (0, 1), result.output
+    assert "could not store" in caplog.text and verify(tmp_path / "out").ok
+    assert not list((Path(os.environ["EDGEKIT_CACHE_DIR"]) / "v1").glob("*/*/entry.json"))
