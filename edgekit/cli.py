@@ -179,11 +179,14 @@ def _show(report, junit: str | None) -> None:
         click.echo(f"not measured: {item['target']}: {item['reason']}", err=True)
     if report.provisional:
         click.echo(f"verdict {report.verdict} is provisional: {report.provisional}", err=True)
-    if not report.passed:
-        failed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False and c.gating)})"
-                  for t in report.targets if t.verdict != "pass"]
-        click.echo(f"budget missed: {'; '.join(failed)}", err=True)
-        sys.exit(EXIT_BUDGET_MISSED)
+    for f in report.failed:
+        click.echo(f"not built: {f.target}: {f.error}", err=True)
+    missed = [f"{t.target} ({', '.join(c.budget for c in t.checks if c.passed is False and c.gating)})"
+              for t in report.targets if t.verdict != "pass"]
+    if missed:
+        click.echo(f"budget missed: {'; '.join(missed)}", err=True)
+    if report.exit_code:
+        sys.exit(report.exit_code)
 
 
 # compile's options that apply to a whole project; every other one describes one model

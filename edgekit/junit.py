@@ -6,7 +6,9 @@ Rules:
 2. A missed budget has a <failure> with the measured value and the limit; a budget that is not
    applicable (e.g. accuracy without labels), or not checked (latency of a target whose device is not
    here), is <skipped> with the reason.
-3. The file is written atomically (a temporary file beside it, then `os.replace`): a CI job never
+3. A target that was not built (its build failed; the others are in the bundle) is a <testsuite> of one
+   <testcase> named `build` with an <error> giving the failure.
+4. The file is written atomically (a temporary file beside it, then `os.replace`): a CI job never
    reads half a file, and it is written whatever the verdict.
 """
 
@@ -60,7 +62,14 @@ def to_junit(report) -> str:
             _case(suite, target.target, check)
         for key in totals:
             totals[key] += counts[key]
-    root.set("errors", "0")
+    for failed in getattr(report, "failed", []):  # a target that was not built: one test case, in error
+        suite = ET.SubElement(root, "testsuite", name=f"edgekit.{failed.target}", tests="1", failures="0", skipped="0",
+                              errors="1", time="0")
+        case = ET.SubElement(suite, "testcase", classname=f"edgekit.{failed.target}", name="build", time="0")
+        ET.SubElement(case, "error", message=failed.error, type="BuildFailed").text = (
+            f"{failed.target} ({failed.runtime} {failed.device}) was not built: {failed.error} (exit {failed.exit_code})")
+        totals["tests"] += 1
+    root.set("errors", str(len(getattr(report, "failed", []))))
     for key, value in totals.items():
         root.set(key, str(value))
     ET.indent(root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,14 +22,14 @@ from .bundle import BundleWriter, work_folder, write_json
 from .cache import BuildCache
 from .config import Profile
 from .devices import probe_all
-from .errors import UsageError
+from .errors import EXIT_INTERNAL, EdgekitError, UsageError, environment_error
 from .judge import judge, unmeasurable, verdict
 from .junit import write_junit
 from .progress import NullProgress, rounds
-from .report import NO_BENCH, Report, TargetResult
+from .report import NO_BENCH, FailedTarget, Report, TargetResult
 from .request import CompileRequest, Resolved
 from .runtimes import Feed, Session, default_threads
-from .source import SourceModel, resolve_source
+from .source import SourceModel, is_module, module_source, resolve_source
 from .stages import benchmark, static_shapes
 from .stages.caps import check_caps
 from .stages.prepare import Prepared, prepare
@@ -91,10 +92,12 @@ def _benchmark(named: dict[str, Built], prep: Prepared, feed: Feed, prof: Profil
     return latencies, throughput
 
 
-def compile(model: str | Path | None = None, **options: Any) -> Report:
+def compile(model: Any = None, **options: Any) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
-    `model`: a Hugging Face model folder, a hub id, or an `.onnx` file; None for the embedded default.
+    `model`: a Hugging Face model folder, a hub id, an `.onnx` file, or a PyTorch `nn.Module` (then
+    `example_inputs` (a tensor or a tuple of them) is required, and `input_names`, `output_names` and torch.export's
+    `dynamic_shapes` may be given; the module itself is the original verified against); None for the embedded default.
     `text_column` / `label_column`: the fields of a `.jsonl`/`.csv` `data` file (label: `label` if present).
     `overrides`: budgets and data sizes that replace the profile's (see `config.apply_overrides`), e.g.
     `{"min_cosine": 0.995, "max_drop": {"accuracy": 0.01}, "seed": 1}`.
@@ -115,7 +118,8 @@ def run(request: CompileRequest) -> Report:
     """Compile a request: prepare -> build each target -> benchmark -> judge -> write (the module docstring)."""
     plan = request.resolve()
     progress = request.progress or NullProgress()
-    source = resolve_source(request.model, request.task, trust_remote_code=request.trust_remote_code)
+    source = (module_source(request.model) if is_module(request.model)
+              else resolve_source(request.model, request.task, trust_remote_code=request.trust_remote_code))
     if source.kind == "onnx":
         check_caps(source.path, plan.targets, source.path.name)
     out = Path(request.output) if request.output is not None else default_output(source)
@@ -125,7 +129,13 @@ def run(request: CompileRequest) -> Report:
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workdir = Path(tmp)
+        exported = ""
+        if source.module is not None:  # a module given from Python: its ONNX file first (export rule 4)
+            source, exported = _export_module(source, request, workdir, progress)
+            check_caps(source.path, plan.targets, "the exported graph")
         prep, family = _prepare(plan, source, threads, workdir, progress, store)
+        if exported:
+            prep.samples.notes.insert(0, exported)
         fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
                                                plan.profile.sequence_length, frozenset(plan.shapes))
                  for t in plan.targets if t.static_shapes}
@@ -133,7 +143,7 @@ def run(request: CompileRequest) -> Report:
         variants = static_variants(fixed, prep, workdir, progress)
         ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress,
                       {k: v for k, v in family.secondary_for(prep.reference_outputs, plan.profile.budgets).items() if k not in plan.asked})
-        built = [build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)) for t in plan.targets]
+        built, failed = _build_all(ctx, plan, here, variants)
         latencies, throughput = {}, {}
         if not request.no_bench:
             def measure(named: dict[str, Built]):
@@ -142,10 +152,45 @@ def run(request: CompileRequest) -> Report:
             latencies, throughput = measure({b.target.name: b for b in built})
             built, latencies, throughput = compete(ctx, built, latencies, measure, throughput)
         report = _report(plan, ctx, source, built, latencies, throughput)
+        report.failed = failed
         _write(bundle, report, plan, built)
     if plan.junit is not None:
         write_junit(report, plan.junit)
     return report
+
+
+def _export_module(source: SourceModel, request: CompileRequest, workdir: Path, progress) -> tuple[SourceModel, str]:
+    """A module given from Python, exported to ONNX in the work folder (export rule 4); the note says how."""
+    from .stages.export import export_module
+
+    progress.stage(f"export {source.location} to ONNX")
+    source, note = export_module(source, request.example_inputs, request.input_names, request.output_names,
+                                 request.dynamic_shapes, workdir / "module" / source.path.name)
+    progress.note(note)
+    return dataclasses.replace(source, task=request.task), note
+
+
+def _build_all(ctx: Context, plan: Resolved, here: dict, variants: dict) -> tuple[list[Built], list[FailedTarget]]:
+    """Every target, each on its own: one that fails is reported with its error and left out of the bundle, and
+    the others are kept (issue 19); when none builds, the first failure is raised as it is."""
+    built, failed, first = [], [], None
+    for t in plan.targets:
+        try:
+            built.append(build_target(ctx, t, plan.precisions[t.name], here[t.name], variants.get(t.name)))
+        except Exception as exc:  # KeyboardInterrupt is not an Exception: an interrupt still stops the build
+            first = first or exc
+            error = environment_error(exc) or exc
+            code = error.exit_code if isinstance(error, EdgekitError) else EXIT_INTERNAL
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if not isinstance(error, EdgekitError):
+                text = f"{type(error).__name__}: {text}"
+            failed.append(FailedTarget(t.name, t.runtime, t.device, text, code))
+            shutil.rmtree(ctx.bundle.root / t.name, ignore_errors=True)  # never half a target in the bundle
+            ctx.progress.note(f"{t.name}: not built ({text}); the other targets go on")
+            log.debug("target %s failed", t.name, exc_info=exc)
+    if not built and first is not None:
+        raise first
+    return built, failed
 
 
 def _prepare(plan: Resolved, source: SourceModel, threads: int, workdir: Path, progress, store: BuildCache
@@ -232,7 +277,7 @@ def _write(bundle: BundleWriter, report: Report, plan: Resolved, built: list[Bui
     (bundle.root / "report.md").write_text(report.to_markdown())
     precompiled = {b.target.name: b.precompiled for b in built if b.precompiled is not None}
     bundle.write_manifest(report.source, {"edgekit": __version__, "task": report.task, "profile": plan.profile.name,
-                                          "targets": [t.name for t in plan.targets],
+                                          "targets": [b.target.name for b in built],
                                           **({"unmeasured": report.unmeasured} if report.unmeasured else {}),
                                           **({"precompiled": precompiled} if precompiled else {})})
     report.bundle = bundle.commit()

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .config import (OVERRIDE_DATA, BudgetKeys, DataKeys, apply_overrides, load_profile, load_target, read_toml,
                      resolve_precision)
-from .errors import EXIT_BUDGET_MISSED, EXIT_INTERNAL, EXIT_OK, EdgekitError, UsageError
+from .errors import EXIT_INTERNAL, EXIT_OK, EdgekitError, UsageError
 from .progress import NullProgress
 from .schema import KEY, OneOf, Rule, Schema, Text, extend, fields_of, invalid, nearest, validate
 from .report import _mb
@@ -424,8 +424,10 @@ def build_model(entry: ModelEntry, options: BuildOptions, progress=None) -> Mode
                             seconds=time.monotonic() - started)
     results = tuple(TargetOutcome(t.target, t.verdict, t.accuracy.cosine_min, t.speedup_p50, t.not_measured, t.size_bytes,
                                   tuple(c.budget for c in t.checks if c.passed is False)) for t in report.targets)
+    results += tuple(TargetOutcome(f.target, f"not built: {f.error}", math.nan, None, "not built", 0, ())
+                     for f in report.failed)  # a target that failed: its row, the others kept (issue 19)
     return ModelOutcome(entry.name, entry.targets, report.bundle, results,
-                        exit_code=EXIT_OK if report.passed else EXIT_BUDGET_MISSED, seconds=time.monotonic() - started)
+                        exit_code=report.exit_code, seconds=time.monotonic() - started)
 
 
 def _shown(path: Path | str) -> str:

@@ -196,6 +196,26 @@ class TargetResult:
 
 
 @dataclass
+class FailedTarget:
+    """A target that could not be built: its row in the report, with the error (the others are kept: issue 19)."""
+
+    target: str
+    runtime: str
+    device: str
+    error: str
+    exit_code: int  # 2: the input or environment; 3: a failure inside edgekit or a runtime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "runtime": self.runtime, "device": self.device, "error": self.error,
+                "exit_code": self.exit_code}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FailedTarget":
+        return cls(str(d.get("target", "")), str(d.get("runtime", "")), str(d.get("device", "")), str(d.get("error", "")),
+                   int(d.get("exit_code", 3)) if isinstance(d.get("exit_code"), int) else 3)
+
+
+@dataclass
 class Report:
     edgekit_version: str
     source: dict[str, Any]
@@ -210,10 +230,17 @@ class Report:
     bundle: Path | None = None  # where the bundle was written
     original_throughput: dict[int, Throughput] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # the build cache: where, and what was reused or stored
+    failed: list[FailedTarget] = field(default_factory=list)  # targets that could not be built
 
     @property
     def verdict(self) -> str:
-        return "pass" if all(t.verdict == "pass" for t in self.targets) else "fail"
+        return "pass" if all(t.verdict == "pass" for t in self.targets) and not self.failed else "fail"
+
+    @property
+    def exit_code(self) -> int:
+        """The worst outcome: a target that failed to build (2 or 3), else 1 for a missed budget, else 0."""
+        worst = max((f.exit_code for f in self.failed), default=0)
+        return max(worst, 0 if all(t.verdict == "pass" for t in self.targets) else 1)
 
     @property
     def passed(self) -> bool:
@@ -250,6 +277,7 @@ class Report:
             "unmeasured": self.unmeasured,
             "notes": self.notes,
             "cache": self.cache,
+            **({"failed": [f.to_dict() for f in self.failed]} if self.failed else {}),
         }
 
     @classmethod
@@ -267,7 +295,8 @@ class Report:
             original={k: v for k, v in original.items() if k not in LATENCY_ENTRY_KEYS and k != "throughput"},
             original_latency=latency_from_json(original), data=d.get("data") or {}, benchmark=d.get("benchmark") or {},
             targets=[TargetResult.from_dict(t) for t in d.get("targets") or []], notes=list(d.get("notes") or []),
-            original_throughput=throughput_from_json(original.get("throughput")), cache=d.get("cache") or {})
+            original_throughput=throughput_from_json(original.get("throughput")), cache=d.get("cache") or {},
+            failed=[FailedTarget.from_dict(f) for f in d.get("failed") or [] if isinstance(f, dict)])
 
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
@@ -296,6 +325,16 @@ class Report:
                 if labelled else "No labels in the data: accuracy and macro-F1 are not measured; agreement with the original "
                 "is; [95% interval].")
         return ["", "## Task metrics", "", head, "", table.to_markdown()]
+
+    def _failed_markdown(self) -> list[str]:
+        """Targets that could not be built: each with its error; the others are in the bundle."""
+        if not self.failed:
+            return []
+        table = Table(["target", "runtime", "device", "error", "exit"], align="lllll")
+        for f in self.failed:
+            table.add(f.target, f.runtime, f.device, f.error, str(f.exit_code))
+        return ["", "## Targets that failed to build", "", "Not in the bundle; every other target is. The verdict is `fail`.",
+                "", table.to_markdown()]
 
     def _out_of_domain_markdown(self) -> list[str]:
         """Fidelity on text of kinds the compile did not calibrate on (data rule 6), apart from the evaluation's."""
@@ -342,7 +381,7 @@ class Report:
 
     def to_markdown(self) -> str:
         """report.md: the summary, the figures table, then one section per topic that has something to say."""
-        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()]
+        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()] + self._failed_markdown()
         lines += self._cold_start_markdown() + self._throughput_markdown() + self._recovery_markdown()
         lines += (self._budgets_markdown() + self._task_markdown() + self._out_of_domain_markdown() + self._device_markdown()
                   + self._notes_markdown())

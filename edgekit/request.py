@@ -45,7 +45,7 @@ def writable(path: Path, option: str) -> None:
 class CompileRequest:
     """What to compile and how (see `edgekit.compile` for each option)."""
 
-    model: str | Path | None = None  # a Hugging Face folder or id, an .onnx file; None: the embedded default
+    model: Any = None  # a Hugging Face folder or id, an .onnx file, a PyTorch nn.Module; None: the embedded default
     targets: Sequence[str] = DEFAULT_TARGETS
     profile: str = DEFAULT_PROFILE
     output: str | Path | None = None
@@ -60,6 +60,12 @@ class CompileRequest:
     require_measured: bool = False
     trust_remote_code: bool = False
     force: bool = False
+    # A PyTorch module given as `model`: its example inputs (a tensor or a tuple), the names of its inputs and
+    # outputs, and torch.export's dynamic_shapes (stages/export.py rule 4).
+    example_inputs: Any = None
+    input_names: Sequence[str] | None = None
+    output_names: Sequence[str] | None = None
+    dynamic_shapes: Any = None
     no_bench: bool = False
     cache: bool = True
     progress: Any = field(default=None, compare=False)
@@ -68,6 +74,11 @@ class CompileRequest:
         """The request checked and loaded (rule 2)."""
         if self.no_bench and self.require_measured:
             raise UsageError("--require-measured needs the benchmark: drop --no-bench, or drop --require-measured")
+        from .source import is_module
+
+        if is_module(self.model) and self.example_inputs is None:
+            raise UsageError("a PyTorch module needs example inputs to be exported: edgekit.compile(module, "
+                             "example_inputs=(torch.randn(1, 3, 224, 224),), ...)")
         targets = [load_target(t) for t in dict.fromkeys(self.targets or DEFAULT_TARGETS)]
         profile = apply_overrides(load_profile(self.profile or DEFAULT_PROFILE), self.overrides)
         precisions = {t.name: resolve_precision(t, profile) for t in targets}  # one a target cannot build: exit 2 now

@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import safety
 from .errors import UsageError
@@ -50,7 +51,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 @dataclass
 class SourceModel:
-    kind: str  # "huggingface" | "onnx"
+    kind: str  # "huggingface" | "onnx" | "pytorch" (a module given from Python, exported before the build)
     location: str  # what the user gave (path or hub id), for the manifest
     path: Path  # local folder (huggingface) or file (onnx)
     name: str  # short name for default output folders
@@ -61,16 +62,46 @@ class SourceModel:
     weight_files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     weights_format: str | None = None  # "safetensors" | "pickle" | "onnx" (for the manifest)
     trust_remote_code: bool = False  # the user allowed the model's own Python code to run
+    module: Any = None  # a PyTorch nn.Module given from Python (kind "pytorch"): the original itself
+
+    @property
+    def is_graph(self) -> bool:
+        """An ONNX graph is what the build starts from: an .onnx file, or a module exported to one."""
+        return self.kind in ("onnx", "pytorch")
 
     @property
     def modality(self) -> str:
         """"text", "image" or "tensor" (ONNX files: decided from inputs later)."""
-        if self.kind == "onnx":
+        if self.is_graph:
             return "tensor"
         return "image" if self.task == "image-classification" or "image_size" in self.config else "text"
 
     def describe(self) -> str:
         return f"{self.location} ({self.kind}{', task ' + self.task if self.task else ''})"
+
+
+def is_module(model: Any) -> bool:
+    """A PyTorch module (or anything with a state dict that can be called), not a path or a hub id."""
+    return model is not None and not isinstance(model, (str, os.PathLike)) and hasattr(model, "state_dict") \
+        and callable(model)
+
+
+def module_source(module: Any) -> SourceModel:
+    """A module given from Python: recorded by its class and the sha256 of its state dict; its ONNX file is
+    written by the pipeline (stages/export.export_module) before the build."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        value = tensor.detach().cpu()
+        digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
+        digest.update(np.ascontiguousarray(value.float().numpy() if value.is_floating_point() else value.numpy()).tobytes())
+    cls = type(module)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", cls.__name__.lower()) or "module"
+    return SourceModel(kind="pytorch", location=f"python:{cls.__module__}.{cls.__qualname__}", path=Path(f"{name}.onnx"),
+                       name=name, weight_files={"state_dict": digest.hexdigest()}, weights_format="pytorch-module",
+                       module=module)
 
 
 def sha256_file(path: Path) -> str:

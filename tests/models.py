@@ -225,3 +225,24 @@ def blob_images(path: Path, count: int, size: int = 32, seed: int = 0) -> Path:
             images[i, 0, 0, y:y + 6, x:x + 6] = rng.uniform(0.9, 1.0)
     np.savez(path, image=images)
     return path
+
+
+def int32_embedding_classifier(path: Path) -> Path:
+    """The shape of a published file-type classifier: int32 byte ids (0..256) index a 257-row embedding table,
+    mean-pooled into a Gemm whose bias is [1, N] (ONNX Runtime's int32-bias scale adjustment reads it per channel
+    and fails: "The truth value of an array with more than one element is ambiguous")."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(rng.standard_normal((257, 8)).astype(np.float32), "table"),
+                    numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.1).astype(np.float32), "W"),
+                    numpy_helper.from_array((rng.standard_normal((1, 4)) * 50).astype(np.float32), "C")]
+    nodes = [helper.make_node("Gather", ["table", "bytes"], ["emb"], axis=0, name="embed"),
+             helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0, name="pool"),
+             helper.make_node("Gemm", ["pooled", "W", "C"], ["logits"], name="head")]
+    graph = helper.make_graph(nodes, "bytes", [helper.make_tensor_value_info("bytes", TensorProto.INT32, [1, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path

@@ -17,7 +17,7 @@ _LAZY = {
     "OrtSession": "onnxruntime", "ort_options": "onnxruntime", "DISABLE_OPTIMIZERS_KEY": "onnxruntime",
     "recorded_disabled_optimizers": "onnxruntime",
     "OpenVinoSession": "openvino", "BucketPlan": "openvino", "plan_buckets": "openvino", "recorded_buckets": "openvino",
-    "TorchSession": "pytorch", "torch_settings": "pytorch",
+    "TorchSession": "pytorch", "ModuleSession": "pytorch", "torch_settings": "pytorch",
 }
 
 

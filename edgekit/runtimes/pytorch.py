@@ -46,6 +46,35 @@ class TorchSession:
         return [found[n].detach().float().numpy() for n in self.output_names]
 
 
+class ModuleSession:
+    """A PyTorch module given from Python, called with the feed's inputs in the order of their names; a tuple,
+    list or dict of outputs is read in order."""
+
+    runtime = "pytorch"
+
+    def __init__(self, module: Any, input_names: list[str], output_names: list[str], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._module = module.eval()
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        self.settings = {**torch_settings(threads), "mode": "eager, inference_mode (the module given)"}
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in self.input_names]
+        with torch.inference_mode():
+            outputs = self._module(*args)
+        if isinstance(outputs, torch.Tensor):
+            flat = [outputs]
+        elif isinstance(outputs, dict) or (hasattr(outputs, "values") and hasattr(outputs, "keys")):
+            flat = list(outputs.values())
+        else:
+            flat = list(outputs)
+        return [t.detach().float().numpy() for t in flat]
+
+
 def torch_settings(threads: int) -> dict[str, Any]:
     """What a TorchSession records, known without importing torch (for a reference that was never loaded)."""
     from importlib import metadata

@@ -5,12 +5,17 @@
 2. optimum's own validation only logs a warning; edgekit runs its own check on real samples and
    fails (ExportMismatchError, exit 3) with the measured difference when it is beyond tolerance.
 3. Tokenizer and preprocessor files land beside `model.onnx`, so a device gets all it needs.
+4. A PyTorch module given from Python (`edgekit.compile(module, example_inputs=...)`) is exported with
+   `torch.export` (`torch.onnx.export(dynamo=True)`), falling back to TorchScript tracing where that fails
+   (the report's notes say which and why); the module itself is the original every artifact is verified and
+   benchmarked against (`runtimes.ModuleSession`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,3 +111,73 @@ def check_export(reference: Session, exported: Session, feeds: list[Feed]) -> fl
             worst = max(worst, err)
     log.info("export check passed: max abs error %.3g over %d samples", worst, len(feeds))
     return worst
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def export_module(source: SourceModel, example_inputs: Any, input_names: list[str] | None,
+                  output_names: list[str] | None, dynamic_shapes: Any, dst: Path) -> tuple[SourceModel, str]:
+    """Rule 4: a module given from Python, exported to `dst` with `torch.export` (`dynamo=True`), else by TorchScript
+    tracing (saying so). (the source, now pointing at its ONNX file; a note for the report)."""
+    import dataclasses
+
+    import torch
+
+    module = source.module.eval()
+    args = _as_tuple(example_inputs)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise UsageError("example_inputs: give the module's inputs as a tensor or a tuple of tensors, e.g. "
+                         "example_inputs=(torch.randn(1, 3, 32, 32),)")
+    names = list(input_names or [f"input_{i}" for i in range(len(args))])
+    if len(names) != len(args):
+        raise UsageError(f"input_names: {len(names)} name(s) for {len(args)} example input(s); give one name per input")
+    with torch.inference_mode():
+        produced = module(*args)
+    count = len(produced) if isinstance(produced, (tuple, list)) else 1
+    outputs = list(output_names or [f"output_{i}" for i in range(count)])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    note = "exported from the Python module with torch.export (dynamo)"
+    try:
+        with _quiet_torch():
+            torch.onnx.export(module, args, str(dst), input_names=names, output_names=outputs,
+                              dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False)
+    except Exception as first:  # torch.export cannot trace every module: TorchScript tracing next, and say so
+        reason = _first_line(first.__cause__ or first)
+        try:
+            with _quiet_torch():
+                torch.onnx.export(module, args, str(dst), input_names=names, output_names=outputs, dynamo=False,
+                                  opset_version=17)
+        except Exception as second:
+            raise UsageError(f"{source.location}: cannot be exported to ONNX: torch.export: {reason}; TorchScript "
+                             f"tracing: {_first_line(second)}") from second
+        note = f"exported from the Python module by TorchScript tracing (torch.export failed: {reason})"
+    return dataclasses.replace(source, path=dst), note
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line that says something, without terminal colours, at most 160 characters."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    return next((line for line in lines if line), type(exc).__name__)[:160]
+
+
+@contextmanager
+def _quiet_torch():
+    """The exporters' own chatter (its progress on stdout, its warnings about absent torchvision operators) held back:
+    edgekit says what happened in one note."""
+    import contextlib
+    import io
+
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.fx", "torch._dynamo", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -30,7 +30,7 @@ from ..bundle import write_npz
 from ..config import Profile
 from ..data import CORPUS, LabelSpace, SampleRequest, Samples
 from ..errors import InternalError, UsageError
-from ..runtimes import LazySession, OrtSession, Session, TorchSession, torch_settings
+from ..runtimes import LazySession, ModuleSession, OrtSession, Session, TorchSession, torch_settings
 from ..source import SourceModel
 from . import verify
 from .export import PREPROCESSOR_FILES, check_export, export_huggingface, load_reference
@@ -131,7 +131,7 @@ def _load_preprocessors(folder: Path, modality: str):
 
 def source_digest(source: SourceModel) -> str:
     """The content of everything the model brings: weights, config, tokenizer and preprocessor files."""
-    if source.kind == "onnx":
+    if source.is_graph:
         beside = {name: cache.content_digest(source.path.parent / name) for name in PREPROCESSOR_FILES
                   if (source.path.parent / name).is_file()}
         return cache.key("source", {"weights": source.weight_files, "preprocessors": beside})
@@ -207,6 +207,12 @@ def _export(source: SourceModel, env: dict, model_digest: str, workdir: Path, pr
 def _reference(source: SourceModel, export: _Export, output_names: list[str], threads: int) -> Session:
     """Rule 3: what every artifact is compared with: ONNX Runtime on an ONNX file, else PyTorch (loaded
     only when needed, when the export came from the cache)."""
+    if source.module is not None:  # the module given from Python is the original (export rule 4)
+        import onnx as _onnx
+
+        model = _onnx.load(str(source.path), load_external_data=False)
+        return ModuleSession(source.module, [i.name for i in model.graph.input],
+                             [o.name for o in model.graph.output], threads)
     if source.kind == "onnx":
         try:
             return OrtSession(source.path, threads)
@@ -253,9 +259,9 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     model = _sound(source, graph.load(export.onnx))
     specs = graph.resolve_shapes(graph.input_specs(model), shapes)
     safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
-    if source.kind == "onnx":
+    if source.is_graph:
         graph.require_static(specs)
-    reference = _reference(source, export, [o.name for o in model.graph.output] if source.kind != "onnx" else [], threads)
+    reference = _reference(source, export, [o.name for o in model.graph.output] if not source.is_graph else [], threads)
     onnx_path = export.onnx
     if shapes:
         model = graph.apply_shapes(model, specs)
@@ -264,7 +270,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     transformer = graph.looks_like_transformer(model)
     preprocessors = _Preprocessors(export.preprocess_dir, source, graph.index_limits(model))
     del model
-    modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.kind == "onnx" else None)
+    modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.is_graph else None)
     base_key = {"env": env, "model": model_digest, "shapes": shapes,
                 "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
                 "modality": modality, "text_column": text_column, "label_column": label_column,

@@ -5,13 +5,6 @@
    (it keeps sensitive operations such as softmax inputs in FP32). `fast` uses the performance preset
    (symmetric activations); the others the mixed preset. A graph output's final sigmoid, softmax or tanh
    is left out of quantisation (NNCF's ignored scope): its range is its own, not a calibration's.
-6. Transformers, for text the compile never saw (issue 15 §4; `benchmarks/fidelity.py`, all-MiniLM-L6-v2 on
-   48 out-of-domain paragraphs, AMD EPYC): activation ranges are the calibration's absolute min/max, not
-   the mean of each sample's (text of another kind reaches further); SmoothQuant's alpha for MatMuls is
-   0.8 (NNCF's default 0.95 changed nothing here, 0.5 broke the model); and, with the profile's
-   `split_outliers`, the first feed-forward down projection (the first MatMul fed by GELU) stays in float.
-   cosine_min out of domain 0.9900 -> 0.9955, in domain 0.9938 -> 0.9949, for 3% of the speed (the
-   outlier split of the `cpu` recipe gave 0.9951 for 8%; every down projection in float 0.9974 for 17%).
 3. FP32: the converted model as is.
 4. `openvino.save_model` compresses weights to FP16 unless told not to: edgekit always tells it not to,
    so an FP32 artifact is FP32 and INT8 scales stay exact.
@@ -19,6 +12,16 @@
    shared by the whole process (`Constant_89854`), so the same model built twice in one process (a
    project build) would differ; those layer names are renumbered in document order. Inputs and outputs
    (Parameter, Result) keep their names.
+6. Transformers, for text the compile never saw (issue 15 §4; `benchmarks/fidelity.py`, all-MiniLM-L6-v2 on
+   48 out-of-domain paragraphs, AMD EPYC): activation ranges are the calibration's absolute min/max, not
+   the mean of each sample's (text of another kind reaches further); SmoothQuant's alpha for MatMuls is
+   0.8 (NNCF's default 0.95 changed nothing here, 0.5 broke the model); and, with the profile's
+   `split_outliers`, the first feed-forward down projection (the first MatMul fed by GELU) stays in float.
+   cosine_min out of domain 0.9900 -> 0.9955, in domain 0.9938 -> 0.9949, for 3% of the speed (the
+   outlier split of the `cpu` recipe gave 0.9951 for 8%; every down projection in float 0.9974 for 17%).
+7. A quantiser error that names a node (NNCF: "Could not find a node X in NNCFGraph", as on `If` subgraphs
+   and recurrent state) is not the end: the node is left in float and NNCF runs again, up to MAX_EXCLUSIONS
+   times; the notes and report.json's `quantization.left_in_float` name each node and why.
 """
 
 from __future__ import annotations
@@ -133,6 +136,28 @@ def transformer_levers(src: Path, profile: Profile) -> tuple[dict, list[str], di
     return arguments, down[:1], settings
 
 
+_NAMED_NODE = re.compile(r"""node ['"]?([^'"\s]+?)['"]? (?:in|of|from) NNCFGraph""", re.IGNORECASE)
+MAX_EXCLUSIONS = 8
+
+
+def _quantize_excluding(nncf, model, ignored: list[str], arguments: dict) -> tuple[object, dict[str, str]]:
+    """Rule 7: `nncf.quantize`, and when it fails naming a node, again with that node left in float (at most
+    MAX_EXCLUSIONS times). (quantised model, {node left in float: the error that named it})."""
+    failed: dict[str, str] = {}
+    while True:
+        names = ignored + list(failed)
+        try:
+            return nncf.quantize(model, **arguments, **({"ignored_scope": nncf.IgnoredScope(names=names, validate=False)}
+                                                        if names else {})), failed
+        except Exception as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            found = _NAMED_NODE.search(message)
+            if found is None or found.group(1) in failed or len(failed) >= MAX_EXCLUSIONS:
+                raise InternalError(f"NNCF quantisation failed: {message}"
+                                    + (f" (after leaving {', '.join(failed)} in float)" if failed else "")) from exc
+            failed[found.group(1)] = message[:120]
+
+
 def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool,
                      on_sample: Callable[[int], None] | None = None) -> QuantizeResult:
     """FP32 or INT8 IR; `on_sample(k)`: calibration sample k of n is fed (NNCF may make several passes)."""
@@ -143,6 +168,7 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
     except Exception as exc:
         raise InternalError(f"OpenVINO could not read the ONNX graph: {str(exc).splitlines()[0]}") from exc
     settings: dict = {"ir": "OpenVINO IR, weights not compressed to FP16"}
+    notes: list[str] = []
     if profile.precision == "int8":
         nncf = import_nncf()
 
@@ -152,18 +178,13 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
         preset = nncf.QuantizationPreset.PERFORMANCE if profile.activations == "symmetric" else nncf.QuantizationPreset.MIXED
         finals = output_activations(model)
         arguments, kept, levers = transformer_levers(src, profile) if transformer else ({}, [], {})
-        try:
-            model = nncf.quantize(
-                model,
-                dataset,
-                preset=preset,
-                model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-                subset_size=len(calibration),
-                **({"ignored_scope": nncf.IgnoredScope(names=finals + kept, validate=False)} if finals + kept else {}),
-                **arguments,
-            )
-        except Exception as exc:
-            raise InternalError(f"NNCF quantisation failed: {str(exc).splitlines()[0]}") from exc
+        model, failed = _quantize_excluding(nncf, model, finals + kept, dict(
+            calibration_dataset=dataset, preset=preset, model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+            subset_size=len(calibration), **arguments))
+        if failed:
+            levers["left_in_float"] = "; ".join(f"{name} ({why})" for name, why in failed.items())
+            notes.append(f"NNCF could not quantise {len(failed)} node(s); left in float: "
+                         + ", ".join(f"{name} ({why})" for name, why in failed.items()))
         settings.update({
             "quantizer": f"nncf {nncf.__version__} post-training quantisation",
             "preset": preset.value if hasattr(preset, "value") else str(preset),
@@ -173,4 +194,4 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
             **({"output_activations": f"{len(finals)} kept in float: {', '.join(finals[:4])}"} if finals else {}),
         })
     save_ir(model, dst, compress_to_fp16=False)
-    return QuantizeResult(dst, [], settings)
+    return QuantizeResult(dst, notes, settings)

@@ -113,7 +113,7 @@ def for_model(source: "SourceModel", data: Path | None, text_column: str = "text
     ONNX file without a task whose one output is [batch, C] and whose `--data` labels are class ids is a
     classifier (classification.py rule 3)."""
     family = for_task(source.task)
-    if source.kind != "onnx" or source.task or family.classifier:
+    if not source.is_graph or source.task or family.classifier:
         return family, ""
     from .. import data as samples, graph
     from .classification import Classification
