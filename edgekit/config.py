@@ -40,7 +40,7 @@ def _builtin_dir(kind: str) -> Path:
 
 # Metrics a `max_drop` / `min_relative` budget may name (see edgekit/stages/metrics.py).
 BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5",
-                  "decision_agreement", "map_iou")
+                  "decision_agreement", "map_iou", "box_agreement", "mask_miou")
 
 PRECISIONS = ("int8", "fp32")
 TARGET_PRECISIONS = ("fp16", "int8", "fp32")  # what a device target may build (rule 5)
@@ -101,6 +101,8 @@ class Budgets:
     min_top1_agreement: float | None = None
     min_decision_agreement: float | None = None  # probability outputs: the same side of 0.5 as the original
     min_map_iou: float | None = None  # probability-map outputs: IoU of the binarised maps
+    min_box_agreement: float | None = None  # detectors: F1 of the artifact's boxes matched to the original's
+    min_mask_miou: float | None = None  # segmenters: mean IoU of the artifact's mask against the original's
     max_latency_ms: float | None = None  # p90
     max_size_mb: float | None = None
     min_speedup: float | None = None  # p50 of the original / p50 of the artifact, measured side by side
@@ -230,6 +232,8 @@ class BudgetKeys(Schema):
     min_top1_agreement: Number(0.0, 1.0) = None
     min_decision_agreement: Number(0.0, 1.0) = None
     min_map_iou: Number(0.0, 1.0) = None
+    min_box_agreement: Number(0.0, 1.0) = None
+    min_mask_miou: Number(0.0, 1.0) = None
     max_latency_ms: Number(0.0) = None
     max_size_mb: Number(0.0) = None
     min_speedup: Number(0.0) = None

@@ -111,9 +111,11 @@ def _metric_checks(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list
 
 
 def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) -> list[Check]:
-    """`min_decision_agreement` and `min_map_iou`: the figure itself against the limit (rule 3 when absent)."""
+    """`min_decision_agreement`, `min_map_iou`, `min_box_agreement` and `min_mask_miou`: the figure itself against
+    the limit (rule 3 when absent)."""
     checks = []
-    for budget, metric in (("min_decision_agreement", "decision_agreement"), ("min_map_iou", "map_iou")):
+    for budget, metric in (("min_decision_agreement", "decision_agreement"), ("min_map_iou", "map_iou"),
+                           ("min_box_agreement", "box_agreement"), ("min_mask_miou", "mask_miou")):
         limit = getattr(budgets, budget)
         if limit is None:
             continue
@@ -127,7 +129,8 @@ def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) ->
 
 # The budget on each figure a task family gates by (tasks/base.py `gating`).
 GATING_BUDGETS = {"cosine_min": "min_cosine", "top1_agreement": "min_top1_agreement",
-                  "decision_agreement": "min_decision_agreement", "map_iou": "min_map_iou"}
+                  "decision_agreement": "min_decision_agreement", "map_iou": "min_map_iou",
+                  "box_agreement": "min_box_agreement", "mask_miou": "min_mask_miou"}
 
 
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,

@@ -313,7 +313,9 @@ class Report:
             intervals = a.intervals or {}
             for name, value, label in (("top1_agreement", a.top1_agreement, "top-1 agreement"),
                                        ("top5_agreement", a.top5_agreement, "top-5 agreement"),
-                                       ("retrieval_agreement_at_5", a.retrieval_agreement_at_5, retrieval)):
+                                       ("retrieval_agreement_at_5", a.retrieval_agreement_at_5, retrieval),
+                                       ("box_agreement", getattr(a, "box_agreement", None), "box agreement (F1)"),
+                                       ("mask_miou", getattr(a, "mask_miou", None), "mask mean IoU")):
                 if value is not None:
                     table.add(t.target, f"{label} with the original", str(a.samples), "—",
                               _with_interval(value, intervals.get(name), ".1%"), "—")

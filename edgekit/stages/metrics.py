@@ -37,9 +37,11 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 # Metrics a budget (max_drop / min_relative) may name. The first two compare with labels; the agreement
 # metrics compare with the original, whose agreement with itself is 1 by definition.
 LABELLED_METRICS = ("accuracy", "macro_f1")
-AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5", "decision_agreement", "map_iou")
+AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5", "decision_agreement", "map_iou",
+                     "box_agreement", "mask_miou")
 # Why an agreement metric is absent when no family said otherwise.
-NOT_MEASURED = {"decision_agreement": "no probability outputs", "map_iou": "no probability-map outputs"}
+NOT_MEASURED = {"decision_agreement": "no probability outputs", "map_iou": "no probability-map outputs",
+                "box_agreement": "not a detector", "mask_miou": "not a segmenter"}
 BUDGET_METRICS = LABELLED_METRICS + AGREEMENT_METRICS
 
 
@@ -157,6 +159,10 @@ class TaskMetrics:
     retrieval_k: int | None = None
     decision_agreement: float | None = None  # probability outputs: the same side of 0.5 (stages/outputs.py)
     map_iou: float | None = None  # probability-map outputs: IoU of the binarised maps
+    box_agreement: float | None = None  # detectors: F1 of the artifact's boxes matched to the original's (tasks/detection.py)
+    boxes: dict[str, float] | None = None  # detectors: recall, precision, matched IoU, counts
+    mask_miou: float | None = None  # segmenters: mean IoU of the artifact's mask against the original's
+    masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
     labelled_samples: int | None = None
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why not
     intervals: dict[str, list[float]] = field(default_factory=dict)  # agreement metric -> its 95% interval (stats.py)

@@ -67,6 +67,10 @@ class Fidelity:
     retrieval_k: int | None = None  # below 5 only for tiny evaluation sets
     decision_agreement: float | None = None  # probability outputs (stages/outputs.py)
     map_iou: float | None = None  # probability-map outputs
+    box_agreement: float | None = None  # detectors: F1 of matched boxes (tasks/detection.py)
+    boxes: dict[str, float] | None = None  # detectors: recall, precision, matched IoU, counts
+    mask_miou: float | None = None  # segmenters: mean IoU of the masks (tasks/segmentation.py)
+    masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
     task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
     labelled_samples: int | None = None
     intervals: dict[str, list[float]] | None = None  # agreement metric -> its 95% interval
@@ -83,6 +87,8 @@ class Fidelity:
         self.retrieval_agreement_at_5 = task.retrieval_agreement_at_5
         self.retrieval_k = task.retrieval_k
         self.decision_agreement, self.map_iou = task.decision_agreement, task.map_iou
+        self.box_agreement, self.boxes = task.box_agreement, task.boxes
+        self.mask_miou, self.masks = task.mask_miou, task.masks
         self.task_metrics = task.task_metrics or None
         self.labelled_samples = task.labelled_samples
         self.intervals = dict(task.intervals) or None

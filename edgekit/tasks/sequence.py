@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import stats
 from ..stages import metrics
-from .base import TaskFamily, register
-from .tensor import Tensor, not_a_classifier
+from .base import register
+from .tensor import DecidedBy, Tensor, not_a_classifier
 
 
 def is_sequence(samples) -> bool:
@@ -36,25 +36,19 @@ def token_decisions(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarr
 
 
 @register
-class SequenceLabelling(TaskFamily):
+class SequenceLabelling(DecidedBy):
     name = "sequence"
     tasks = ("token-classification", "fill-mask")
     priority = 10
+    figure, budget = "top1_agreement", "min_top1_agreement"
+    why = "the top-1 class of every token decides a per-token model"  # rule 3
 
     def _sequence_outputs(self, expected) -> list[int]:
         count = len(expected[0]) if expected else 0
         return [i for i in range(count) if is_sequence([row[i] for row in expected])]
 
-    def secondary_for(self, reference_outputs: list, budgets=None):
-        """Rule 3 (rule 4: no sequence output, cosine gates)."""
-        if self._sequence_outputs(reference_outputs) and getattr(budgets, "min_top1_agreement", None) is not None:
-            return {"min_cosine": "reported, not gated: the top-1 class of every token decides a per-token model"}
-        return Tensor().secondary_for(reference_outputs, budgets)
-
-    def gating(self, fidelity):
-        if fidelity.top1_agreement is None:
-            return super().gating(fidelity)
-        return "top1_agreement", fidelity.top1_agreement
+    def recognises(self, reference_outputs: list) -> bool:
+        return bool(self._sequence_outputs(reference_outputs))
 
     def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
         indices = self._sequence_outputs(expected)

@@ -66,6 +66,28 @@ class Tensor(TaskFamily):
         return dict(self.secondary)
 
 
+class DecidedBy(TaskFamily):
+    """A family decided by a figure of its own (`figure`, under the budget `budget`) when the model has the outputs
+    that figure reads (`recognises`); its cosine is then reported, not gated (`why`). A model of its tasks without
+    such outputs is judged as any tensor model."""
+
+    figure: str = ""
+    budget: str = ""
+    why: str = ""
+
+    def recognises(self, reference_outputs: list) -> bool:
+        raise NotImplementedError
+
+    def secondary_for(self, reference_outputs: list, budgets=None) -> dict[str, str]:
+        if self.recognises(reference_outputs) and getattr(budgets, self.budget, None) is not None:
+            return {"min_cosine": f"reported, not gated: {self.why}"}
+        return Tensor().secondary_for(reference_outputs, budgets)
+
+    def gating(self, fidelity):
+        value = getattr(fidelity, self.figure, None)
+        return (self.figure, value) if value is not None else super().gating(fidelity)
+
+
 def probability_outputs(result: metrics.TaskMetrics, expected, outputs) -> None:
     """Rule 1: decision agreement over every probability output (Wilson interval), IoU over every probability map
     (bootstrap over samples)."""
