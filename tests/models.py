@@ -20,6 +20,13 @@ def labelled(prefix: str, count: int) -> dict:
             "label2id": {f"{prefix}_{i}": i for i in range(count)}}
 
 
+def saved(folder: Path, model, processor) -> Path:
+    """`model` (in eval mode) and its `processor` saved into `folder`."""
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def tiny_bert(folder: Path, task: str = "text-classification", num_labels: int = 3) -> Path:
     """A 2-layer BERT with hidden size 32 and all-MiniLM's real tokenizer."""
     import torch
@@ -46,9 +53,7 @@ def tiny_vit(folder: Path, num_labels: int = 5) -> Path:
     torch.manual_seed(0)
     config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
                        num_attention_heads=2, intermediate_size=64, **labelled("label", num_labels))
-    ViTForImageClassification(config).eval().save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return saved(folder, ViTForImageClassification(config), ViTImageProcessor(size={"height": 32, "width": 32}))
 
 
 def tiny_cnn_onnx(path: Path, opset: int = 13) -> Path:
@@ -260,9 +265,7 @@ def tiny_yolos(folder: Path, num_labels: int = 3) -> Path:
     torch.manual_seed(0)
     config = YolosConfig(image_size=[64, 64], patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, num_detection_tokens=10, **labelled("thing", num_labels))
-    YolosForObjectDetection(config).eval().save_pretrained(folder)
-    YolosImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
+    return saved(folder, YolosForObjectDetection(config), YolosImageProcessor(size={"height": 64, "width": 64}))
 
 
 def tiny_segformer(folder: Path, num_labels: int = 4) -> Path:
@@ -274,6 +277,4 @@ def tiny_segformer(folder: Path, num_labels: int = 4) -> Path:
     config = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
                              patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
                              decoder_hidden_size=32, image_size=64, **labelled("region", num_labels))
-    SegformerForSemanticSegmentation(config).eval().save_pretrained(folder)
-    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
+    return saved(folder, SegformerForSemanticSegmentation(config), SegformerImageProcessor(size={"height": 64, "width": 64}))

@@ -24,9 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stats
-from ..stages import metrics
 from .base import register
-from .tensor import DecidedBy, Tensor, not_a_classifier
+from .tensor import DecidedBy
 
 SCORE = 0.5
 TOP_K = 5
@@ -92,16 +91,11 @@ class Detection(DecidedBy):
     figure, budget = "box_agreement", "min_box_agreement"
     why = "the boxes decide a detector (box agreement)"  # rule 4
 
-    def recognises(self, reference_outputs: list) -> bool:
-        return head(reference_outputs, []) is not None
+    def locate(self, expected, output_names) -> tuple[int, int] | None:
+        return head(expected, output_names)
 
-    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
-        found = head(expected, output_names)
-        if found is None:  # rule 4
-            return Tensor().task_metrics(expected, outputs, output_names, labels, masks)
+    def measure(self, result, found, expected, outputs, masks) -> None:
         li, bi = found
-        result = not_a_classifier()
-        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
         confident = any(len(detections(row[li], row[bi], None)[0]) for row in expected)
         top_k = None if confident else TOP_K
         pairs = [(detections(r[li], r[bi], top_k), detections(c[li], c[bi], top_k)) for r, c in zip(expected, outputs)]
@@ -123,4 +117,3 @@ class Detection(DecidedBy):
                         "precision": float(hits.sum() / n_art.sum()) if n_art.sum() else 1.0,
                         "matched_iou_mean": float(np.mean(ious)) if ious else None,
                         "original_boxes": int(n_ref.sum()), "artifact_boxes": int(n_art.sum())}
-        return result

@@ -17,9 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stats
-from ..stages import metrics
 from .base import register
-from .tensor import DecidedBy, Tensor, not_a_classifier
+from .tensor import DecidedBy
 
 
 def mask_output(expected, output_names) -> int | None:
@@ -48,15 +47,10 @@ class Segmentation(DecidedBy):
     figure, budget = "mask_miou", "min_mask_miou"
     why = "the mask decides a segmenter (mean IoU)"  # rule 3
 
-    def recognises(self, reference_outputs: list) -> bool:
-        return mask_output(reference_outputs, []) is not None
+    def locate(self, expected, output_names) -> int | None:
+        return mask_output(expected, output_names)
 
-    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
-        index = mask_output(expected, output_names)
-        if index is None:  # rule 3
-            return Tensor().task_metrics(expected, outputs, output_names, labels, masks)
-        result = not_a_classifier()
-        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
+    def measure(self, result, index, expected, outputs, masks) -> None:
         classes = int(np.shape(expected[0][index])[1])
         counts = [class_counts(r[index], c[index], classes) for r, c in zip(expected, outputs)]
         inter = np.stack([c[0] for c in counts])
@@ -72,4 +66,3 @@ class Segmentation(DecidedBy):
         same, pixels = sum(c[2] for c in counts), sum(c[3] for c in counts)
         result.masks = {"pixel_agreement": same / pixels if pixels else 1.0, "classes": classes,
                         "classes_present": int(np.sum(union.sum(axis=0) > 0))}
-        return result

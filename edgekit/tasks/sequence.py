@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stats
-from ..stages import metrics
 from .base import register
-from .tensor import DecidedBy, Tensor, not_a_classifier
+from .tensor import DecidedBy
 
 
 def is_sequence(samples) -> bool:
@@ -43,19 +42,13 @@ class SequenceLabelling(DecidedBy):
     figure, budget = "top1_agreement", "min_top1_agreement"
     why = "the top-1 class of every token decides a per-token model"  # rule 3
 
-    def _sequence_outputs(self, expected) -> list[int]:
+    def locate(self, expected, output_names) -> list[int] | None:
+        """Rule 1: the indices of the per-token outputs, or None."""
         count = len(expected[0]) if expected else 0
-        return [i for i in range(count) if is_sequence([row[i] for row in expected])]
+        return [i for i in range(count) if is_sequence([row[i] for row in expected])] or None
 
-    def recognises(self, reference_outputs: list) -> bool:
-        return bool(self._sequence_outputs(reference_outputs))
-
-    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
-        indices = self._sequence_outputs(expected)
-        if not indices:  # rule 4
-            return Tensor().task_metrics(expected, outputs, output_names, labels, masks)
-        result = not_a_classifier()
-        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
+    def measure(self, result, indices, expected, outputs, masks) -> None:
+        result.not_measured.pop("top1_agreement", None)
         same, total = np.zeros(len(expected)), np.zeros(len(expected))
         for k, (ref_row, out_row) in enumerate(zip(expected, outputs)):
             mask = masks[k] if masks is not None else None
@@ -65,9 +58,7 @@ class SequenceLabelling(DecidedBy):
                 total[k] += ref.size
         if not total.sum():
             result.not_measured["top1_agreement"] = "no real tokens in the evaluation samples"
-            return result
+            return
         result.top1_agreement = float(same.sum() / total.sum())
         result.intervals["top1_agreement"] = stats.as_list(stats.bootstrap(
             lambda idx: float(same[idx].sum() / total[idx].sum()) if total[idx].sum() else 1.0, len(expected)))
-        result.not_measured.pop("top1_agreement", None)
-        return result

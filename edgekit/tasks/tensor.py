@@ -14,6 +14,8 @@ This family handles every task at the lowest priority, so every model has a fami
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import stats
@@ -68,18 +70,32 @@ class Tensor(TaskFamily):
 
 class DecidedBy(TaskFamily):
     """A family decided by a figure of its own (`figure`, under the budget `budget`) when the model has the outputs
-    that figure reads (`recognises`); its cosine is then reported, not gated (`why`). A model of its tasks without
-    such outputs is judged as any tensor model."""
+    that figure reads (`locate` finds them); its cosine is then reported, not gated (`why`), and `measure` fills the
+    figure in. A model of its tasks without such outputs is judged as any tensor model."""
 
     figure: str = ""
     budget: str = ""
     why: str = ""
 
-    def recognises(self, reference_outputs: list) -> bool:
+    def locate(self, expected, output_names) -> Any:
+        """Where the outputs the figure reads are (indices), or None."""
         raise NotImplementedError
 
+    def measure(self, result: metrics.TaskMetrics, found: Any, expected, outputs, masks) -> None:
+        """Fill in the figure (and its interval) of one artifact."""
+        raise NotImplementedError
+
+    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
+        found = self.locate(expected, output_names)
+        if found is None:
+            return Tensor().task_metrics(expected, outputs, output_names, labels, masks)
+        result = not_a_classifier()
+        result.not_measured["retrieval_agreement_at_5"] = "not an embedding model"
+        self.measure(result, found, expected, outputs, masks)
+        return result
+
     def secondary_for(self, reference_outputs: list, budgets=None) -> dict[str, str]:
-        if self.recognises(reference_outputs) and getattr(budgets, self.budget, None) is not None:
+        if self.locate(reference_outputs, []) is not None and getattr(budgets, self.budget, None) is not None:
             return {"min_cosine": f"reported, not gated: {self.why}"}
         return Tensor().secondary_for(reference_outputs, budgets)
 
