@@ -86,17 +86,38 @@ def test_the_original_is_the_module_run_on_the_samples(tmp_path, quick_profile):
     assert report.targets[0].accuracy.samples > 0
 
 
+class Branchy(nn.Module):
+    """Control flow on the data: torch.export refuses it, so it is traced."""
+
+    def __init__(self, always: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.always = nn.Linear(4, 4), nn.Linear(4, 4), always
+
+    def forward(self, x):
+        condition = (x * 0).sum() == 0 if self.always else x.sum() > 0
+        return self.a(x) if condition else self.b(x)
+
+
 def test_a_module_torch_export_cannot_trace_is_traced_and_the_report_says_why(tmp_path, quick_profile):
-    class Branchy(nn.Module):  # data-dependent control flow: torch.export refuses it
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
-
-        def forward(self, x):
-            return self.a(x) if x.sum() > 0 else self.b(x)
-
-    report = edgekit.compile(Branchy().eval(), example_inputs=(torch.ones(1, 4),), targets=["cpu"],
+    report = edgekit.compile(Branchy(always=True).eval(), example_inputs=(torch.ones(1, 4),), targets=["cpu"],
                              profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
     (note,) = [n for n in report.notes if "exported from the Python module" in n]
     assert "by TorchScript tracing (torch.export failed: " in note and "\x1b[" not in note
+
+
+def test_a_traced_graph_that_froze_a_branch_is_caught_by_the_export_check(tmp_path, quick_profile):
+    """Tracing keeps the branch the example input took; samples that take the other one show it."""
+    from edgekit.errors import ExportMismatchError
+
+    with pytest.raises(ExportMismatchError, match="export check failed"):
+        edgekit.compile(Branchy(always=False).eval(), example_inputs=(torch.ones(1, 4),), targets=["cpu"],
+                        profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_modules_export_is_checked_against_the_module(tmp_path, quick_profile):
+    report = edgekit.compile(_cnn(), example_inputs=(torch.randn(1, 3, 16, 16),), targets=["cpu"],
+                             profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
+    error = report.original["export_check_max_abs_error"]
+    assert error is not None and 0.0 <= error < 1e-4

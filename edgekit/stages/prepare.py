@@ -305,14 +305,18 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     samples, reference_outputs, samples_key = samples_for(specs)
     for note in samples.notes:
         progress.note(note)
-    export_error = _check_export(export, reference, samples, threads, progress, store)
+    export_error = _check_export(source, export, reference, samples, threads, progress, store)
     return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs,
                     export.preprocess_dir, transformer, export_error, modality, samples_key, samples_for)
 
 
-def _check_export(export: _Export, reference: Session, samples: Samples, threads: int, progress,
+def _check_export(source: SourceModel, export: _Export, reference: Session, samples: Samples, threads: int, progress,
                   store: cache.BuildCache) -> float | None:
-    """Rule 1: an export made by this build is checked against PyTorch, then kept in the cache for the next."""
+    """Rule 1: an export made by this build is checked against PyTorch (the module itself, for a module given from
+    Python), then kept in the cache for the next."""
+    if source.module is not None:
+        progress.stage("check the ONNX export against the module")
+        return check_export(reference, OrtSession(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
     if export.torch_model is None:
         return export.error
     progress.stage("check the ONNX export against PyTorch")
