@@ -45,6 +45,32 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
 _FLOAT_TENSORS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 
+_STATE_SUFFIXES = ("_out", "out", "_new", "n", "_next", "next", ".1", "_1")
+
+
+def _dims(value_info) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim)
+
+
+def state_pairs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(input, output) pairs of a model whose state is fed back: a float input and an output of the same element type
+    and shape whose name is the input's with a suffix (`state` -> `stateN`, `state_out`, `h` -> `hn`), or with `in`
+    read as `out` (`state_in` -> `state_out`). Each input pairs with at most one output."""
+    outputs = {o.name.lower(): o for o in model.graph.output}  # names compared without case: `stateN`
+    pairs = []
+    for i in model.graph.input:
+        if i.type.tensor_type.elem_type not in _FLOAT_TENSORS or not _dims(i):
+            continue
+        low = i.name.lower()
+        names = [low + suffix for suffix in _STATE_SUFFIXES]
+        names += [low.replace("_in", "_out"), low.replace("in_", "out_"), low.replace("input", "output")]
+        found = [outputs[n].name for n in dict.fromkeys(names) if n != low and n in outputs
+                 and outputs[n].type.tensor_type.elem_type == i.type.tensor_type.elem_type and _dims(outputs[n]) == _dims(i)]
+        if len(found) == 1:
+            pairs.append((i.name, found[0]))
+    return pairs
+
+
 def bad_weight(model: onnx.ModelProto, largest: float = 1e30) -> str | None:
     """The first float weight (an initializer held in the file) that is NaN, infinite or beyond `largest` in
     magnitude, as `name[index] = value`; None when every one is sound (issue 17: such a weight makes calibration

@@ -278,3 +278,41 @@ def tiny_segformer(folder: Path, num_labels: int = 4) -> Path:
                              patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
                              decoder_hidden_size=32, image_size=64, **labelled("region", num_labels))
     return saved(folder, SegformerForSemanticSegmentation(config), SegformerImageProcessor(size={"height": 64, "width": 64}))
+
+
+def stateful_vad_onnx(path: Path) -> Path:
+    """The shape of a published voice-activity detector: an `If` subgraph, a recurrent `state` input fed back from
+    the `stateN` output, and one speech probability per call (a sigmoid)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+
+    def branch(name: str, w: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("MatMul", ["x", w], [f"{name}_out"], name=f"/model/{name}/MatMul")],
+                                 name, [], [helper.make_tensor_value_info(f"{name}_out", T.FLOAT, [1, 8])])
+
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0, name="/model/ReduceSum"),
+             helper.make_node("Greater", ["s", "zero"], ["c1"], name="/model/Greater"),
+             helper.make_node("Squeeze", ["c1"], ["c"], name="/model/Squeeze"),
+             helper.make_node("If", ["c"], ["branch"], then_branch=branch("then", "W1"), else_branch=branch("else", "W2"),
+                              name="/model/If"),
+             helper.make_node("MatMul", ["state", "Ws"], ["rec"], name="/model/decoder/MatMul"),
+             helper.make_node("Add", ["branch", "rec"], ["pre"], name="/model/decoder/Add"),
+             helper.make_node("Tanh", ["pre"], ["stateN"], name="/model/decoder/Tanh"),
+             helper.make_node("MatMul", ["stateN", "Wo"], ["logit"], name="/model/decoder/out/MatMul"),
+             helper.make_node("Sigmoid", ["logit"], ["output"], name="/model/decoder/Sigmoid")]
+    graph = helper.make_graph(nodes, "vad", [helper.make_tensor_value_info("x", T.FLOAT, [1, 16]),
+                                             helper.make_tensor_value_info("state", T.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("output", T.FLOAT, [1, 1]),
+                               helper.make_tensor_value_info("stateN", T.FLOAT, [1, 8])],
+                              [weight("W1", (16, 8)), weight("W2", (16, 8)), weight("Ws", (8, 8)), weight("Wo", (8, 1)),
+                               numpy_helper.from_array(np.array([1], np.int64), "axes"),
+                               numpy_helper.from_array(np.array([0.0], np.float32), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path

@@ -43,6 +43,8 @@ CASES = {
     "segmentation": ("SegFormer segmenter, 64x64",
                      lambda d: (models.tiny_segformer(d / "m"), {"data": str(models.images(d / "i", 8, 64))})),
     "tensor": ("CNN as an .onnx file", lambda d: (models.tiny_cnn_onnx(d / "m.onnx"), {"shapes": ["input=1,3,32,32"]})),
+    "tensor (stateful)": ("recurrent state fed back, an If subgraph (.onnx)",
+                          lambda d: (models.stateful_vad_onnx(d / "vad.onnx"), {})),
     "tensor (nn.Module)": ("CNN as a PyTorch module from Python",
                            lambda d: (_cnn_module(), {"example_inputs": (torch.randn(1, 3, 32, 32),), "input_names": ["image"]})),
 }

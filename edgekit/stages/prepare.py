@@ -12,6 +12,9 @@
    original is run again on the first SPOT_CHECK evaluation samples and must give the same outputs (to
    SPOT_TOLERANCE of each output's largest magnitude); otherwise the entry is reported, removed and the
    samples rebuilt. The report's notes say which happened.
+6. A model whose state is fed back (graph.state_pairs: an input the next call takes from an output of the same
+   shape, like a recurrent `state`) is calibrated and evaluated on the states it reaches, not on synthetic
+   ones (`_with_state`); the artifact is judged call by call on the original's states.
 """
 
 from __future__ import annotations
@@ -233,6 +236,40 @@ def _sound(source: SourceModel, model):
     return model
 
 
+def _samples_key(env, model_digest, shapes, data, modality, text_column, label_column, labels, threads,
+                 profile: Profile) -> dict:
+    """What the samples and the original's outputs on them depend on (their build-cache key)."""
+    return {"env": env, "model": model_digest, "shapes": shapes,
+            "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
+            "modality": modality, "text_column": text_column, "label_column": label_column, "labels": labels,
+            "threads": threads, "profile": {k: getattr(profile, k) for k in (
+                "calibration_samples", "eval_samples", "max_eval_samples", "seed", "sequence_length")}}
+
+
+STATE_STEPS = 8
+
+
+def _with_state(reference: Session, samples: Samples, pairs: list[tuple[str, str]]) -> Samples:
+    """Rule 6: a model whose state is fed back (an input the next call takes from an output) is calibrated and
+    evaluated on states it reaches: synthetic feeds run in sequences of STATE_STEPS calls from a zero state, each
+    call's state input the original's state output of the call before."""
+    if not pairs or not samples.synthetic:
+        return samples
+    names = reference.output_names
+    for feeds in (samples.calibration, samples.evaluation):
+        for start in range(0, len(feeds), STATE_STEPS):
+            state = {i: np.zeros_like(feeds[start][i]) for i, _ in pairs}
+            for feed in feeds[start:start + STATE_STEPS]:
+                feed.update(state)
+                out = reference.run(feed) if names else None
+                state = {i: np.asarray(out[names.index(o)], dtype=feed[i].dtype).reshape(feed[i].shape)
+                         for i, o in pairs} if out is not None else state
+    samples.notes.append(f"state fed back ({', '.join(f'{o} -> {i}' for i, o in pairs)}): calibration and evaluation run "
+                         f"in sequences of {STATE_STEPS} calls from a zero state, each call taking the original's state "
+                         "from the call before")
+    return samples
+
+
 SPOT_CHECK = 4
 SPOT_TOLERANCE = 1e-3
 
@@ -267,16 +304,12 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         model = graph.apply_shapes(model, specs)
         onnx_path = workdir / "fixed_shapes.onnx"
         graph.onnx.save(model, str(onnx_path))
-    transformer = graph.looks_like_transformer(model)
+    transformer, pairs = graph.looks_like_transformer(model), graph.state_pairs(model)
     preprocessors = _Preprocessors(export.preprocess_dir, source, graph.index_limits(model))
     del model
     modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.is_graph else None)
-    base_key = {"env": env, "model": model_digest, "shapes": shapes,
-                "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
-                "modality": modality, "text_column": text_column, "label_column": label_column,
-                "labels": family.label_space(source), "threads": threads,
-                "profile": {k: getattr(profile, k) for k in ("calibration_samples", "eval_samples", "max_eval_samples", "seed",
-                                                             "sequence_length")}}
+    base_key = _samples_key(env, model_digest, shapes, data, modality, text_column, label_column,
+                            family.label_space(source), threads, profile)
 
     def samples_for(for_specs: list[graph.InputSpec]) -> tuple[Samples, list, str]:
         digest = cache.key("samples", {**base_key, "specs": [(s.name, s.dtype, s.shape) for s in for_specs]})
@@ -290,8 +323,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
                                      f"on {min(SPOT_CHECK, len(samples.evaluation))} evaluation samples and gave them again")
                 return samples, outputs, digest
             store.discard("samples", digest, f"the original, run again, disagrees: {differs}")
-        samples = family.samples(preprocessors.request(for_specs, modality, data, profile, base_key["labels"],
-                                                       text_column, label_column))
+        samples = _with_state(reference, family.samples(preprocessors.request(
+            for_specs, modality, data, profile, base_key["labels"], text_column, label_column)), pairs)
         progress.stage(f"run the original ({reference.runtime}) on {len(samples.evaluation)} evaluation samples"
                        + (f" and {len(samples.out_of_domain)} out-of-domain ones" if samples.out_of_domain else ""))
         outputs = verify.run_all(reference, samples.evaluation)
