@@ -589,6 +589,7 @@ class SampleRequest:
     label_column: str | None = None
     index_limits: dict[str, int] = field(default_factory=dict)  # integer inputs' ranges (graph.index_limits)
     max_eval: int | None = None  # evaluate what calibration leaves, up to this many in all (None: n_eval exactly)
+    feature_extractor: Any = None  # audio models: the model's feature extractor (its sampling_rate and features)
 
 
 class _Labels:
@@ -727,6 +728,8 @@ def _id_notes(req: SampleRequest) -> list[str]:
 
 def samples_for(req: SampleRequest) -> Samples:
     """All the feeds a compile needs, from `--data` (by its kind) or the fallbacks (by the model's modality)."""
+    if req.modality == "audio" and (req.data is None or req.data.is_dir()):
+        return audio_samples(req)
     if req.data is None:
         return corpus_samples(req) if req.modality == "text" else synthetic_samples(req)
     if not req.data.exists():
@@ -734,6 +737,80 @@ def samples_for(req: SampleRequest) -> Samples:
     if req.data.suffix.lower() == ".npz":
         return npz_samples(req)
     return image_folder_samples(req) if req.data.is_dir() else text_file_samples(req)
+
+
+SPEECH = Path(__file__).parent / "data" / "speech"  # built-in clips: short English commands spoken by espeak-ng
+AUDIO_SUFFIXES = (".wav",)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """(mono float32 samples in [-1, 1], sampling rate) of a PCM WAV file; anything else a usage error naming it."""
+    import wave
+
+    try:
+        with wave.open(str(path)) as clip:
+            width, channels, rate = clip.getsampwidth(), clip.getnchannels(), clip.getframerate()
+            raw = clip.readframes(clip.getnframes())
+    except (wave.Error, EOFError, OSError) as exc:
+        raise UsageError(f"{path}: not a readable PCM WAV file ({exc}); convert it, e.g. ffmpeg -i IN -ar 16000 OUT.wav") from None
+    kinds = {1: (np.uint8, 128.0, 128.0), 2: (np.int16, 0.0, 32768.0), 4: (np.int32, 0.0, 2147483648.0)}
+    if width not in kinds or not raw:
+        raise UsageError(f"{path}: {8 * width}-bit or empty WAV; give 8, 16 or 32-bit PCM")
+    dtype, offset, scale = kinds[width]
+    samples = (np.frombuffer(raw, dtype=dtype).astype(np.float64) - offset) / scale
+    return samples.reshape(-1, channels).mean(axis=1).astype(np.float32), rate
+
+
+def resample(wave_: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """`wave_` at `target` Hz (polyphase filtering where scipy is installed, else linear interpolation)."""
+    if rate == target:
+        return wave_
+    try:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target)
+        return resample_poly(wave_, target // g, rate // g).astype(np.float32)
+    except ImportError:
+        n = int(round(len(wave_) * target / rate))
+        return np.interp(np.linspace(0, len(wave_) - 1, n), np.arange(len(wave_)), wave_).astype(np.float32)
+
+
+def audio_samples(req: SampleRequest) -> Samples:
+    """Audio models: `--data` a folder of WAV files (subfolders as labels), else the built-in speech clips; each
+    clip resampled to the feature extractor's rate and turned into the model's inputs by it."""
+    fe = req.feature_extractor
+    if fe is None:
+        raise UsageError("this audio model has no feature extractor (preprocessor_config.json) beside it; add it")
+    folder = req.data or SPEECH
+    clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not clips:
+        raise UsageError(f"--data {folder}: no .wav files; give a folder of PCM WAV clips (subfolders as labels)")
+    names = {s.name for s in req.specs}
+    rate = int(getattr(fe, "sampling_rate", 16000))
+    fixed = next((s.shape[-1] for s in req.specs if s.name == "input_values" and isinstance(s.shape[-1], int)), None)
+    length = {"padding": "max_length", "max_length": fixed, "truncation": True} if fixed else {}
+
+    def to_feed(path: Path) -> Feed:  # a fixed input length (--shape, a static target): each clip padded or cut to it
+        wave_, clip_rate = read_wav(path)
+        values = fe(resample(wave_, clip_rate, rate), sampling_rate=rate, return_tensors="np", **length)
+        return {k: np.ascontiguousarray(np.asarray(v).astype(np.float32 if k == "input_values" else np.int64))
+                for k, v in values.items() if k in names}
+
+    notes: list[str] = []
+    labels = _Labels(req, notes)
+    classes = [p.relative_to(folder).parts[0] for p in clips] if req.data is not None and all(
+        len(p.relative_to(folder).parts) == 2 for p in clips) else None
+    ids = labels.resolve(classes, [f"subfolder '{c}'" for c in classes or []], sorted_names=True)
+    ev, cal, ev_ids = labels.split(clips, ids)
+    ev_feeds = [to_feed(p) for p in ev]
+    origin = (f"{folder.name}/ ({len(clips)} clips{_tag(ids)})" if req.data is not None
+              else f"built-in speech ({len(clips)} English commands spoken by espeak-ng, at {rate} Hz)")
+    if req.data is None:
+        notes.append("no --data given: calibration and evaluation use edgekit's built-in speech clips (synthesised "
+                     "English commands); your own recordings (--data FOLDER of .wav) can change both")
+    return Samples([to_feed(p) for p in cal], ev_feeds, ev_feeds[0], origin, False, notes, ev_ids, labels.ignored)
 
 
 def build_samples(specs: list[InputSpec], modality: str, data: Path | None, n_calib: int, n_eval: int, seed: int,

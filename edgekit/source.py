@@ -36,9 +36,11 @@ SUPPORTED_TASKS = (
     "question-answering",
     "object-detection",
     "semantic-segmentation",
+    "audio-classification",
 )
-CLASSIFICATION_TASKS = ("text-classification", "image-classification")
+CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
 IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation")
+AUDIO_TASKS = ("audio-classification",)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
 
 _ARCHITECTURE_TASKS = [
@@ -77,6 +79,8 @@ class SourceModel:
         """"text", "image" or "tensor" (ONNX files: decided from inputs later)."""
         if self.is_graph:
             return "tensor"
+        if self.task in AUDIO_TASKS:
+            return "audio"
         return "image" if self.task in IMAGE_TASKS or "image_size" in self.config else "text"
 
     def describe(self) -> str:

@@ -42,6 +42,8 @@ CASES = {
     "detection": ("YOLOS detector, 64x64", lambda d: (models.tiny_yolos(d / "m"), {"data": str(models.images(d / "i", 8, 64))})),
     "segmentation": ("SegFormer segmenter, 64x64",
                      lambda d: (models.tiny_segformer(d / "m"), {"data": str(models.images(d / "i", 8, 64))})),
+    "classifier (audio)": ("wav2vec2 audio classifier, built-in speech, 1 s clips",
+                           lambda d: (models.tiny_wav2vec2(d / "m"), {"shapes": ["input_values=1,16000"]})),
     "tensor": ("CNN as an .onnx file", lambda d: (models.tiny_cnn_onnx(d / "m.onnx"), {"shapes": ["input=1,3,32,32"]})),
     "tensor (stateful)": ("recurrent state fed back, an If subgraph (.onnx)",
                           lambda d: (models.stateful_vad_onnx(d / "vad.onnx"), {})),
@@ -86,7 +88,7 @@ def render(outcomes: dict[str, tuple[str, str, dict[str, str]]]) -> str:
              "|---|---|---|" + "---|" * len(TARGETS)]
     for family, (what, task, cells) in outcomes.items():
         lines.append(f"| {family} | {what} | {task} | " + " | ".join(cells[t].replace("|", "\\|") for t in TARGETS) + " |")
-    lines += ["", "Not covered yet (issue 19): speech recognition (CTC, Whisper), audio classification, text-to-text (T5, BART),",
+    lines += ["", "Not covered yet (issue 19): speech recognition (CTC, Whisper), text-to-text (T5, BART),",
               "vision-language embeddings (CLIP), depth estimation; generative LLMs are issue 16.", ""]
     return "\n".join(lines)
 

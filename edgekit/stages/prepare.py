@@ -110,7 +110,20 @@ class _Preprocessors:
                              profile.sequence_length, tokenizer, image_processor,
                              min(getattr(tokenizer, "model_max_length", 512) or 512, 512), label_space,
                              text_column, label_column, self.index_limits,
-                             max(profile.max_eval_samples, profile.eval_samples))
+                             max(profile.max_eval_samples, profile.eval_samples),
+                             _feature_extractor(self.folder) if modality == "audio" else None)
+
+
+def _feature_extractor(folder: Path):
+    """An audio model's feature extractor (preprocessor_config.json), or None."""
+    if not (folder / "preprocessor_config.json").is_file():
+        return None
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(str(folder))
+    except Exception as exc:
+        raise UsageError(f"{folder}: cannot load the feature extractor ({str(exc).splitlines()[0]})") from exc
 
 
 def _load_preprocessors(folder: Path, modality: str):

@@ -28,7 +28,7 @@ from .base import TaskFamily, register
 @register
 class Classification(TaskFamily):
     name = "classifier"
-    tasks = ("text-classification", "image-classification")
+    tasks = ("text-classification", "image-classification", "audio-classification")
     priority = 10
     classifier = True
     secondary = {"min_cosine": "reported, not gated: top-1 agreement and the accuracy drop decide a classifier"}  # rule 4
