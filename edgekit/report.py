@@ -319,6 +319,10 @@ class Report:
                 if value is not None:
                     table.add(t.target, f"{label} with the original", str(a.samples), "—",
                               _with_interval(value, intervals.get(name), ".1%"), "—")
+            spoken = getattr(a, "transcripts", None)
+            if spoken:  # CTC recognisers: greedy transcripts against the original's (tasks/sequence.py rule 5)
+                table.add(t.target, "transcript token error rate against the original", str(a.samples), "—",
+                          f"{spoken['token_error_rate']:.1%} ({spoken['identical']:.0%} of clips identical)", "—")
         if not table.rows:
             return []
         labelled = self.data.get("labelled")

@@ -37,10 +37,11 @@ SUPPORTED_TASKS = (
     "object-detection",
     "semantic-segmentation",
     "audio-classification",
+    "automatic-speech-recognition",
 )
 CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
 IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation")
-AUDIO_TASKS = ("audio-classification",)
+AUDIO_TASKS = ("audio-classification", "automatic-speech-recognition")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
 
 _ARCHITECTURE_TASKS = [
@@ -169,6 +170,9 @@ def infer_task(config: dict, library: str | None) -> str:
         task = _exporter_task(arch) or next((t for suffix, t in _ARCHITECTURE_TASKS if arch.endswith(suffix)), None)
         if task == "image-segmentation" and arch.endswith("ForSemanticSegmentation"):
             task = "semantic-segmentation"  # the exporters' name for a per-pixel class head
+        if task == "automatic-speech-recognition" and not arch.endswith("ForCTC"):
+            raise UsageError(f"{arch}: encoder-decoder speech recognition (Whisper, Speech2Text) is not compiled yet: it "
+                             "needs a generation loop; CTC models (wav2vec2, HuBERT ...ForCTC) are")
         if task in SUPPORTED_TASKS:
             return task
         if task is not None:

@@ -329,3 +329,15 @@ def tiny_wav2vec2(folder: Path, num_labels: int = 3) -> Path:
                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=32,
                             **labelled("word", num_labels))
     return saved(folder, Wav2Vec2ForSequenceClassification(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
+
+
+def tiny_wav2vec2_ctc(folder: Path) -> Path:
+    """A 2-layer wav2vec2 CTC recogniser (12-token vocabulary, 16 kHz), with its feature extractor."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12)
+    return saved(folder, Wav2Vec2ForCTC(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))

@@ -73,3 +73,37 @@ def test_labelled_clips_in_subfolders_give_accuracy(tmp_path, quick_profile):
     (cpu,) = report.targets
     assert "accuracy" in cpu.accuracy.task_metrics and report.data["labelled"]
     assert report.data["origin"].startswith("clips/ (16 clips")
+
+
+def test_ctc_transcripts_are_collapsed_and_compared():
+    from edgekit.tasks.sequence import collapse, edit_distance, transcripts
+
+    assert collapse(np.array([0, 3, 3, 0, 3, 5, 5, 0]), blank=0) == [3, 3, 5]
+    assert edit_distance([3, 3, 5], [3, 5]) == 1 and edit_distance([], [1, 2]) == 2
+
+    def frames(ids):
+        out = np.full((1, len(ids), 6), -5.0, dtype=np.float32)
+        out[0, np.arange(len(ids)), ids] = 5.0
+        return [out]
+
+    expected = [frames([0, 3, 3, 0, 4, 0]), frames([0, 2, 0, 0, 2, 0])]
+    outputs = [frames([0, 3, 0, 0, 4, 0]), frames([0, 2, 2, 0, 0, 0])]  # clip 2 loses its second 2
+    found = transcripts(expected, outputs, 0)
+    assert found["blank_id"] == 0 and found["token_error_rate"] == pytest.approx(1 / 4) and found["identical"] == 0.5
+
+
+def test_a_wav2vec2_ctc_recogniser_compiles_and_compares_transcripts(tmp_path, quick_profile):
+    from models import tiny_wav2vec2_ctc
+
+    report = edgekit.compile(str(tiny_wav2vec2_ctc(tmp_path / "ctc")), targets=["cpu", "intel-cpu"],
+                             profile=str(quick_profile), output=tmp_path / "out", no_bench=True)
+    assert report.task == "automatic-speech-recognition" and not report.failed
+    for target in report.targets:
+        a = target.accuracy
+        assert a.top1_agreement is not None and 0.0 <= a.transcripts["token_error_rate"]
+        assert 0.0 <= a.transcripts["identical"] <= 1.0
+
+
+def test_encoder_decoder_speech_recognition_is_refused_by_name():
+    with pytest.raises(UsageError, match="WhisperForConditionalGeneration: encoder-decoder speech recognition"):
+        infer_task({"architectures": ["WhisperForConditionalGeneration"]}, "transformers")

@@ -163,6 +163,7 @@ class TaskMetrics:
     boxes: dict[str, float] | None = None  # detectors: recall, precision, matched IoU, counts
     mask_miou: float | None = None  # segmenters: mean IoU of the artifact's mask against the original's
     masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
+    transcripts: dict[str, float] | None = None  # CTC speech recognition: token error rate of the greedy transcripts
     labelled_samples: int | None = None
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why not
     intervals: dict[str, list[float]] = field(default_factory=dict)  # agreement metric -> its 95% interval (stats.py)

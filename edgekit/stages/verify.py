@@ -71,6 +71,7 @@ class Fidelity:
     boxes: dict[str, float] | None = None  # detectors: recall, precision, matched IoU, counts
     mask_miou: float | None = None  # segmenters: mean IoU of the masks (tasks/segmentation.py)
     masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
+    transcripts: dict[str, float] | None = None  # CTC speech recognition: token error rate of the greedy transcripts
     task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
     labelled_samples: int | None = None
     intervals: dict[str, list[float]] | None = None  # agreement metric -> its 95% interval
@@ -89,6 +90,7 @@ class Fidelity:
         self.decision_agreement, self.map_iou = task.decision_agreement, task.map_iou
         self.box_agreement, self.boxes = task.box_agreement, task.boxes
         self.mask_miou, self.masks = task.mask_miou, task.masks
+        self.transcripts = task.transcripts
         self.task_metrics = task.task_metrics or None
         self.labelled_samples = task.labelled_samples
         self.intervals = dict(task.intervals) or None
