@@ -68,6 +68,12 @@ def artifact_digest(files: list[dict[str, Any]]) -> str:
     return sha256_text(json.dumps([f for f in files if f.get("path") not in MEASUREMENT_FILES], sort_keys=True))
 
 
+def digest_edited(manifest: dict[str, Any]) -> bool:
+    """True when the manifest's recorded `artifact_sha256` no longer matches its own file list (edited after the build)."""
+    recorded = manifest.get("artifact_sha256")
+    return recorded is not None and recorded != artifact_digest(manifest.get("files") or [])
+
+
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:
     """An .npz whose bytes depend on the arrays only (numpy's savez stamps the current time)."""
     import io
@@ -315,10 +321,10 @@ def restore_orphaned(out: Path) -> Path | None:
     return newest
 
 
-def _pid_of(name: str, prefix: str) -> int | None:
-    """The process id in a temporary folder's name `PREFIX<pid>-...`, or None."""
-    head = name[len(prefix):].split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+def pid_in_name(name: str) -> int | None:
+    """The process id in a temporary folder's name `...-<pid>-<random>` (as edgekit makes them), or None."""
+    parts = name.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def _alive(pid: int) -> bool:
@@ -333,9 +339,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def process_gone(pid: str) -> bool:
-    """True when `pid` (digits, as written in a temporary folder's name) names no running process."""
-    return pid.isdigit() and not _alive(int(pid))
+def process_gone(name: str) -> bool:
+    """True when a temporary folder's name carries the id of a process that is no longer running."""
+    pid = pid_in_name(name)
+    return pid is not None and not _alive(pid)
 
 
 def stale_folders(out: Path | None = None) -> list[Path]:
@@ -349,10 +356,7 @@ def stale_folders(out: Path | None = None) -> list[Path]:
             entries = list(folder.glob(f"{prefix}*"))
         except OSError:
             continue
-        for path in entries:
-            pid = _pid_of(path.name, prefix)
-            if pid is not None and path.is_dir() and not path.is_symlink() and not _alive(pid):
-                found.append(path)
+        found += [path for path in entries if path.is_dir() and not path.is_symlink() and process_gone(path.name)]
     return found
 
 

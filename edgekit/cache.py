@@ -210,7 +210,7 @@ class BuildCache:
         now = time.time()
         for item in tmp.iterdir():
             try:  # a store of a process that died (its pid is in the name), or one too old to be alive
-                if process_gone(item.name.rsplit("-", 2)[1] if item.name.count("-") >= 2 else "") or \
+                if process_gone(item.name) or \
                         now - item.stat().st_mtime > STALE_TMP_SECONDS:
                     shutil.rmtree(item, ignore_errors=True)
             except OSError:

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import UsageError
-from .graph import InputSpec, format_shape
+from .graph import LARGEST_VALUE, InputSpec, format_shape
 from .safety import check_image_size, read_text_bounded
 
 log = logging.getLogger(__name__)
@@ -439,11 +439,6 @@ def read_npz(path: Path, specs: list[InputSpec]) -> tuple[list[Feed], np.ndarray
             feed[spec.name] = np.ascontiguousarray(sample.astype(spec.dtype))
         feeds.append(feed)
     return feeds, _npz_labels(path, arrays.get("labels"), len(feeds))
-
-
-# Larger magnitudes are not data: calibration cannot scale them (an INT8 range of 3e38 overflows), and a float32
-# input overflows at 3.4e38. The same bound holds for weights (graph.non_finite_weight).
-LARGEST_VALUE = 1e30
 
 
 def _check_values(path: Path, spec: InputSpec, array: np.ndarray) -> None:

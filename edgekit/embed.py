@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .bundle import RUNTIME_RECORD, artifact_digest, read_bundle, replace_folder, write_json
+from .bundle import RUNTIME_RECORD, digest_edited, read_bundle, replace_folder, write_json
 from .errors import UsageError
 from .runtimes import RuntimeRecord
 from .source import sha256_file
@@ -71,7 +71,7 @@ def _open_target(path: str | Path) -> TargetFiles:
     target = bundle.target(folder.resolve().name)
     files = target.files()
     listed = {e.get("path"): e.get("sha256") for e in bundle.manifest["files"] if isinstance(e, dict)}
-    if bundle.manifest.get("artifact_sha256") not in (None, artifact_digest(bundle.manifest["files"])):
+    if digest_edited(bundle.manifest):
         raise UsageError(f"{root}/manifest.json: artifact_sha256 does not match its own file list (edited after the "
                          f"build); run `edgekit verify {root}` and recompile")
     for f in [*files, target.folder / RUNTIME_RECORD]:  # every file embed reads or copies (rule 1)

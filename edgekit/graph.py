@@ -71,7 +71,12 @@ def state_pairs(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return pairs
 
 
-def bad_weight(model: onnx.ModelProto, largest: float = 1e30) -> str | None:
+# Larger magnitudes are not data or weights: calibration cannot scale them (an INT8 range of 3e38 overflows), and a
+# float32 overflows at 3.4e38 (data._check_values, bad_weight).
+LARGEST_VALUE = 1e30
+
+
+def bad_weight(model: onnx.ModelProto, largest: float = LARGEST_VALUE) -> str | None:
     """The first float weight (an initializer held in the file) that is NaN, infinite or beyond `largest` in
     magnitude, as `name[index] = value`; None when every one is sound (issue 17: such a weight makes calibration
     and its scales meaningless)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import RUNTIME_RECORD, Bundle, BundleTarget, artifact_digest, read_bundle, write_json, write_npz
+from .bundle import RUNTIME_RECORD, Bundle, BundleTarget, digest_edited, read_bundle, write_json, write_npz
 from .errors import EdgekitError, UsageError
 from .runtimes import Feed, Session
 from .safety import inside_bundle
@@ -81,8 +81,7 @@ def check_files(root: Path, manifest: dict[str, Any]) -> tuple[int, str | None]:
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
             return len(entries), f"{name}: sha256 {digest[:12]}…, the manifest says {str(entry.get('sha256'))[:12]}…"
-    recorded = manifest.get("artifact_sha256")
-    if recorded is not None and recorded != artifact_digest(entries):
+    if digest_edited(manifest):
         return len(entries), ("manifest.json: artifact_sha256 does not match the manifest's own file list "
                               "(the list was edited after the build)")
     return len(entries), None

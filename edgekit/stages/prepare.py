@@ -220,15 +220,12 @@ def _export(source: SourceModel, env: dict, model_digest: str, workdir: Path, pr
     return _Export(export.folder / "model.onnx", export.folder, export, key)
 
 
-def _reference(source: SourceModel, export: _Export, output_names: list[str], threads: int) -> Session:
+def _reference(source: SourceModel, export: _Export, model, threads: int) -> Session:
     """Rule 3: what every artifact is compared with: ONNX Runtime on an ONNX file, else PyTorch (loaded
-    only when needed, when the export came from the cache)."""
+    only when needed, when the export came from the cache); `model` is the exported graph, for its port names."""
+    output_names = [o.name for o in model.graph.output]
     if source.module is not None:  # the module given from Python is the original (export rule 4)
-        import onnx as _onnx
-
-        model = _onnx.load(str(source.path), load_external_data=False)
-        return ModuleSession(source.module, [i.name for i in model.graph.input],
-                             [o.name for o in model.graph.output], threads)
+        return ModuleSession(source.module, [i.name for i in model.graph.input], output_names, threads)
     if source.kind == "onnx":
         try:
             return OrtSession(source.path, threads)
@@ -244,7 +241,7 @@ def _sound(source: SourceModel, model):
     """The model, unless a weight is NaN, infinite or beyond 1e30 (a usage error naming it)."""
     bad = graph.bad_weight(model)
     if bad is not None:
-        raise UsageError(f"{source.location}: weight {bad} is not a finite number below 1e30; the model is damaged "
+        raise UsageError(f"{source.location}: weight {bad} is not a finite number below {graph.LARGEST_VALUE:g}; the model is damaged "
                          "(fix or retrain it): nothing built from it could be trusted")
     return model
 
@@ -274,9 +271,8 @@ def _with_state(reference: Session, samples: Samples, pairs: list[tuple[str, str
             state = {i: np.zeros_like(feeds[start][i]) for i, _ in pairs}
             for feed in feeds[start:start + STATE_STEPS]:
                 feed.update(state)
-                out = reference.run(feed) if names else None
-                state = {i: np.asarray(out[names.index(o)], dtype=feed[i].dtype).reshape(feed[i].shape)
-                         for i, o in pairs} if out is not None else state
+                out = reference.run(feed)
+                state = {i: np.asarray(out[names.index(o)], dtype=feed[i].dtype).reshape(feed[i].shape) for i, o in pairs}
     samples.notes.append(f"state fed back ({', '.join(f'{o} -> {i}' for i, o in pairs)}): calibration and evaluation run "
                          f"in sequences of {STATE_STEPS} calls from a zero state, each call taking the original's state "
                          "from the call before")
@@ -311,7 +307,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
     if source.is_graph:
         graph.require_static(specs)
-    reference = _reference(source, export, [o.name for o in model.graph.output] if not source.is_graph else [], threads)
+    reference = _reference(source, export, model, threads)
     onnx_path = export.onnx
     if shapes:
         model = graph.apply_shapes(model, specs)

@@ -182,9 +182,9 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
             calibration_dataset=dataset, preset=preset, model_type=nncf.ModelType.TRANSFORMER if transformer else None,
             subset_size=len(calibration), **arguments))
         if failed:
-            levers["left_in_float"] = "; ".join(f"{name} ({why})" for name, why in failed.items())
-            notes.append(f"NNCF could not quantise {len(failed)} node(s); left in float: "
-                         + ", ".join(f"{name} ({why})" for name, why in failed.items()))
+            described = [f"{name} ({why})" for name, why in failed.items()]
+            levers["left_in_float"] = "; ".join(described)
+            notes.append(f"NNCF could not quantise {len(failed)} node(s); left in float: " + ", ".join(described))
         settings.update({
             "quantizer": f"nncf {nncf.__version__} post-training quantisation",
             "preset": preset.value if hasattr(preset, "value") else str(preset),

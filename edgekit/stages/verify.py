@@ -53,6 +53,11 @@ def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return _snr_from_sums(float(np.sum(reference.astype(np.float64) ** 2)), float(np.sum(diff ** 2)))
 
 
+# The task figures a `metrics.TaskMetrics` hands to a `Fidelity` as they are (`Fidelity.add_task`).
+CARRIED_FIGURES = ("top5_agreement", "retrieval_agreement_at_5", "retrieval_k", "decision_agreement", "map_iou",
+                   "box_agreement", "boxes", "mask_miou", "masks", "transcripts")
+
+
 @dataclass
 class Fidelity:
     cosine_min: float
@@ -84,13 +89,8 @@ class Fidelity:
         token for a per-token model)."""
         if task.top1_agreement is not None:
             self.top1_agreement = task.top1_agreement
-        self.top5_agreement = task.top5_agreement
-        self.retrieval_agreement_at_5 = task.retrieval_agreement_at_5
-        self.retrieval_k = task.retrieval_k
-        self.decision_agreement, self.map_iou = task.decision_agreement, task.map_iou
-        self.box_agreement, self.boxes = task.box_agreement, task.boxes
-        self.mask_miou, self.masks = task.mask_miou, task.masks
-        self.transcripts = task.transcripts
+        for name in CARRIED_FIGURES:
+            setattr(self, name, getattr(task, name))
         self.task_metrics = task.task_metrics or None
         self.labelled_samples = task.labelled_samples
         self.intervals = dict(task.intervals) or None
