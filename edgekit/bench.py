@@ -13,6 +13,8 @@ What PATH may be:
 Inputs: text from the built-in corpus at `--sequence-length` tokens when a tokenizer sits beside the
 artifact or model, else synthetic inputs of each input's dtype at its fixed shape (`--shape` fixes
 free dimensions). Every session is measured interleaved, with the same statistics as `compile`.
+4. A generative model (a KV-cache decoder) is timed on a prompt of `--sequence-length` corpus tokens and
+   GENERATED_TOKENS greedy tokens through its cache, the original (`--original`) through the same loop.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from .data import CORPUS, benchmark_text, read_lines, synthetic_feed
 from .errors import UsageError
 from .progress import NullProgress, rounds
 from .report import latency_json, throughput_json
-from .runtimes import Feed, OrtSession, Session, TorchSession, default_threads, open_artifact
+from .runtimes import Feed, Session, TorchSession, default_threads, open_artifact
+from .runtimes.onnxruntime import open_onnx
 from .source import DEFAULT_MODEL_ID, resolve_source
 from .stages import benchmark
 from .table import Table
@@ -108,11 +111,24 @@ def _specs_of(path: Path) -> list[graph.InputSpec]:
     return graph.input_specs(graph.load(path, load_external_data=False))
 
 
+GENERATED_TOKENS = 32  # a generative model's benchmark: a prompt of --sequence-length tokens, then this many greedy
+
+
+def _generative(specs: list[graph.InputSpec]) -> bool:
+    """A KV-cache decoder: past_key_values inputs (ONNX) or a stateful IR's beam_idx."""
+    return any(s.name.startswith("past_key_values.") or s.name == "beam_idx" for s in specs)
+
+
 def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[int, ...]], sequence_length: int) -> Feed:
     if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        if _generative(specs):  # rule 4: a real prompt, then greedy tokens through the cache
+            from .tasks.generation import prompt_of, token_feed
+
+            ids = [{"input_ids": np.asarray([tokenizer(text)["input_ids"]])} for text in read_lines(CORPUS)]
+            return token_feed(prompt_of(ids, sequence_length), GENERATED_TOKENS)
         return benchmark_text(tokenizer, read_lines(CORPUS), graph.resolve_shapes(specs, shapes), sequence_length)
     fixed = graph.resolve_shapes(specs, shapes)
     graph.require_static(fixed)
@@ -185,7 +201,7 @@ def _plan_bundle(p: Path, targets: list[str] | None, with_original: bool, thread
         source = bundle.manifest.get("source", {})
         location = _compiled_original(p, source)
         if source.get("kind") == "onnx":
-            openers.insert(0, ("original", "onnxruntime", location, lambda: OrtSession(Path(location), threads)))
+            openers.insert(0, ("original", "onnxruntime", location, lambda: open_onnx(Path(location), threads)))
         else:
             openers.insert(0, ("original", "pytorch", location,
                                lambda: _torch_original(None if location == DEFAULT_MODEL_ID else location, first, threads)))
@@ -292,9 +308,15 @@ def _example_target(runtime: str) -> str:
 
 
 def _torch_original(model: str | None, artifact: Path, threads: int) -> Session:
-    from .stages.export import load_reference
+    from .stages.export import load_model, load_reference
 
     source = resolve_source(model)
+    specs = graph.ir_input_specs(artifact)[0] if artifact.suffix == ".xml" else _specs_of(artifact)
+    if _generative(specs):
+        from .runtimes.generation import GenerationSession
+        from .runtimes.pytorch import TorchDecoder
+
+        return GenerationSession(TorchDecoder(load_model(source)[0], threads))
     return load_reference(source, [o for o in _output_names(artifact)], threads)
 
 

@@ -128,7 +128,7 @@ def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant 
         model_config=(prep.source.config or {}) if prep.source.kind == "huggingface" else None,
         static=variant.static if variant is not None else None, workdir=work,
         artifact=(folder or ctx.bundle.folder(target.name)) / runtimes.get(target.runtime).artifact_name,
-        progress=ctx.progress)
+        generative=prep.generative, progress=ctx.progress)
 
 
 def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[str], bool]:

@@ -85,6 +85,10 @@ def main() -> None:
 @click.option("--max-size-mb", type=float, default=None, metavar="X", help="Budget: artifact size in MB.")
 @click.option("--min-speedup", type=float, default=None, metavar="X",
               help="Budget: p50 speedup over the original, e.g. 1.0 (never slower).")
+@click.option("--max-ppl-increase", type=float, default=None, metavar="X",
+              help="Budget, generative models: largest relative perplexity increase over the original, e.g. 0.05.")
+@click.option("--min-token-agreement", type=float, default=None, metavar="X",
+              help="Budget, generative models: smallest share of next tokens whose top-1 is the original's, e.g. 0.9.")
 @click.option("--junit", type=click.Path(), default=None, metavar="PATH",
               help="Also write a JUnit XML file: one test case per target and budget (written even when a budget fails).")
 @click.option("--require-measured", is_flag=True,
@@ -109,8 +113,8 @@ def main() -> None:
 @progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
-            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, min_speedup, junit, require_measured, threads, trust_remote_code, force,
-            no_cache, no_bench, project, jobs, quiet, progress_mode, debug) -> None:
+            seed, min_cosine, max_drop, max_latency_ms, max_size_mb, min_speedup, max_ppl_increase, min_token_agreement, junit,
+            require_measured, threads, trust_remote_code, force, no_cache, no_bench, project, jobs, quiet, progress_mode, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -157,7 +161,8 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
             label_column=label_column, junit=junit, require_measured=require_measured, trust_remote_code=trust_remote_code,
             force=force, no_bench=no_bench, cache=not no_cache,
             overrides={"min_cosine": min_cosine, "max_drop": list(max_drop), "max_latency_ms": max_latency_ms,
-                       "max_size_mb": max_size_mb, "min_speedup": min_speedup, "calibration_samples": calibration_samples,
+                       "max_size_mb": max_size_mb, "min_speedup": min_speedup, "max_ppl_increase": max_ppl_increase,
+                       "min_token_agreement": min_token_agreement, "calibration_samples": calibration_samples,
                        "eval_samples": eval_samples, "seed": seed})
         report = run(request)
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ def _builtin_dir(kind: str) -> Path:
 
 # Metrics a `max_drop` / `min_relative` budget may name (see edgekit/stages/metrics.py).
 BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5",
-                  "decision_agreement", "map_iou", "box_agreement", "mask_miou")
+                  "decision_agreement", "map_iou", "box_agreement", "mask_miou", "token_agreement", "depth_agreement")
 
 PRECISIONS = ("int8", "fp32")
 TARGET_PRECISIONS = ("fp16", "int8", "fp32")  # what a device target may build (rule 5)
@@ -103,6 +103,9 @@ class Budgets:
     min_map_iou: float | None = None  # probability-map outputs: IoU of the binarised maps
     min_box_agreement: float | None = None  # detectors: F1 of the artifact's boxes matched to the original's
     min_mask_miou: float | None = None  # segmenters: mean IoU of the artifact's mask against the original's
+    min_depth_agreement: float | None = None  # depth estimators: share of pixels within 1.25x of the original's depth
+    min_token_agreement: float | None = None  # generative models: next-token top-1 agreement, teacher-forced
+    max_ppl_increase: float | None = None  # generative models: artifact perplexity / original's − 1 (judge rule 10)
     max_latency_ms: float | None = None  # p90
     max_size_mb: float | None = None
     min_speedup: float | None = None  # p50 of the original / p50 of the artifact, measured side by side
@@ -139,6 +142,15 @@ class Profile:
     recovery: bool = True  # an INT8 artifact that misses an accuracy budget keeps its most sensitive layers FP32
     recovery_max_fp32_fraction: float = 0.5  # at most this share of the quantised layers goes back to FP32
     recovery_seconds: float = 180.0  # wall-time bound of the search, per target
+    # Generative models (tasks/generation.py, stages/weights.py): weight-only compression and the generation workload.
+    generation_weights: str = "int4"  # "int4" (group-wise) | "int8" (per channel)
+    generation_group_size: int = 128  # INT4 group size; -1: channel-wise
+    generation_symmetric: bool = False  # symmetric weights (an NPU target always gets them)
+    generation_head: str = "int8"  # the LM head's (and OpenVINO's embedding's) precision: "int8" | "int4"
+    generation_new_tokens: int = 32  # tokens generated per greedy run (verify and the benchmark)
+    generation_prompt_lengths: tuple[int, ...] = (32, 128)  # time to first token is measured at each
+    generation_max_prompt_len: int = 1024  # NPU: the static prompt length its pipeline is compiled for
+    generation_min_response_len: int = 128  # NPU: the static response length it is compiled for
     source: str = ""
 
 
@@ -234,6 +246,9 @@ class BudgetKeys(Schema):
     min_map_iou: Number(0.0, 1.0) = None
     min_box_agreement: Number(0.0, 1.0) = None
     min_mask_miou: Number(0.0, 1.0) = None
+    min_depth_agreement: Number(0.0, 1.0) = None
+    min_token_agreement: Number(0.0, 1.0) = None
+    max_ppl_increase: Number(0.0) = None
     max_latency_ms: Number(0.0) = None
     max_size_mb: Number(0.0) = None
     min_speedup: Number(0.0) = None
@@ -258,6 +273,30 @@ class BenchmarkKeys(Schema):
     batch_sizes: Rule(tuple[int, ...], (list,), _batch_sizes) = None
 
 
+def _group_size(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or 8 <= value <= 4096) or (value > 0 and value & (value - 1)):
+        raise invalid(f"'{KEY}' must be -1 (channel-wise) or a power of two from 8 to 4096, not {value!r}")
+    return value
+
+
+def _prompt_lengths(value: list) -> tuple[int, ...]:
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 131072 for v in value) \
+            or not _distinct(value):
+        raise invalid(f"'{KEY}' must be a list of distinct prompt lengths from 1 to 131072, not {value!r}")
+    return tuple(sorted(value))
+
+
+class GenerationKeys(Schema):
+    weights: OneOf("int4", "int8") = None
+    group_size: Rule(int, (int,), _group_size) = None
+    symmetric: Flag = None
+    head: OneOf("int8", "int4") = None
+    new_tokens: Whole(1, 4096) = None
+    prompt_lengths: Rule(tuple[int, ...], (list,), _prompt_lengths) = None
+    max_prompt_len: Whole(1) = None
+    min_response_len: Whole(1) = None
+
+
 class RecoveryKeys(Schema):
     enabled: Flag = None
     max_fp32_fraction: Number(0.0, 1.0) = None
@@ -266,7 +305,7 @@ class RecoveryKeys(Schema):
 
 # A profile's sections: [name] -> its schema; each key becomes the Profile field `prefix + key`.
 PROFILE_SECTIONS: dict[str, type[Schema]] = {"budgets": BudgetKeys, "data": DataKeys, "benchmark": BenchmarkKeys,
-                                             "recovery": RecoveryKeys}
+                                             "recovery": RecoveryKeys, "generation": GenerationKeys}
 
 
 def read_toml(path: Path) -> dict:
@@ -344,8 +383,9 @@ def load_profile(name_or_path: str) -> Profile:
     given = {name: validate(schema, sections.get(name, {}), path, f"{name}.").given() for name, schema in PROFILE_SECTIONS.items()}
     bench = {(k if k == "sequence_length" else f"bench_{k}"): v for k, v in given["benchmark"].items()}
     recovery = {("recovery" if k == "enabled" else f"recovery_{k}"): v for k, v in given["recovery"].items()}
+    generation = {f"generation_{k}": v for k, v in given["generation"].items()}
     return Profile(name=path.stem, description=data.pop("description", ""), budgets=Budgets(**given["budgets"]),
-                   source=str(path), **data, **given["data"], **bench, **recovery)
+                   source=str(path), **data, **given["data"], **bench, **recovery, **generation)
 
 
 def resolve_precision(target: Target, profile: Profile) -> str:
@@ -371,7 +411,7 @@ def list_profiles() -> list[Profile]:
 # ------------------------------------------------------------------ overrides (the command line's budgets and data sizes)
 
 OVERRIDE_BUDGETS = ("min_cosine", "min_top1_agreement", "max_latency_ms", "max_size_mb", "min_speedup", "max_drop",
-                    "min_relative")
+                    "min_relative", "max_ppl_increase", "min_token_agreement")
 OVERRIDE_DATA = ("calibration_samples", "eval_samples", "seed")
 
 

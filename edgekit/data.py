@@ -585,6 +585,8 @@ class SampleRequest:
     index_limits: dict[str, int] = field(default_factory=dict)  # integer inputs' ranges (graph.index_limits)
     max_eval: int | None = None  # evaluate what calibration leaves, up to this many in all (None: n_eval exactly)
     feature_extractor: Any = None  # audio models: the model's feature extractor (its sampling_rate and features)
+    new_tokens: int = 0  # generative models: tokens generated greedily per evaluation sample
+    prompt_lengths: tuple[int, ...] = (32,)  # generative models: the benchmark's prompt lengths (the first is timed in full)
 
 
 class _Labels:

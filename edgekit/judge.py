@@ -21,6 +21,9 @@ Rules:
 9. A task family may name budgets it reports but does not gate on (`secondary`): a classifier is decided by
    top-1 agreement and the accuracy drop, and its logit cosine is shown beside them. Such a check counts only
    when the caller asked for it.
+10. Generative models: `max_ppl_increase` bounds the artifact's perplexity over the original's, relative (artifact /
+   original − 1, on the same held-out text, teacher-forced); `min_token_agreement` the share of positions whose
+   next-token top-1 is the original's (tasks/generation.py).
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) ->
     the limit (rule 3 when absent)."""
     checks = []
     for budget, metric in (("min_decision_agreement", "decision_agreement"), ("min_map_iou", "map_iou"),
-                           ("min_box_agreement", "box_agreement"), ("min_mask_miou", "mask_miou")):
+                           ("min_box_agreement", "box_agreement"), ("min_mask_miou", "mask_miou"),
+                           ("min_depth_agreement", "depth_agreement"), ("min_token_agreement", "token_agreement")):
         limit = getattr(budgets, budget)
         if limit is None:
             continue
@@ -124,13 +128,23 @@ def _agreement_minimums(budgets: Budgets, metrics: Mapping[str, tuple | str]) ->
             checks.append(not_applicable(budget, limit, figure))
         else:
             checks.append(Check(budget, limit, figure[1], figure[1] >= limit - TOLERANCE))
+    if budgets.max_ppl_increase is not None:  # rule 10
+        figure = metrics.get("ppl_increase", "not measured")
+        if isinstance(figure, str):
+            checks.append(not_applicable("max_ppl_increase", budgets.max_ppl_increase, figure))
+        else:
+            original, artifact = figure[0], figure[1]
+            increase = artifact / original - 1.0 if original > 0 else 0.0
+            checks.append(Check("max_ppl_increase", budgets.max_ppl_increase, increase,
+                                increase <= budgets.max_ppl_increase + TOLERANCE, original=original, artifact=artifact))
     return checks
 
 
 # The budget on each figure a task family gates by (tasks/base.py `gating`).
 GATING_BUDGETS = {"cosine_min": "min_cosine", "top1_agreement": "min_top1_agreement",
                   "decision_agreement": "min_decision_agreement", "map_iou": "min_map_iou",
-                  "box_agreement": "min_box_agreement", "mask_miou": "min_mask_miou"}
+                  "box_agreement": "min_box_agreement", "mask_miou": "min_mask_miou",
+                  "depth_agreement": "min_depth_agreement", "token_agreement": "min_token_agreement"}
 
 
 def judge(budgets: Budgets, cosine_min: float, top1: float | None, latency_p90_ms: float | None, size_bytes: int,

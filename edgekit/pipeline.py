@@ -28,12 +28,13 @@ from .junit import write_junit
 from .progress import NullProgress, rounds
 from .report import NO_BENCH, FailedTarget, Report, TargetResult
 from .request import CompileRequest, Resolved
-from .runtimes import Feed, Session, default_threads
+from .runtimes import Feed, LazySession, Session, default_threads
 from .source import SourceModel, is_module, module_source, resolve_source
 from .stages import benchmark, static_shapes
 from .stages.caps import check_caps
 from .stages.prepare import Prepared, prepare
 from .tasks import TaskFamily
+from .tasks.generation import check_static_lengths, timing_figures
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,33 @@ def _benchmark(named: dict[str, Built], prep: Prepared, feed: Feed, prof: Profil
     return latencies, throughput
 
 
+def _timings(session: Session) -> list:
+    """A generation session's recorded runs (runtimes/generation.py rule 3), through a lazily opened original."""
+    inner = getattr(session, "_session", None) if isinstance(session, LazySession) else session
+    return list(getattr(inner, "timings", []) or [])
+
+
+def _generation_timings(named: dict[str, Built], prep: Prepared, family: TaskFamily, prof: Profile, progress
+                        ) -> dict[str, dict]:
+    """Generative models (tasks/generation.py rule 3): the benchmark's runs as time to first token and per output token,
+    and time to first token at the profile's other prompt lengths, interleaved."""
+    sessions: dict[str, Session] = {"original": prep.reference,
+                                    **{name: b.session for name, b in named.items() if b.present.present}}
+    workloads = family.prompt_workloads(prep.samples, prof.generation_prompt_lengths)
+    for length, feed in workloads.items():
+        progress.stage(f"time to first token at {length} prompt tokens, the original and {len(sessions) - 1} artifact(s) interleaved")
+        benchmark.measure(sessions, feed, max(5, prof.bench_min_runs // 5), prof.bench_min_seconds / 2, prof.bench_max_seconds / 2)
+    own = prep.samples.benchmark["input_ids"].shape[1]
+    new_tokens = int(prep.samples.benchmark["new_tokens"].ravel()[0])
+    out = {}
+    for name, session in sessions.items():
+        found = timing_figures(_timings(session), own, new_tokens)
+        if found is not None:
+            found["ttft_at"] = [t for t in (timing_figures(_timings(session), n, 1) for n in workloads) if t is not None]
+            out[name] = found
+    return out
+
+
 def compile(model: Any = None, **options: Any) -> Report:
     """Compile `model` for each target and return the report (also written to the bundle).
 
@@ -136,22 +164,28 @@ def run(request: CompileRequest) -> Report:
         prep, family = _prepare(plan, source, threads, workdir, progress, store)
         if exported:
             prep.samples.notes.insert(0, exported)
+        if prep.generative:  # weight-only precisions; an NPU fixes a decoder's lengths itself (runtimes/openvino.py rule 6)
+            check_static_lengths(plan.targets, plan.profile, prep.samples)
+            plan = dataclasses.replace(plan, precisions={t.name: family.build_precision(plan.precisions[t.name], plan.profile)
+                                                         for t in plan.targets})
         fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
                                                plan.profile.sequence_length, frozenset(plan.shapes))
-                 for t in plan.targets if t.static_shapes}
+                 for t in plan.targets if t.static_shapes and not prep.generative}
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)
         ctx = Context(prep, plan.profile, store, bundle, workdir, threads, family, progress,
                       {k: v for k, v in family.secondary_for(prep.reference_outputs, plan.profile.budgets).items() if k not in plan.asked})
         built, failed = _build_all(ctx, plan, here, variants)
-        latencies, throughput = {}, {}
+        latencies, throughput, generation = {}, {}, {}
         if not request.no_bench:
             def measure(named: dict[str, Built]):
                 return _benchmark(named, prep, family.workload(prep.samples), plan.profile, progress)
 
             latencies, throughput = measure({b.target.name: b for b in built})
             built, latencies, throughput = compete(ctx, built, latencies, measure, throughput)
-        report = _report(plan, ctx, source, built, latencies, throughput)
+            if prep.generative:
+                generation = _generation_timings({b.target.name: b for b in built}, prep, family, plan.profile, progress)
+        report = _report(plan, ctx, source, built, latencies, throughput, generation)
         report.failed = failed
         _write(bundle, report, plan, built)
     if plan.junit is not None:
@@ -241,11 +275,14 @@ def _result(b: Built, plan: Resolved, original, lat, throughput: dict, bundle_ro
     )
 
 
-def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built], latencies: dict, throughput: dict
-            ) -> Report:
+def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built], latencies: dict, throughput: dict,
+            generation: dict | None = None) -> Report:
     prof, original, prep, threads = plan.profile, latencies.get("original"), ctx.prep, ctx.threads
+    generation = generation or {}
     results = [_result(b, plan, original, latencies.get(b.target.name), throughput.get(b.target.name, {}), ctx.bundle.root,
                        ctx.secondary) for b in built]
+    for result in results:
+        result.generation = generation.get(result.target)
     bench_feed = prep.samples.benchmark
     return Report(
         edgekit_version=__version__,
@@ -268,6 +305,7 @@ def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built
         targets=results,
         notes=list(prep.samples.notes),
         cache=ctx.store.summary(),
+        original_generation=generation.get("original"),
     )
 
 

@@ -90,6 +90,16 @@ def _fidelity_from_json(accuracy: Any) -> Fidelity:
     return Fidelity(**{k: _float(given.get(k)) for k in required}, **values)
 
 
+def _generation_timing(timing: dict | None) -> tuple[str, str, str, str]:
+    """TTFT, TPOT, tokens/s and TTFT at other prompt lengths of one row of the generation table."""
+    if not timing:
+        return "—", "—", "—", "—"
+    ttft, tpot = timing["ttft_ms"], timing.get("tpot_ms")
+    others = ", ".join(f"{o['prompt_tokens']}: {o['ttft_ms']['p50']:.1f}" for o in timing.get("ttft_at", []))
+    return (f"{ttft['p50']:.1f} / {ttft['p90']:.1f}", f"{tpot['p50']:.2f} / {tpot['p90']:.2f}" if tpot else "—",
+            f"{timing['tokens_per_s']:.1f}" if timing.get("tokens_per_s") else "—", others or "—")
+
+
 def _interval(interval) -> str:
     return f"[{interval[0]:.4g}, {interval[1]:.4g}]"
 
@@ -137,6 +147,7 @@ class TargetResult:
     precompiled: dict[str, Any] | None = None  # the device's compiled blob and the versions it is bound to
     candidates: list[dict[str, Any]] = field(default_factory=list)  # INT8 and FP32 timed side by side (candidates.py)
     out_of_domain: dict[str, Any] | None = None  # text models: fidelity on the built-in out-of-domain set
+    generation: dict[str, Any] | None = None  # generative models: time to first token, per output token, tokens/s
 
     @property
     def measured(self) -> bool:
@@ -152,6 +163,8 @@ class TargetResult:
             extra["candidates"] = self.candidates
         if self.out_of_domain is not None:
             extra["out_of_domain"] = self.out_of_domain
+        if self.generation is not None:
+            extra["generation"] = self.generation
         return {
             "target": self.target,
             "profile": self.profile,
@@ -192,7 +205,7 @@ class TargetResult:
             throughput=throughput_from_json(d.get("throughput")), memory_mb=d.get("memory_mb"),
             not_measured=str(d.get("latency_not_measured") or ""), verified_on=str(d.get("verified_on") or ""),
             static_shapes=d.get("static_shapes"), precompiled=d.get("precompiled"),
-            candidates=list(d.get("candidates") or []), out_of_domain=d.get("out_of_domain"))
+            candidates=list(d.get("candidates") or []), out_of_domain=d.get("out_of_domain"), generation=d.get("generation"))
 
 
 @dataclass
@@ -231,6 +244,7 @@ class Report:
     original_throughput: dict[int, Throughput] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # the build cache: where, and what was reused or stored
     failed: list[FailedTarget] = field(default_factory=list)  # targets that could not be built
+    original_generation: dict[str, Any] | None = None  # generative models: the original's generation timings
 
     @property
     def verdict(self) -> str:
@@ -270,7 +284,8 @@ class Report:
             "task": self.task,
             "profile": self.profile,
             "original": {**self.original, **latency_json(self.original_latency, "" if self.benchmarked else NO_BENCH),
-                         "throughput": throughput_json(self.original_throughput)},
+                         "throughput": throughput_json(self.original_throughput),
+                         **({"generation": self.original_generation} if self.original_generation is not None else {})},
             "data": self.data,
             "benchmark": self.benchmark,
             "targets": [t.to_dict() for t in self.targets],
@@ -292,11 +307,12 @@ class Report:
         return cls(
             edgekit_version=str(d.get("edgekit_version") or ""), source=d.get("source") or {}, task=str(d.get("task") or ""),
             profile=str(d.get("profile") or ""),
-            original={k: v for k, v in original.items() if k not in LATENCY_ENTRY_KEYS and k != "throughput"},
+            original={k: v for k, v in original.items() if k not in LATENCY_ENTRY_KEYS and k not in ("throughput", "generation")},
             original_latency=latency_from_json(original), data=d.get("data") or {}, benchmark=d.get("benchmark") or {},
             targets=[TargetResult.from_dict(t) for t in d.get("targets") or []], notes=list(d.get("notes") or []),
             original_throughput=throughput_from_json(original.get("throughput")), cache=d.get("cache") or {},
-            failed=[FailedTarget.from_dict(f) for f in d.get("failed") or [] if isinstance(f, dict)])
+            failed=[FailedTarget.from_dict(f) for f in d.get("failed") or [] if isinstance(f, dict)],
+            original_generation=original.get("generation"))
 
     def _task_markdown(self) -> list[str]:
         """The task metrics section: labelled metrics (original, artifact, drop) and agreement with the original."""
@@ -315,7 +331,9 @@ class Report:
                                        ("top5_agreement", a.top5_agreement, "top-5 agreement"),
                                        ("retrieval_agreement_at_5", a.retrieval_agreement_at_5, retrieval),
                                        ("box_agreement", getattr(a, "box_agreement", None), "box agreement (F1)"),
-                                       ("mask_miou", getattr(a, "mask_miou", None), "mask mean IoU")):
+                                       ("mask_miou", getattr(a, "mask_miou", None), "mask mean IoU"),
+                                       ("depth_agreement", getattr(a, "depth_agreement", None),
+                                        "depth within 1.25x (δ1)")):
                 if value is not None:
                     table.add(t.target, f"{label} with the original", str(a.samples), "—",
                               _with_interval(value, intervals.get(name), ".1%"), "—")
@@ -387,7 +405,7 @@ class Report:
 
     def to_markdown(self) -> str:
         """report.md: the summary, the figures table, then one section per topic that has something to say."""
-        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()] + self._failed_markdown()
+        lines = self._summary_markdown() + ["", self._figures_table().to_markdown()] + self._generation_markdown() + self._failed_markdown()
         lines += self._cold_start_markdown() + self._throughput_markdown() + self._recovery_markdown()
         lines += (self._budgets_markdown() + self._task_markdown() + self._out_of_domain_markdown() + self._device_markdown()
                   + self._notes_markdown())
@@ -435,6 +453,31 @@ class Report:
                       f"{a.cosine_min:.4f}", f"{a.cosine_mean:.4f}", f"{a.max_abs_error:.3g}",
                       "✅ pass" if t.verdict == "pass" else "❌ FAIL")
         return table
+
+    def _generation_markdown(self) -> list[str]:
+        """Generative models: the generation table (tasks/generation.py), the original first."""
+        if not any(t.accuracy.generation for t in self.targets):
+            return []
+        table = Table(["target", "TTFT p50 / p90 ms", "TPOT p50 / p90 ms", "tokens/s", "TTFT at other prompt lengths",
+                       "size MB", "perplexity", "ppl Δ", "next-token agreement", "KL mean", "greedy identical", "verdict"],
+                      align="lrrrlrrrrrrl")
+        first = next(t.accuracy.generation for t in self.targets if t.accuracy.generation)
+        table.add("original", *_generation_timing(self.original_generation), _mb(self.original["size_bytes"]),
+                  f"{first['ppl_original']:.3f}", "—", "—", "—", "—", "—")
+        for t in self.targets:
+            g = t.accuracy.generation or {}
+            table.add(t.target, *_generation_timing(t.generation), _mb(t.size_bytes),
+                      f"{g.get('ppl_artifact', float('nan')):.3f}", f"{g.get('ppl_increase', float('nan')):+.2%}",
+                      "—" if t.accuracy.token_agreement is None else f"{t.accuracy.token_agreement:.1%}",
+                      f"{g.get('kl_mean', float('nan')):.4f}",
+                      f"{g.get('greedy_identical', float('nan')):.0%} (prefix {g.get('greedy_prefix_mean', float('nan')):.1f} "
+                      f"of {g.get('new_tokens', 0)})", "✅ pass" if t.verdict == "pass" else "❌ FAIL")
+        timing = self.original_generation or next((t.generation for t in self.targets if t.generation), None) or {}
+        head = (f"Generation: batch 1, greedy, a prompt of {timing.get('prompt_tokens', '?')} tokens and "
+                f"{timing.get('new_tokens', '?')} new tokens, interleaved with the original; perplexity and agreement "
+                f"teacher-forced on {first.get('positions', '?')} held-out token positions.") if timing else \
+            "Generation: not timed (--no-bench or no device here); perplexity and agreement teacher-forced on held-out text."
+        return ["", "## Generation", "", head, "", table.to_markdown()]
 
     def _cold_start_markdown(self) -> list[str]:
         """Load/compile time, first inference and resident memory added, per target."""

@@ -38,9 +38,13 @@ SUPPORTED_TASKS = (
     "semantic-segmentation",
     "audio-classification",
     "automatic-speech-recognition",
+    "text-generation",
+    "depth-estimation",
 )
+# Heads a generative decoder has (a `--task text-generation` on any other architecture is refused).
+CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
-IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation")
+IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation", "depth-estimation")
 AUDIO_TASKS = ("audio-classification", "automatic-speech-recognition")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
 
@@ -181,6 +185,15 @@ def infer_task(config: dict, library: str | None) -> str:
     raise UsageError("cannot infer the task from the model's config.json (no known architecture); give --task, e.g. --task feature-extraction")
 
 
+def _given_task(task: str | None, config: dict) -> str | None:
+    """`--task` as given; text generation only for an architecture with a causal-LM head (it cannot add one)."""
+    archs = config.get("architectures") or []
+    if task == "text-generation" and archs and not any(str(a).endswith(CAUSAL_LM_SUFFIXES) for a in archs):
+        raise UsageError(f"{archs[0]}: --task text-generation needs a causal language-model head (an architecture ending in "
+                         f"{' or '.join(CAUSAL_LM_SUFFIXES)}); this model has none, and --task cannot add one")
+    return task
+
+
 def _library(folder: Path) -> str:
     if (folder / "modules.json").is_file() and (folder / "config_sentence_transformers.json").is_file():
         return "sentence_transformers"
@@ -254,7 +267,7 @@ def resolve_source(model: str | os.PathLike | None, task: str | None = None, tru
         path=folder,
         name=name,
         revision=revision,
-        task=task or infer_task(config, library),
+        task=_given_task(task, config) or infer_task(config, library),
         library=library,
         config=config,
         weight_files=_hash_weights(folder),

@@ -15,6 +15,8 @@ Rules:
    compile does — runs the stored input and compares each output: cosine ≥ `min_cosine` and max absolute
    error ≤ `max_abs_error`. A target without a stored reference fails: a check that cannot run is not a pass.
 5. Nothing depends on where the bundle lies: paths are relative, so a moved bundle verifies.
+6. An integer output (a generative model's greedy tokens: the stored continuation) must match exactly; the
+   tolerance applies to float outputs, and is scaled by them only.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def write_reference(out_dir: Path, session: Session, feed: Feed, device: str, pr
     arrays = {f"input:{k}": np.asarray(v) for k, v in feed.items()}
     arrays.update({f"output:{n}": np.asarray(o) for n, o in zip(session.output_names, outputs)})
     write_npz(out_dir / REFERENCE_NPZ, arrays)
-    scale = max((float(np.max(np.abs(np.asarray(o, dtype=np.float64)), initial=0.0)) for o in outputs), default=0.0)
+    scale = max((float(np.max(np.abs(np.asarray(o, dtype=np.float64)), initial=0.0)) for o in outputs
+                 if not np.issubdtype(np.asarray(o).dtype, np.integer)), default=0.0)
     write_json(out_dir / REFERENCE_JSON, {
         "inputs": list(feed), "outputs": list(session.output_names),
         "tolerance": {"min_cosine": MIN_COSINE, "max_abs_error": RELATIVE_ABS_ERROR * scale + 1e-4},
@@ -116,6 +119,12 @@ def check_target(target: BundleTarget, threads: int = 1) -> tuple[str, str | Non
         have = np.asarray(got[out])
         if have.shape != want.shape:
             return name, f"{name}/{artifact.name}: output {out} has shape {list(have.shape)}, the reference {list(want.shape)}"
+        if np.issubdtype(want.dtype, np.integer):  # rule 6: token ids, classes: the same or not
+            if not np.array_equal(want, have):
+                first = int(np.flatnonzero(want.ravel() != have.ravel())[0])
+                return name, (f"{name}/{artifact.name}: output {out} differs from {name}/{REFERENCE_NPZ} at position {first}: "
+                              f"{int(have.ravel()[first])}, the reference {int(want.ravel()[first])} (integer outputs must match exactly)")
+            continue
         cos = cosine(want, have)
         err = float(np.max(np.abs(want.astype(np.float64) - have.astype(np.float64)), initial=0.0))
         if not np.isfinite(err):

@@ -280,6 +280,18 @@ def tiny_segformer(folder: Path, num_labels: int = 4) -> Path:
     return saved(folder, SegformerForSemanticSegmentation(config), SegformerImageProcessor(size={"height": 64, "width": 64}))
 
 
+def tiny_dpt(folder: Path) -> Path:
+    """A 4-layer DPT depth estimator on 64x64 images (ViT patches of 16), with its image processor."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
+                       patch_size=16, neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                       backbone_out_indices=[0, 1, 2, 3])
+    return saved(folder, DPTForDepthEstimation(config), DPTImageProcessor(size={"height": 64, "width": 64}))
+
+
 def stateful_vad_onnx(path: Path) -> Path:
     """The shape of a published voice-activity detector: an `If` subgraph, a recurrent `state` input fed back from
     the `stateN` output, and one speech probability per call (a sigmoid)."""
@@ -341,3 +353,64 @@ def tiny_wav2vec2_ctc(folder: Path) -> Path:
                             conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12)
     return saved(folder, Wav2Vec2ForCTC(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
+
+
+def corpus_tokenizer(folder: Path, vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained offline on edgekit's built-in corpus, saved into `folder`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from edgekit.data import CORPUS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS.read_text().splitlines(), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def tiny_causal_lm(folder: Path, arch: str = "llama", steps: int = 150) -> Path:
+    """A 2-layer decoder LM (`llama`, `qwen2` or `gpt2`) with a BPE tokenizer trained on the corpus, its weights trained
+    on the corpus for `steps` steps (a random LM predicts nearly uniform tokens: agreement on ties says nothing)."""
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = corpus_tokenizer(folder)
+    common = {"vocab_size": tokenizer.vocab_size, "bos_token_id": 1, "eos_token_id": 2}
+    configs = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM", {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                      "max_position_embeddings": 1024, "tie_word_embeddings": False}),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                      "max_position_embeddings": 1024, "tie_word_embeddings": True}),
+        "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 1024}),
+    }
+    config_name, model_name, kwargs = configs[arch]
+    torch.manual_seed(0)
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**common, **kwargs))
+    _train(model, tokenizer, steps)
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def _train(model, tokenizer, steps: int, length: int = 64, batch: int = 8) -> None:
+    import torch
+
+    from edgekit.data import CORPUS
+
+    ids = torch.tensor(tokenizer(" ".join(CORPUS.read_text().split("\n")))["input_ids"])
+    generator = torch.Generator().manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - length - 1, (batch,), generator=generator)
+        chunk = torch.stack([ids[s:s + length] for s in starts.tolist()])
+        loss = model(input_ids=chunk, labels=chunk).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()

@@ -72,7 +72,10 @@ def test_builtin_profiles(name, precision, activations, min_cosine, calibration_
                                 max_drop={"accuracy": accuracy_drop}, min_speedup=1.0 if name == "balanced" else None,
                                 min_decision_agreement=decision, min_map_iou=iou,
                                 min_box_agreement={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name],
-                                min_mask_miou={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name])
+                                min_mask_miou={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name],
+                                min_depth_agreement={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name],
+                                min_token_agreement={"fast": 0.8, "balanced": 0.85, "accurate": 0.9}[name],
+                                max_ppl_increase={"fast": 0.25, "balanced": 0.1, "accurate": 0.05}[name])
     assert isinstance(p.budgets.min_cosine, float)
     assert p.calibration_samples == calibration_samples
     assert p.eval_samples == 32

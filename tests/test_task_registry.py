@@ -33,14 +33,15 @@ def sign_family():
 
 
 def test_builtin_families_by_task():
-    assert tasks.names() == ["classifier", "ctc", "detection", "embedding", "segmentation", "sequence", "tensor"]
+    assert tasks.names() == ["classifier", "ctc", "depth", "detection", "embedding", "generation", "segmentation", "sequence",
+                             "tensor"]
     assert tasks.for_task("text-classification").name == "classifier"
     assert tasks.for_task("image-classification").classifier is True
     assert tasks.for_task("feature-extraction").name == "embedding"
     assert tasks.for_task("token-classification").name == tasks.for_task("fill-mask").name == "sequence"
     for other in ("question-answering", None):
         assert tasks.for_task(other).name == "tensor"
-    with pytest.raises(UsageError, match=r"unknown task family 'speech' \(registered: classifier, ctc, detection, embedding, segmentation, sequence, tensor\)"):
+    with pytest.raises(UsageError, match=r"unknown task family 'speech' \(registered: classifier, ctc, depth, detection, embedding, generation, segmentation, sequence, tensor\)"):
         tasks.get("speech")
 
 

@@ -14,6 +14,9 @@ Rules:
    A device target (its own precision): FP16 (stages/fp16.py) or FP32 as exported.
 4. Recovery ranks the quantised layers by sensitivity and rebuilds with the fewest of them FP32 that meet
    the budget (stages/recovery.py); the rebuilt QDQ artifact is finished as the first one was.
+5. A KV-cache decoder graph (`past_key_values.*` in, `present.*` out) opens as a generation session
+   (runtimes/generation.py): its cache is fed back explicitly. Its recipe is weight-only: INT4 or INT8
+   `MatMulNBits` (stages/weights.py); FP32 is the export as it is.
 """
 
 from __future__ import annotations
@@ -99,6 +102,54 @@ class OrtSession:
 
     def run(self, feed: Feed) -> list[np.ndarray]:
         return self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self._session.get_inputs()]
+
+    def input_shape(self, name: str) -> list:
+        return next(i.shape for i in self._session.get_inputs() if i.name == name)
+
+
+class OrtDecoder:
+    """A KV-cache decoder graph (optimum's `text-generation-with-past` export) as a generation.Decoder: the cache is
+    the graph's `present.*` outputs fed back as `past_key_values.*` (rule 5)."""
+
+    def __init__(self, session: OrtSession) -> None:
+        from .generation import cache_pairs
+
+        self._session, self.runtime = session, session.runtime
+        self._pairs = cache_pairs(session.input_names, session.output_names)
+        self._index = {name: i for i, name in enumerate(session.output_names)}
+        self._inputs = set(session.input_names)
+        self._empty = {past: np.zeros([1] + [d if isinstance(d, int) else 0 for d in session.input_shape(past)[1:]],
+                                      np.float32) for past, _ in self._pairs}
+        self._cache: dict[str, np.ndarray] = {}
+        self.settings = {**session.settings, "generation": {
+            "kv_cache": "explicit: present.* outputs fed back as past_key_values.* inputs",
+            "cache_inputs": len(self._pairs)}}
+
+    def reset(self) -> None:
+        self._cache = dict(self._empty)
+
+    def step(self, ids: np.ndarray, past: int) -> np.ndarray:
+        length = ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, past + length), np.int64), **self._cache}
+        if "position_ids" in self._inputs:
+            feed["position_ids"] = np.arange(past, past + length, dtype=np.int64)[None]
+        outputs = self._session.run(feed)
+        self._cache = {p: outputs[self._index[o]] for p, o in self._pairs}
+        return outputs[self._index["logits"]]
+
+
+def open_onnx(path: Path, threads: int, provider: str = CPU_PROVIDER, disabled_optimizers: tuple[str, ...] = ()):
+    """An ONNX file as a session: a KV-cache decoder as a generation session (rule 5), any other graph as it is."""
+    from .generation import GenerationSession, cache_pairs
+
+    session = OrtSession(path, threads, provider, disabled_optimizers=disabled_optimizers)
+    if cache_pairs(session.input_names, session.output_names):
+        return GenerationSession(OrtDecoder(session))
+    return session
 
 
 def recorded_disabled_optimizers(settings: Mapping[str, Any]) -> tuple[str, ...]:
@@ -221,9 +272,8 @@ class OnnxRuntime(Runtime):
             settings["session_config"] = {DISABLE_OPTIMIZERS_KEY: ";".join(target.disabled_optimizers)}
         return settings
 
-    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> OrtSession:
-        return OrtSession(artifact, threads, self.recorded_placement(settings),
-                          disabled_optimizers=recorded_disabled_optimizers(settings))
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int):
+        return open_onnx(artifact, threads, self.recorded_placement(settings), recorded_disabled_optimizers(settings))
 
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {"execution_provider": target.execution_provider}
@@ -238,6 +288,10 @@ class OnnxRuntime(Runtime):
 
     def recipe(self, inputs: BuildInputs) -> list[Step]:
         target, precision = inputs.target, inputs.precision
+        if inputs.generative:  # rule 5
+            from ..stages.weights import compress_onnx
+
+            return [compress_onnx] if precision in ("int4", "int8") else [copy_to_artifact]
         if target.precision is not None:  # a device target: its own precision (config rule 5)
             if precision == "fp16":
                 return [convert_fp16_step]

@@ -14,6 +14,10 @@ Rules:
 4. Recipes: NNCF post-training quantisation or a plain FP32 IR (stages/quantize_ov.py) for a target
    without its own precision; a device target's FP16 or INT8 IR (stages/openvino_device.py).
 5. Recovery is NNCF's accuracy control with the worst-case output cosine as its metric.
+6. A stateful IR (a KV cache made state: optimum-intel's layout, `beam_idx` input) opens as a generation
+   session (runtimes/generation.py); its recipe is the ONNX decoder made stateful and its weights compressed by
+   NNCF `compress_weights` (stages/weights.py). On an NPU the prompt and response lengths are fixed at compile
+   time (`MAX_PROMPT_LEN`, `MIN_RESPONSE_LEN`, from the profile; runtime.json records them).
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class OpenVinoSession:
     performance_hint: str = "LATENCY"
     inference_precision: str = "f32"  # CPU: the precision of layers left unquantised ("bf16" where the CPU has it)
     length_buckets: tuple[int, ...] = ()  # static sequence lengths to pad to (see BucketPlan); () runs as built
+    llm_static: dict[str, int] = field(default_factory=dict)  # NPU: a stateful LLM's static lengths (rule 6)
     runtime: str = "openvino"
     output_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +140,10 @@ class OpenVinoSession:
             self._model = core.read_model(str(self.path))
         except Exception as exc:
             raise InternalError(f"OpenVINO could not read {self.path.name}: {str(exc).splitlines()[0]}") from exc
+        if self.device == "NPU" and self.llm_static and self._model.get_sinks():  # rule 6: the NPU's LLM pipeline
+            config.update({"NPU_USE_NPUW": "YES", "NPUW_LLM": "YES",
+                           "NPUW_LLM_MAX_PROMPT_LEN": self.llm_static["MAX_PROMPT_LEN"],
+                           "NPUW_LLM_MIN_RESPONSE_LEN": self.llm_static["MIN_RESPONSE_LEN"]})
         self._plan, skipped = plan_buckets(self._model, tuple(self.length_buckets)) if self.length_buckets else (None, "")
         self._compiled_shapes: dict[tuple[int, int], Any] = {}
         self._dynamic = None
@@ -190,6 +199,17 @@ class OpenVinoSession:
                 continue
         return versions
 
+    @property
+    def stateful(self) -> bool:
+        """Whether the model keeps state between calls (a KV cache made stateful: rule 6)."""
+        return bool(self._model.get_sinks()) or "beam_idx" in self._input_names
+
+    def infer_request(self) -> Any:
+        """The model as built, compiled once: its infer request (state lives there)."""
+        if self._dynamic is None:
+            self._dynamic = self._compile(self._model)
+        return self._dynamic[1]
+
     def run(self, feed: Feed) -> list[np.ndarray]:
         feed = {k: v for k, v in feed.items() if k in self._input_names}
         plan = self._plan
@@ -207,6 +227,32 @@ class OpenVinoSession:
         if self._dynamic is None:
             self._dynamic = self._compile(self._model)
         return _infer(self._dynamic, feed)
+
+
+class OvDecoder:
+    """A stateful IR (the KV cache held in the infer request's state, optimum-intel's layout) as a
+    generation.Decoder (rule 6)."""
+
+    def __init__(self, session: OpenVinoSession) -> None:
+        self._session, self.runtime = session, session.runtime
+        self._request = session.infer_request()
+        self._inputs = {n for i in session._model.inputs for n in i.get_names()}
+        self.settings = {**session.settings, "generation": {
+            "kv_cache": "stateful: held in the infer request's state (reset_state() between prompts; beam_idx [0])",
+            **({"npu": dict(session.llm_static)} if session.llm_static else {})}}
+
+    def reset(self) -> None:
+        self._request.reset_state()
+
+    def step(self, ids: np.ndarray, past: int) -> np.ndarray:
+        length = ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, past + length), np.int64)}
+        if "position_ids" in self._inputs:
+            feed["position_ids"] = np.arange(past, past + length, dtype=np.int64)[None]
+        if "beam_idx" in self._inputs:
+            feed["beam_idx"] = np.zeros(1, np.int32)
+        self._request.infer(feed)
+        return np.array(self._request.get_tensor("logits").data)
 
 
 def _infer(compiled: tuple[Any, Any], feed: Feed) -> list[np.ndarray]:
@@ -279,8 +325,12 @@ class OpenVino(Runtime):
         device = target.device if present else target.verify_device
         # Without its device the artifact runs on the verify device in FP32: numerics only.
         float_precision = profile.float_precision if target.precision is None and device == "CPU" else "f32"
-        return {"device": device, "PERFORMANCE_HINT": target.performance_hint, "INFERENCE_PRECISION_HINT": float_precision,
-                "length_buckets": list(target.length_buckets)}
+        settings = {"device": device, "PERFORMANCE_HINT": target.performance_hint, "INFERENCE_PRECISION_HINT": float_precision,
+                    "length_buckets": list(target.length_buckets)}
+        if target.static_shapes:  # rule 6: what a stateful LLM is compiled with on the NPU
+            settings["llm_static"] = {"MAX_PROMPT_LEN": profile.generation_max_prompt_len,
+                                      "MIN_RESPONSE_LEN": profile.generation_min_response_len}
+        return settings
 
     def float_alternatives(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Base rule 7: bf16 for the layers left in float is measured against f32."""
@@ -288,9 +338,16 @@ class OpenVino(Runtime):
             return [{**settings, "INFERENCE_PRECISION_HINT": "f32"}]
         return []
 
-    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int) -> OpenVinoSession:
-        return OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
-                               str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings))
+    def open(self, artifact: Path, settings: Mapping[str, Any], threads: int):
+        static = settings.get("llm_static") or settings.get("generation", {}).get("npu")
+        session = OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
+                                  str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings),
+                                  llm_static=dict(static) if isinstance(static, Mapping) else {})
+        if session.stateful:  # rule 6
+            from .generation import GenerationSession
+
+            return GenerationSession(OvDecoder(session))
+        return session
 
     def absent_settings(self, target: "Target") -> dict[str, Any]:
         return {"PERFORMANCE_HINT": target.performance_hint}
@@ -312,6 +369,10 @@ class OpenVino(Runtime):
                 "table's first inference)"]
 
     def recipe(self, inputs: BuildInputs) -> list[Step]:
+        if inputs.generative:  # rule 6
+            from ..stages.weights import compress_openvino
+
+            return [compress_openvino]
         return [convert_device_ir if inputs.target.precision is not None else convert_ir]
 
     def recover(self, inputs: RecoveryInputs):

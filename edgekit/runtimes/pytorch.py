@@ -75,6 +75,32 @@ class ModuleSession:
         return [t.detach().float().numpy() for t in flat]
 
 
+class TorchDecoder:
+    """A Hugging Face causal LM as a generation.Decoder: the model's own KV cache (`past_key_values`), eager FP32."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model: Any, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch, self._model, self._cache = torch, model.eval(), None
+        self.settings = {**torch_settings(threads), "generation": {"kv_cache": "the model's own (transformers DynamicCache)"}}
+
+    def reset(self) -> None:
+        self._cache = None
+
+    def step(self, ids: np.ndarray, past: int) -> np.ndarray:
+        torch = self._torch
+        length = ids.shape[1]
+        with torch.inference_mode():
+            out = self._model(input_ids=torch.from_numpy(ids), attention_mask=torch.ones((1, past + length), dtype=torch.long),
+                              position_ids=torch.arange(past, past + length).unsqueeze(0), past_key_values=self._cache,
+                              use_cache=True)
+        self._cache = out.past_key_values
+        return out.logits.float().numpy()
+
+
 def torch_settings(threads: int) -> dict[str, Any]:
     """What a TorchSession records, known without importing torch (for a reference that was never loaded)."""
     from importlib import metadata

@@ -57,6 +57,7 @@ class BuildInputs:
     workdir: Path  # this target's own work folder
     artifact: Path  # where the artifact goes
     keep_fp32: tuple[str, ...] = ()  # nodes the quantiser leaves FP32 (accuracy recovery rebuilds with them)
+    generative: bool = False  # a KV-cache decoder: weight-only recipes (stages/weights.py)
     progress: Any = field(default_factory=NullProgress, compare=False)  # where steps report (edgekit/progress.py)
 
 

@@ -2,7 +2,9 @@
 
 1. The model is loaded once with optimum's TasksManager and exported from memory, so the same
    PyTorch module is both the export's source and the reference every artifact is verified against.
-2. optimum's own validation only logs a warning; edgekit runs its own check on real samples and
+2. A generative decoder is exported with its KV cache (`EXPORT_TASKS`); its check compares the generation
+   session's outputs: the prompt's logits in one prefill, and the greedy tokens generated through the cache.
+   optimum's own validation only logs a warning; edgekit runs its own check on real samples and
    fails (ExportMismatchError, exit 3) with the measured difference when it is beyond tolerance.
 3. Tokenizer and preprocessor files land beside `model.onnx`, so a device gets all it needs.
 4. A PyTorch module given from Python (`edgekit.compile(module, example_inputs=...)`) is exported with
@@ -31,8 +33,11 @@ log = logging.getLogger(__name__)
 PREPROCESSOR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
     "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
-    "preprocessor_config.json", "config.json",
+    "preprocessor_config.json", "config.json", "generation_config.json",
 )
+# Tasks exported with more than the task's name says: a generative decoder with its KV cache (inputs
+# `past_key_values.*`, outputs `present.*`), so generation runs one token per step (runtimes/generation.py).
+EXPORT_TASKS = {"text-generation": "text-generation-with-past"}
 # Export check: |onnx - torch| <= ABS + REL * max|torch| on every output of every sample checked.
 EXPORT_ABS_TOLERANCE = 1e-4
 EXPORT_REL_TOLERANCE = 1e-3
@@ -77,7 +82,7 @@ def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
     model, library, task = load_model(source)
     folder = workdir / "export"
     try:
-        onnx_export_from_model(model, folder, task=task, library_name=library, do_validation=False)
+        onnx_export_from_model(model, folder, task=EXPORT_TASKS.get(task, task), library_name=library, do_validation=False)
     except ValueError as exc:
         message = str(exc).splitlines()[0]
         if "not supported" in message or "is not a supported" in message:

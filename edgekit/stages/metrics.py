@@ -38,10 +38,12 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 # metrics compare with the original, whose agreement with itself is 1 by definition.
 LABELLED_METRICS = ("accuracy", "macro_f1")
 AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5", "decision_agreement", "map_iou",
-                     "box_agreement", "mask_miou")
+                     "box_agreement", "mask_miou", "token_agreement", "depth_agreement")
 # Why an agreement metric is absent when no family said otherwise.
 NOT_MEASURED = {"decision_agreement": "no probability outputs", "map_iou": "no probability-map outputs",
-                "box_agreement": "not a detector", "mask_miou": "not a segmenter"}
+                "box_agreement": "not a detector", "mask_miou": "not a segmenter",
+                "token_agreement": "not a generative model", "ppl_increase": "not a generative model",
+                "depth_agreement": "not a depth estimator"}
 BUDGET_METRICS = LABELLED_METRICS + AGREEMENT_METRICS
 
 
@@ -164,6 +166,10 @@ class TaskMetrics:
     mask_miou: float | None = None  # segmenters: mean IoU of the artifact's mask against the original's
     masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
     transcripts: dict[str, float] | None = None  # CTC speech recognition: token error rate of the greedy transcripts
+    depth_agreement: float | None = None  # depth estimators: pixels within 1.25x of the original's depth (tasks/depth.py)
+    depth: dict[str, float] | None = None  # depth estimators: mean relative error, pixels with depth
+    token_agreement: float | None = None  # generative models: next-token top-1 agreement, teacher-forced (tasks/generation.py)
+    generation: dict[str, float] | None = None  # generative models: perplexity of both, KL, greedy continuation agreement
     labelled_samples: int | None = None
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why not
     intervals: dict[str, list[float]] = field(default_factory=dict)  # agreement metric -> its 95% interval (stats.py)
@@ -180,6 +186,8 @@ class TaskMetrics:
             value, interval = getattr(self, name), self.intervals.get(name)
             figures[name] = ((1.0, value, (1 - interval[1], 1 - interval[0]) if interval else None)
                              if value is not None else self.not_measured.get(name, NOT_MEASURED.get(name, "not measured")))
+        gen = self.generation
+        figures["ppl_increase"] = ((gen["ppl_original"], gen["ppl_artifact"]) if gen else NOT_MEASURED["ppl_increase"])
         return figures
 
 

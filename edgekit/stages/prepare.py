@@ -15,6 +15,8 @@
 6. A model whose state is fed back (graph.state_pairs: an input the next call takes from an output of the same
    shape, like a recurrent `state`) is calibrated and evaluated on the states it reaches, not on synthetic
    ones (`_with_state`); the artifact is judged call by call on the original's states.
+7. A KV-cache decoder (a generative model: runtimes/generation.py) runs as a generation session, the original
+   (PyTorch with its own cache) and the exported graph alike; its samples are its task family's (real text).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from ..bundle import write_npz
 from ..config import Profile
 from ..data import CORPUS, LabelSpace, SampleRequest, Samples
 from ..errors import InternalError, UsageError
-from ..runtimes import LazySession, ModuleSession, OrtSession, Session, TorchSession, torch_settings
+from ..runtimes import LazySession, ModuleSession, Session, TorchSession, torch_settings
+from ..runtimes.generation import OUTPUT_NAMES, GenerationSession, cache_pairs
+from ..runtimes.onnxruntime import open_onnx
 from ..source import SourceModel
 from . import verify
 from .export import PREPROCESSOR_FILES, check_export, export_huggingface, load_reference
@@ -80,6 +84,7 @@ class Prepared:
     transformer: bool
     export_error: float | None
     modality: str = "tensor"
+    generative: bool = False  # a KV-cache decoder, run as a generation session (rule 7)
     samples_key: str = ""  # the build-cache key of `samples` (it covers the model, the data and the options)
     # The same samples for other input shapes (a static-shape target's fixed ones), with the original's outputs
     # on them and their cache key: same data, split and seed.
@@ -111,7 +116,8 @@ class _Preprocessors:
                              min(getattr(tokenizer, "model_max_length", 512) or 512, 512), label_space,
                              text_column, label_column, self.index_limits,
                              max(profile.max_eval_samples, profile.eval_samples),
-                             _feature_extractor(self.folder) if modality == "audio" else None)
+                             _feature_extractor(self.folder) if modality == "audio" else None,
+                             profile.generation_new_tokens, profile.generation_prompt_lengths)
 
 
 def _feature_extractor(folder: Path):
@@ -222,15 +228,25 @@ def _export(source: SourceModel, env: dict, model_digest: str, workdir: Path, pr
 
 def _reference(source: SourceModel, export: _Export, model, threads: int) -> Session:
     """Rule 3: what every artifact is compared with: ONNX Runtime on an ONNX file, else PyTorch (loaded
-    only when needed, when the export came from the cache); `model` is the exported graph, for its port names."""
+    only when needed, when the export came from the cache); `model` is the exported graph, for its port names.
+    A KV-cache decoder runs as a generation session (rule 7)."""
     output_names = [o.name for o in model.graph.output]
+    generative = bool(cache_pairs([i.name for i in model.graph.input], output_names))
     if source.module is not None:  # the module given from Python is the original (export rule 4)
         return ModuleSession(source.module, [i.name for i in model.graph.input], output_names, threads)
     if source.kind == "onnx":
         try:
-            return OrtSession(source.path, threads)
+            return open_onnx(source.path, threads)
         except InternalError as exc:
             raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
+    if generative:
+        from ..runtimes.pytorch import TorchDecoder
+        from .export import load_model
+
+        if export.torch_model is not None:
+            return GenerationSession(TorchDecoder(export.torch_model.model, threads))
+        return LazySession(lambda: GenerationSession(TorchDecoder(load_model(source)[0], threads)), "pytorch",
+                           list(OUTPUT_NAMES), torch_settings(threads))
     if export.torch_model is not None:
         return TorchSession(export.torch_model.model, export.torch_model.library, output_names, threads)
     return LazySession(lambda: load_reference(source, output_names, threads), "pytorch", output_names,
@@ -253,7 +269,8 @@ def _samples_key(env, model_digest, shapes, data, modality, text_column, label_c
             "data": cache.content_digest(data) if data is not None else cache.content_digest(CORPUS),
             "modality": modality, "text_column": text_column, "label_column": label_column, "labels": labels,
             "threads": threads, "profile": {k: getattr(profile, k) for k in (
-                "calibration_samples", "eval_samples", "max_eval_samples", "seed", "sequence_length")}}
+                "calibration_samples", "eval_samples", "max_eval_samples", "seed", "sequence_length",
+                "generation_new_tokens", "generation_prompt_lengths")}}
 
 
 STATE_STEPS = 8
@@ -314,6 +331,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         onnx_path = workdir / "fixed_shapes.onnx"
         graph.onnx.save(model, str(onnx_path))
     transformer, pairs = graph.looks_like_transformer(model), graph.state_pairs(model)
+    generative = bool(cache_pairs([i.name for i in model.graph.input], [o.name for o in model.graph.output]))
     preprocessors = _Preprocessors(export.preprocess_dir, source, graph.index_limits(model))
     del model
     modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.is_graph else None)
@@ -349,7 +367,7 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         progress.note(note)
     export_error = _check_export(source, export, reference, samples, threads, progress, store)
     return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs,
-                    export.preprocess_dir, transformer, export_error, modality, samples_key, samples_for)
+                    export.preprocess_dir, transformer, export_error, modality, generative, samples_key, samples_for)
 
 
 def _check_export(source: SourceModel, export: _Export, reference: Session, samples: Samples, threads: int, progress,
@@ -358,11 +376,11 @@ def _check_export(source: SourceModel, export: _Export, reference: Session, samp
     Python), then kept in the cache for the next."""
     if source.module is not None:
         progress.stage("check the ONNX export against the module")
-        return check_export(reference, OrtSession(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
+        return check_export(reference, open_onnx(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
     if export.torch_model is None:
         return export.error
     progress.stage("check the ONNX export against PyTorch")
-    error = check_export(reference, OrtSession(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
+    error = check_export(reference, open_onnx(export.onnx, threads), samples.evaluation[:EXPORT_CHECK_SAMPLES])
     folder = export.onnx.parent
     store.store("export", export.key, {p.name: p for p in sorted(folder.iterdir()) if p.is_file()},
                 {"export_check_max_abs_error": error})

@@ -55,7 +55,8 @@ def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 # The task figures a `metrics.TaskMetrics` hands to a `Fidelity` as they are (`Fidelity.add_task`).
 CARRIED_FIGURES = ("top5_agreement", "retrieval_agreement_at_5", "retrieval_k", "decision_agreement", "map_iou",
-                   "box_agreement", "boxes", "mask_miou", "masks", "transcripts")
+                   "box_agreement", "boxes", "mask_miou", "masks", "transcripts", "depth_agreement", "depth", "token_agreement",
+                   "generation")
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Fidelity:
     mask_miou: float | None = None  # segmenters: mean IoU of the masks (tasks/segmentation.py)
     masks: dict[str, float] | None = None  # segmenters: pixel agreement, classes
     transcripts: dict[str, float] | None = None  # CTC speech recognition: token error rate of the greedy transcripts
+    depth_agreement: float | None = None  # depth estimators: pixels within 1.25x of the original's depth (tasks/depth.py)
+    depth: dict[str, float] | None = None  # depth estimators: mean relative error, pixels with depth
+    token_agreement: float | None = None  # generative models: next-token top-1 agreement (tasks/generation.py)
+    generation: dict[str, float] | None = None  # generative models: perplexity, KL, greedy continuation agreement
     task_metrics: dict[str, dict[str, float]] | None = None  # metric -> original, artifact, drop, relative
     labelled_samples: int | None = None
     intervals: dict[str, list[float]] | None = None  # agreement metric -> its 95% interval

@@ -93,6 +93,14 @@ class TaskFamily:
         (judge rule 9): cosine unless the family says otherwise."""
         return "cosine_min", fidelity.cosine_min
 
+    def build_precision(self, precision: str, profile: Any) -> str:
+        """What a target builds for this kind of model, given what the profile and target ask (`precision`)."""
+        return precision
+
+    def prompt_workloads(self, samples: "Samples", prompt_lengths: tuple[int, ...]) -> "dict[int, Feed]":
+        """More workloads timed after the benchmark's own (generative models: prompts of other lengths)."""
+        return {}
+
     def workload(self, samples: "Samples") -> "Feed":
         """What the benchmark times, once per run: one forward pass on the benchmark feed."""
         return samples.benchmark

@@ -1,0 +1,154 @@
+"""Weight-only compression of a generative decoder: the memory-bound part of generation.
+
+Rules:
+1. Generation reads every weight once per token: weights are compressed (INT4 group-wise or INT8), activations
+   stay in float. Asymmetric by default; symmetric with the profile's `symmetric`. An NPU target always gets
+   symmetric, channel-wise INT4 (what OpenVINO's NPU LLM pipeline runs).
+2. The group size is the profile's; where a weight's input channels do not divide by it, the largest power of
+   two below it that divides every weight's is used, and the notes say so. Group size -1 is channel-wise.
+3. The LM head (and, in OpenVINO, the embedding table) takes the profile's `head` precision: "int8" keeps them
+   at 8 bits (their error reaches every token's distribution directly), "int4" compresses them like the rest.
+4. ONNX Runtime: `MatMulNBits` (onnxruntime's MatMulNBitsQuantizer), accuracy level 4 (INT8 compute of the
+   activations on CPUs with VNNI). OpenVINO: the ONNX decoder converted, made stateful (the KV cache held in the
+   infer request, optimum-intel's transformation) and compressed by NNCF `compress_weights`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ..errors import InternalError
+from .base import StepInput, StepResult, step
+
+HEAD_PRECISIONS = ("int8", "int4")
+
+
+def matmul_weights(model) -> dict[str, int]:
+    """MatMul node name -> the input channel count of its constant weight."""
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits and len(inits[node.input[1]]) == 2:
+            out[node.name] = inits[node.input[1]][0]
+    return out
+
+
+def fitting_group(channels: list[int], wanted: int) -> tuple[int, str]:
+    """Rule 2: (group size, a note when it is not the one asked for)."""
+    if wanted <= 0 or not channels or all(c % wanted == 0 for c in channels):
+        return wanted, ""
+    size = 1 << int(math.log2(wanted))
+    while size > 1 and any(c % size for c in channels):
+        size //= 2
+    return size, (f"group size {size}, not {wanted}: the weights' input channels ({', '.join(map(str, sorted(set(channels))))}) "
+                  f"do not all divide by {wanted}")
+
+
+def head_node(model) -> str | None:
+    """The MatMul that computes `logits` (the LM head)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    name = "logits"
+    for _ in range(4):  # through a Cast or Reshape or two
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "MatMul":
+            return node.name
+        name = node.input[0]
+    return None
+
+
+def _settings(b, bits: int, group: int, head: str) -> dict[str, Any]:
+    gen = b.profile
+    return {"weights": f"int{bits}", "group_size": group, "symmetric": _symmetric(b), "head": head,
+            "activations": "float (weight-only)", "ratio": 1.0, "max_prompt_len": gen.generation_max_prompt_len}
+
+
+def _symmetric(b) -> bool:
+    return b.profile.generation_symmetric or b.target.device == "NPU"
+
+
+@step("compress weights (MatMulNBits)")
+def compress_onnx(inp: StepInput) -> StepResult:
+    """Rule 4, ONNX Runtime."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    b = inp.build
+    bits = 4 if b.precision == "int4" else 8
+    model = onnx.load(str(inp.path))
+    weights = matmul_weights(model)
+    head = head_node(model)
+    wanted = b.profile.generation_group_size if b.profile.generation_group_size > 0 else 128
+    group, note = fitting_group(list(weights.values()), wanted)
+    notes = [note] if note else []
+    if b.profile.generation_group_size <= 0:
+        notes.append("ONNX Runtime's MatMulNBits has no channel-wise INT4: blocks of "
+                     f"{group} input channels are used instead")
+    keep_head = b.profile.generation_head == "int8" and head is not None and bits == 4
+    try:
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=max(group, 16), is_symmetric=_symmetric(b),
+                                         accuracy_level=4, nodes_to_exclude=[head] if keep_head else [])
+        quantizer.process()
+        model = quantizer.model.model
+        if keep_head:
+            second = MatMulNBitsQuantizer(model, bits=8, block_size=max(group, 16), is_symmetric=_symmetric(b),
+                                          accuracy_level=4, nodes_to_include=[head])
+            second.process()
+            model = second.model.model
+    except Exception as exc:
+        raise InternalError(f"ONNX Runtime weight compression failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    onnx.save(model, str(b.artifact))
+    packed = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
+    notes.append(f"{packed} of {len(weights)} weight MatMuls as MatMulNBits (INT{bits}"
+                 + (", the LM head INT8)" if keep_head else ")") + "; the embedding table stays FP32 (a Gather)")
+    return StepResult(b.artifact, {**_settings(b, bits, group, "int8" if keep_head else f"int{bits}"),
+                                   "format": "MatMulNBits (com.microsoft)", "accuracy_level": 4}, notes)
+
+
+def _stateful(model_path: Path, config: dict | None):
+    """The ONNX decoder as an OpenVINO model with its KV cache made state (rule 4)."""
+    import openvino as ov
+    from optimum.exporters.openvino.stateful import patch_stateful
+
+    model = ov.convert_model(str(model_path))
+    patch_stateful(SimpleNamespace(model_type=(config or {}).get("model_type", ""), is_encoder_decoder=False), model)
+    if not model.get_sinks():
+        raise InternalError(f"{model_path.name}: the KV cache could not be made OpenVINO state (no past_key_values / present pairs)")
+    return model
+
+
+@step("make stateful and compress weights (NNCF)")
+def compress_openvino(inp: StepInput) -> StepResult:
+    """Rule 4, OpenVINO: INT4 or INT8 weights; FP32 (`precision` fp32) is the stateful IR uncompressed."""
+    import onnx
+    import openvino as ov
+
+    from .quantize_ov import import_nncf
+
+    nncf = import_nncf()
+    b = inp.build
+    model = _stateful(inp.path, b.model_config)
+    notes, settings = ["the KV cache is OpenVINO state (stateful IR, beam_idx input), as OpenVINO GenAI runs it"], {}
+    if b.precision in ("int4", "int8"):
+        graph = onnx.load(str(inp.path), load_external_data=False)
+        wanted = -1 if b.target.device == "NPU" else b.profile.generation_group_size
+        group, note = fitting_group(list(matmul_weights(graph).values()), wanted) if b.precision == "int4" else (-1, "")
+        notes += [note] if note else []
+        sym = _symmetric(b)
+        mode = {("int4", False): nncf.CompressWeightsMode.INT4_ASYM, ("int4", True): nncf.CompressWeightsMode.INT4_SYM,
+                ("int8", False): nncf.CompressWeightsMode.INT8_ASYM, ("int8", True): nncf.CompressWeightsMode.INT8_SYM}[(b.precision, sym)]
+        kwargs = {"group_size": group, "ratio": 1.0, "all_layers": b.profile.generation_head == "int4"} if b.precision == "int4" else {}
+        try:
+            model = nncf.compress_weights(model, mode=mode, **kwargs)
+        except Exception as exc:
+            raise InternalError(f"NNCF weight compression failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        head = "int4" if b.precision == "int4" and b.profile.generation_head == "int4" else "int8"
+        settings = {**_settings(b, 4 if b.precision == "int4" else 8, group, head), "format": f"NNCF {mode.value}"}
+        notes.append(f"weights {mode.value}" + ((f", group size {group}" if group > 0 else ", channel-wise") if b.precision == "int4" else ", per channel")
+                     + (f"; embedding and LM head {head}" if b.precision == "int4" else ""))
+    ov.save_model(model, str(b.artifact))
+    return StepResult(b.artifact, settings, notes)
