@@ -63,6 +63,16 @@ def build_model(folder: Path, config: dict) -> Path:
     return folder
 
 
+def bytes_per_token(config: dict) -> dict[str, float]:
+    """Weights read per generated token: every linear layer once, the LM head once (tied: the embedding table read
+    as the head), the embedding lookup one row (nothing). FP32: 4 bytes a weight; INT4 with a group of 128 and an
+    FP16 scale and zero point per group: 0.53 bytes; the INT8 head: 1 byte."""
+    h, layers, inter, vocab = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], config["vocab_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    linear = layers * (h * h * 2 + h * kv * 2 + 3 * h * inter)
+    return {"fp32": 4.0 * (linear + vocab * h), "int4": 0.53 * linear + 1.0 * vocab * h}
+
+
 def copy_bandwidth_gbs(megabytes: int = 512) -> float:
     """This machine's memory copy bandwidth (read + write), GB/s: the best of five copies of `megabytes`."""
     a = np.ones(megabytes * 2 ** 20 // 8)
@@ -78,7 +88,7 @@ def _timed_copy(a, b) -> float:
 
 
 def peer_optimum_intel(folder: Path, out: Path) -> Path | str:
-    command = ["optimum-cli", "export", "openvino", "--model", str(folder), "--task", "text-generation-with-past",
+    command = [str(Path(sys.executable).parent / "optimum-cli"), "export", "openvino", "--model", str(folder), "--task", "text-generation-with-past",
                "--weight-format", "int4", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     xml = out / "openvino_model.xml"
@@ -86,18 +96,28 @@ def peer_optimum_intel(folder: Path, out: Path) -> Path | str:
 
 
 def open_sessions(folder: Path, bundle: Path, peers: dict[str, Path], threads: int) -> tuple[dict, dict]:
-    """name -> session, and name -> (load ms, resident MB added, size bytes)."""
+    """name -> session, and name -> (load ms, resident MB added, size bytes). edgekit's artifacts run with their
+    runtime.json settings (as shipped); a peer's IR with the same precision hint as edgekit's `intel-cpu`, so the
+    artifacts differ, not the settings."""
+    import json
+
     from edgekit.stages.export import load_model
     from edgekit.source import resolve_source
 
+    recorded = {name: json.loads((bundle / name / "runtime.json").read_text()) for name in ("cpu", "intel-cpu")}
+    hint = {"device": "CPU", "INFERENCE_PRECISION_HINT": recorded["intel-cpu"].get("INFERENCE_PRECISION_HINT", "f32")}
+    print(f"OpenVINO precision hint for the layers left in float: {hint['INFERENCE_PRECISION_HINT']} (edgekit's choice, "
+          "the peer's IR run with the same)")
+
     openers = {"original (PyTorch FP32)": (lambda: GenerationSession(TorchDecoder(load_model(resolve_source(str(folder)))[0], threads)),
                                            sum(p.stat().st_size for p in folder.glob("*.safetensors"))),
-               "edgekit cpu (ORT INT4)": (lambda: get("onnxruntime").open(bundle / "cpu" / "model.onnx", {"device": "CPU"}, threads),
+               "edgekit cpu (ORT INT4)": (lambda: get("onnxruntime").open(bundle / "cpu" / "model.onnx", recorded["cpu"], threads),
                                           (bundle / "cpu" / "model.onnx").stat().st_size),
-               "edgekit intel-cpu (OV INT4)": (lambda: get("openvino").open(bundle / "intel-cpu" / "model.xml", {"device": "CPU"}, threads),
+               "edgekit intel-cpu (OV INT4)": (lambda: get("openvino").open(bundle / "intel-cpu" / "model.xml", recorded["intel-cpu"],
+                                                                            threads),
                                                (bundle / "intel-cpu" / "model.bin").stat().st_size)}
     for name, xml in peers.items():
-        openers[name] = (lambda x=xml: get("openvino").open(x, {"device": "CPU"}, threads), xml.with_suffix(".bin").stat().st_size)
+        openers[name] = (lambda x=xml: get("openvino").open(x, hint, threads), xml.with_suffix(".bin").stat().st_size)
     sessions, figures = {}, {}
     for name, (opener, size) in openers.items():
         before, start = benchmark.resident_mb(), time.perf_counter()
@@ -121,8 +141,10 @@ def main() -> None:
         work = Path(tmp)
         folder = build_model(work / "model", QWEN25_05B if args.config == "qwen2.5-0.5b" else TINY)
         start = time.perf_counter()
-        edgekit.compile(str(folder), targets=["cpu", "intel-cpu"], output=str(work / "bundle"), no_bench=True,
-                        overrides={"eval_samples": 4, "calibration_samples": 2})
+        report = edgekit.compile(str(folder), targets=["cpu", "intel-cpu"], output=str(work / "bundle"), no_bench=True,
+                                 cache=False, overrides={"eval_samples": 4, "calibration_samples": 2})
+        for target in report.targets:
+            print(f"  {target.target}: {'; '.join(target.notes)}")
         print(f"edgekit compile (cpu + intel-cpu, no bench): {time.perf_counter() - start:.0f} s")
         peers, missing = {}, []
         if not args.skip_peers:
@@ -131,10 +153,11 @@ def main() -> None:
             if importlib.util.find_spec("onnxruntime_genai") is None:
                 missing.append("ONNX Runtime GenAI: onnxruntime-genai is not installed here (its model builder was not run)")
         sessions, loads = open_sessions(folder, work / "bundle", peers, threads)
-        _measure_and_print(sessions, loads, lengths, args, threads, missing, _corpus_ids(folder))
+        config = QWEN25_05B if args.config == "qwen2.5-0.5b" else TINY
+        _measure_and_print(sessions, loads, lengths, args, threads, missing, _corpus_ids(folder), bytes_per_token(config))
 
 
-def _measure_and_print(sessions, loads, lengths, args, threads, missing, pool) -> None:
+def _measure_and_print(sessions, loads, lengths, args, threads, missing, pool, per_token) -> None:
     feeds = {n: token_feed(prompt_of(pool, n), args.new_tokens if n == lengths[0] else 1) for n in lengths}
     for n, feed in feeds.items():
         print(f"timing: prompt {n} tokens, {int(feed['new_tokens'][0])} new tokens, {len(sessions)} sessions interleaved")
@@ -143,16 +166,16 @@ def _measure_and_print(sessions, loads, lengths, args, threads, missing, pool) -
     cpu = platform.processor() or platform.machine()
     print(f"\nmachine: {_cpu_name() or cpu}, {threads} threads; copy bandwidth {bandwidth:.1f} GB/s")
     print(f"| session | TTFT p50 ms @{lengths[0]} | " + " | ".join(f"TTFT p50 ms @{n}" for n in lengths[1:])
-          + " | TPOT p50 ms | tokens/s | decode floor ms (weights / bandwidth) | load ms | memory added MB | size MB |")
-    print("|---|" + "---:|" * (len(lengths) + 6))
+          + " | TPOT p50 ms | tokens/s | decode floor ms (weights read / bandwidth) | TPOT / floor | load ms | memory added MB | size MB |")
+    print("|---|" + "---:|" * (len(lengths) + 7))
     for name, session in sessions.items():
         main = timing_figures(session.timings, lengths[0], args.new_tokens)
         others = [timing_figures(session.timings, n, 1) for n in lengths[1:]]
         load_ms, memory, size = loads[name]
-        floor = size / (bandwidth * 1e9) * 1e3
+        floor = per_token["fp32" if name.startswith("original") else "int4"] / (bandwidth * 1e9) * 1e3
         print(f"| {name} | {main['ttft_ms']['p50']:.1f} | " + " | ".join(f"{o['ttft_ms']['p50']:.1f}" for o in others)
-              + f" | {main['tpot_ms']['p50']:.1f} | {main['tokens_per_s']:.1f} | {floor:.1f} | {load_ms:.0f} | {memory:.0f} "
-              f"| {size / 1e6:.0f} |")
+              + f" | {main['tpot_ms']['p50']:.1f} | {main['tokens_per_s']:.1f} | {floor:.1f} | {main['tpot_ms']['p50'] / floor:.1f}x "
+              f"| {load_ms:.0f} | {max(memory, 0.0):.0f} | {size / 1e6:.0f} |")
     for line in missing:
         print(f"- not measured: {line}")
 

@@ -128,7 +128,9 @@ def build_inputs(ctx: Context, target: Target, precision: str, variant: Variant 
         model_config=(prep.source.config or {}) if prep.source.kind == "huggingface" else None,
         static=variant.static if variant is not None else None, workdir=work,
         artifact=(folder or ctx.bundle.folder(target.name)) / runtimes.get(target.runtime).artifact_name,
-        generative=prep.generative, progress=ctx.progress)
+        generative=prep.generative, progress=ctx.progress,
+        source_dir=prep.source.path if prep.source.kind == "huggingface" else None,
+        trust_remote_code=prep.source.trust_remote_code)
 
 
 def _artifact(ctx: Context, inputs: BuildInputs, key: str) -> tuple[dict, list[str], bool]:

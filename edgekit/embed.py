@@ -15,7 +15,9 @@ Rules:
    dequantised as it leaves, the scale and zero point; otherwise `_QUANTIZED 0` says the interface is float.
    The runtime is named with the version the artifact was built and verified with, the minimum tested.
    The output compiles with `gcc -std=c99 -Wall -Wextra -pedantic` without a warning.
-3. `bin`: the target's files, byte for byte, plus `manifest.json`, for firmware that mounts a file system.
+3. `bin`: the target's files, byte for byte, plus `manifest.json`, for firmware that mounts a file system; with
+   them the tokenizer, image processor and generation config the bundle holds beside the artifact (a device app
+   of a language model needs its tokenizer), each checked against the manifest like the artifact.
 4. The output folder is written whole or not at all (a temporary folder, then a rename). An existing
    folder is replaced only when an earlier `embed` wrote it (it has `embed.json`).
 """
@@ -58,6 +60,7 @@ class TargetFiles:
     bundle: Path
     record: RuntimeRecord
     files: list[Path]  # the artifact's files: model.onnx, or model.xml and model.bin
+    beside: list[Path]  # the preprocessor files beside it (tokenizer, image processor, generation config): rule 3
 
 
 def _open_target(path: str | Path) -> TargetFiles:
@@ -74,7 +77,10 @@ def _open_target(path: str | Path) -> TargetFiles:
     if digest_edited(bundle.manifest):
         raise UsageError(f"{root}/manifest.json: artifact_sha256 does not match its own file list (edited after the "
                          f"build); run `edgekit verify {root}` and recompile")
-    for f in [*files, target.folder / RUNTIME_RECORD]:  # every file embed reads or copies (rule 1)
+    from .stages.export import PREPROCESSOR_FILES
+
+    beside = [target.folder / n for n in PREPROCESSOR_FILES if (target.folder / n).is_file()]
+    for f in [*files, target.folder / RUNTIME_RECORD, *beside]:  # every file embed reads or copies (rule 1)
         rel = f"{target.name}/{f.name}"
         if not f.is_file():
             raise UsageError(f"{folder}: no {f.name} (the bundle is incomplete)")
@@ -82,7 +88,7 @@ def _open_target(path: str | Path) -> TargetFiles:
             raise UsageError(f"{rel}: its sha256 does not match manifest.json; run `edgekit verify {root}` and recompile")
         if f.stat().st_size == 0:
             raise UsageError(f"{rel}: empty file; nothing to embed")
-    return TargetFiles(folder, root, target.record, files)
+    return TargetFiles(folder, root, target.record, files, beside)
 
 
 def _onnx_ports(path: Path) -> tuple[list[Port], list[Port]]:
@@ -245,10 +251,10 @@ def embed(target: str | Path, fmt: str, output: str | Path, align: int = 64, nam
             (tmp / f"{prefix}.c").write_text(_source(prefix, arrays, align))
             written = [f"{prefix}.h", f"{prefix}.c"]
         else:
-            for f in [*t.files, t.folder / RUNTIME_RECORD]:
+            for f in [*t.files, t.folder / RUNTIME_RECORD, *t.beside]:
                 shutil.copyfile(f, tmp / f.name)
             shutil.copyfile(t.bundle / "manifest.json", tmp / "manifest.json")
-            written = [f.name for f in t.files] + ["runtime.json", "manifest.json"]
+            written = [f.name for f in t.files] + ["runtime.json", "manifest.json"] + [f.name for f in t.beside]
         write_json(tmp / MARKER, {"edgekit": __version__, "format": fmt, "target": t.folder.resolve().name,
                                   "files": {f.name: sha256_file(f) for f in t.files}, "written": written,
                                   **({"align": align, "name": prefix} if fmt == "c" else {})})

@@ -169,7 +169,8 @@ def run(request: CompileRequest) -> Report:
             plan = dataclasses.replace(plan, precisions={t.name: family.build_precision(plan.precisions[t.name], plan.profile)
                                                          for t in plan.targets})
         fixed = {t.name: static_shapes.resolve(prep.specs, t.name, source.kind, prep.modality, source.config or {},
-                                               plan.profile.sequence_length, frozenset(plan.shapes))
+                                               plan.profile.sequence_length, frozenset(plan.shapes),
+                                               family.fixed_shapes(prep.samples))
                  for t in plan.targets if t.static_shapes and not prep.generative}
         here = probe_all(plan.targets)
         variants = static_variants(fixed, prep, workdir, progress)

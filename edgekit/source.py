@@ -40,11 +40,16 @@ SUPPORTED_TASKS = (
     "automatic-speech-recognition",
     "text-generation",
     "depth-estimation",
+    "zero-shot-image-classification",
 )
+# Two-tower models the exporters call feature extractors: compiled as zero-shot image classifiers (both towers, one
+# graph: tasks/vision_language.py).
+VISION_LANGUAGE = ("CLIPModel", "SiglipModel", "Siglip2Model", "ChineseCLIPModel")
 # Heads a generative decoder has (a `--task text-generation` on any other architecture is refused).
 CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
-IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation", "depth-estimation")
+IMAGE_TASKS = ("image-classification", "object-detection", "semantic-segmentation", "depth-estimation",
+               "zero-shot-image-classification")
 AUDIO_TASKS = ("audio-classification", "automatic-speech-recognition")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".pth", ".data")
 
@@ -174,6 +179,8 @@ def infer_task(config: dict, library: str | None) -> str:
         task = _exporter_task(arch) or next((t for suffix, t in _ARCHITECTURE_TASKS if arch.endswith(suffix)), None)
         if task == "image-segmentation" and arch.endswith("ForSemanticSegmentation"):
             task = "semantic-segmentation"  # the exporters' name for a per-pixel class head
+        if arch in VISION_LANGUAGE:
+            task = "zero-shot-image-classification"
         if task == "automatic-speech-recognition" and not arch.endswith("ForCTC"):
             raise UsageError(f"{arch}: encoder-decoder speech recognition (Whisper, Speech2Text) is not compiled yet: it "
                              "needs a generation loop; CTC models (wav2vec2, HuBERT ...ForCTC) are")

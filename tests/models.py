@@ -292,6 +292,24 @@ def tiny_dpt(folder: Path) -> Path:
     return saved(folder, DPTForDepthEstimation(config), DPTImageProcessor(size={"height": 64, "width": 64}))
 
 
+def tiny_clip(folder: Path) -> Path:
+    """A 2-layer CLIP (both towers) on 32x32 images, with a BPE tokenizer trained on the corpus and CLIP's image
+    processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = corpus_tokenizer(folder, pad=True)
+    torch.manual_seed(0)
+    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = CLIPConfig(text_config={**tower, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64,
+                                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
+                        vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=16)
+    CLIPModel(config).eval().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
 def stateful_vad_onnx(path: Path) -> Path:
     """The shape of a published voice-activity detector: an `If` subgraph, a recurrent `state` input fed back from
     the `stateN` output, and one speech probability per call (a sigmoid)."""
@@ -355,7 +373,7 @@ def tiny_wav2vec2_ctc(folder: Path) -> Path:
     return saved(folder, Wav2Vec2ForCTC(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
 
 
-def corpus_tokenizer(folder: Path, vocab_size: int = 512):
+def corpus_tokenizer(folder: Path, vocab_size: int = 512, pad: bool = False):
     """A byte-level BPE tokenizer trained offline on edgekit's built-in corpus, saved into `folder`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -367,7 +385,8 @@ def corpus_tokenizer(folder: Path, vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(CORPUS.read_text().splitlines(), trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   **({"pad_token": "</s>"} if pad else {}))
     fast.save_pretrained(folder)
     return fast
 

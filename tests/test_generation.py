@@ -212,3 +212,13 @@ def test_generation_profile_keys_are_checked(tmp_path):
     profile = load_profile(str(good))
     assert profile.generation_group_size == -1 and profile.generation_prompt_lengths == (32, 512)
     assert profile.budgets.max_ppl_increase == 0.05
+
+
+def test_embed_bin_carries_the_tokenizer_and_generation_config(llama_bundle, tmp_path):
+    from edgekit.embed import embed
+
+    out, _ = llama_bundle
+    folder = embed(out / "intel-cpu", "bin", tmp_path / "fw")
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.xml", "model.bin", "runtime.json", "tokenizer.json", "generation_config.json"} <= names
+    assert (folder / "tokenizer.json").read_bytes() == (out / "intel-cpu" / "tokenizer.json").read_bytes()

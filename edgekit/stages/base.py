@@ -58,6 +58,8 @@ class BuildInputs:
     artifact: Path  # where the artifact goes
     keep_fp32: tuple[str, ...] = ()  # nodes the quantiser leaves FP32 (accuracy recovery rebuilds with them)
     generative: bool = False  # a KV-cache decoder: weight-only recipes (stages/weights.py)
+    source_dir: Path | None = None  # the Hugging Face model folder (None for an ONNX source)
+    trust_remote_code: bool = False
     progress: Any = field(default_factory=NullProgress, compare=False)  # where steps report (edgekit/progress.py)
 
 

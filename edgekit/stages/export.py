@@ -38,6 +38,9 @@ PREPROCESSOR_FILES = (
 # Tasks exported with more than the task's name says: a generative decoder with its KV cache (inputs
 # `past_key_values.*`, outputs `present.*`), so generation runs one token per step (runtimes/generation.py).
 EXPORT_TASKS = {"text-generation": "text-generation-with-past"}
+# Opsets a task is exported at (else optimum's default): a decoder at 21, where ONNX Runtime's 4-bit embedding
+# lookup (GatherBlockQuantized) is valid (stages/weights.py).
+EXPORT_OPSETS = {"text-generation": 21}
 # Export check: |onnx - torch| <= ABS + REL * max|torch| on every output of every sample checked.
 EXPORT_ABS_TOLERANCE = 1e-4
 EXPORT_REL_TOLERANCE = 1e-3
@@ -82,7 +85,8 @@ def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
     model, library, task = load_model(source)
     folder = workdir / "export"
     try:
-        onnx_export_from_model(model, folder, task=EXPORT_TASKS.get(task, task), library_name=library, do_validation=False)
+        onnx_export_from_model(model, folder, task=EXPORT_TASKS.get(task, task), library_name=library, do_validation=False,
+                               **({"opset": EXPORT_OPSETS[task]} if task in EXPORT_OPSETS else {}))
     except ValueError as exc:
         message = str(exc).splitlines()[0]
         if "not supported" in message or "is not a supported" in message:

@@ -20,8 +20,10 @@
    cosine_min out of domain 0.9900 -> 0.9955, in domain 0.9938 -> 0.9949, for 3% of the speed (the
    outlier split of the `cpu` recipe gave 0.9951 for 8%; every down projection in float 0.9974 for 17%).
 7. A quantiser error that names a node (NNCF: "Could not find a node X in NNCFGraph", as on `If` subgraphs
-   and recurrent state) is not the end: the node is left in float and NNCF runs again, up to MAX_EXCLUSIONS
+   and recurrent state; a KeyError naming a graph node key) is not the end: the node is left in float and NNCF runs again, up to MAX_EXCLUSIONS
    times; the notes and report.json's `quantization.left_in_float` name each node and why.
+8. A lookup of constants (a Gather whose table and indices are both constants: CLIP's vision position embedding)
+   is folded to its value before NNCF, which otherwise fails on it (a lookup whose result is a weight).
 """
 
 from __future__ import annotations
@@ -137,7 +139,38 @@ def transformer_levers(src: Path, profile: Profile) -> tuple[dict, list[str], di
 
 
 _NAMED_NODE = re.compile(r"""node ['"]?([^'"\s]+?)['"]? (?:in|of|from) NNCFGraph""", re.IGNORECASE)
+_NODE_KEY = re.compile(r"^(\d+) (\S+)$")  # an NNCFGraph node key ("426 /vision_model/.../Gather") a KeyError names
+
+
+def failing_node(exc: Exception, message: str) -> str | None:
+    """Rule 7: the node a quantiser error names, or None."""
+    found = _NAMED_NODE.search(message)
+    if found is not None:
+        return found.group(1)
+    key = _NODE_KEY.match(str(exc.args[0])) if isinstance(exc, KeyError) and exc.args else None
+    return key.group(2) if key is not None else None
 MAX_EXCLUSIONS = 8
+
+
+def fold_constant_lookups(model) -> int:
+    """Rule 8: every Gather whose data, indices and axis are constants (batch_dims 0) replaced by its value; how many."""
+    import numpy as np
+    import openvino as ov
+
+    count = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Gather" or op.get_attributes().get("batch_dims", 0) != 0:
+            continue
+        sources = [i.get_source_output().get_node() for i in op.inputs()]
+        if len(sources) != 3 or any(n.get_type_name() != "Constant" for n in sources):
+            continue
+        data, indices, axis = (n.get_data() for n in sources)
+        value = np.take(data, indices.astype(np.int64), axis=int(np.asarray(axis).ravel()[0]))
+        constant = ov.op.Constant(np.ascontiguousarray(value))
+        constant.set_friendly_name(op.get_friendly_name())
+        op.output(0).replace(constant.output(0))
+        count += 1
+    return count
 
 
 def _quantize_excluding(nncf, model, ignored: list[str], arguments: dict) -> tuple[object, dict[str, str]]:
@@ -151,11 +184,11 @@ def _quantize_excluding(nncf, model, ignored: list[str], arguments: dict) -> tup
                                                         if names else {})), failed
         except Exception as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            found = _NAMED_NODE.search(message)
-            if found is None or found.group(1) in failed or len(failed) >= MAX_EXCLUSIONS:
+            node = failing_node(exc, message)
+            if node is None or node in failed or len(failed) >= MAX_EXCLUSIONS:
                 raise InternalError(f"NNCF quantisation failed: {message}"
                                     + (f" (after leaving {', '.join(failed)} in float)" if failed else "")) from exc
-            failed[found.group(1)] = message[:120]
+            failed[node] = message[:120] if not isinstance(exc, KeyError) else f"NNCF found no node {message} in its graph"
 
 
 def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Profile, transformer: bool,
@@ -176,6 +209,10 @@ def convert_openvino(src: Path, dst: Path, calibration: list[Feed], profile: Pro
         dataset = nncf.Dataset(calibration, _counted(lambda feed: {k: feed[k] for k in input_names if k in feed},
                                                      len(calibration), on_sample))
         preset = nncf.QuantizationPreset.PERFORMANCE if profile.activations == "symmetric" else nncf.QuantizationPreset.MIXED
+        folded = fold_constant_lookups(model)
+        if folded:
+            notes.append(f"{folded} lookup(s) of constants folded to constants before NNCF (a position-embedding Gather: "
+                         "NNCF cannot quantise a lookup whose result is itself a weight)")
         finals = output_activations(model)
         arguments, kept, levers = transformer_levers(src, profile) if transformer else ({}, [], {})
         model, failed = _quantize_excluding(nncf, model, finals + kept, dict(

@@ -255,14 +255,16 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
     validations (which run with OpenVINO's default CPU settings). `measure(reference, outputs)`: the figure that
     gates (`metric`, at least `min_score`), NNCF's metric; the worst output cosine by default."""
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     nncf = import_nncf()
 
     from .verify import cosine
 
+    from .quantize_ov import fold_constant_lookups
+
     core = ov.Core()
     model = core.read_model(str(src))
+    fold_constant_lookups(model)  # as the build did (quantize_ov rule 8)
     input_names = [next(iter(i.get_names())) for i in model.inputs]
 
     def feed_of(item):
@@ -284,7 +286,23 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
     validations: list[float] = []
 
     started = time.monotonic()
-    restored = nncf.quantize_with_accuracy_control(
+    try:
+        restored = _accuracy_control(nncf, model, calibration, evaluation, feed_of, validate, min_score, preset, transformer,
+                                     max_iterations)
+    except Exception as exc:  # the INT8 artifact stays as built; the record says why it was not recovered
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Recovery("NNCF accuracy control", False, [], len(_quantised_ops(core.read_model(str(artifact)))), before,
+                        before, [], f"NNCF accuracy control failed ({type(exc).__name__}: {message[:100]})")
+    after = (as_shipped(restored) if as_shipped is not None else
+             validate(core.compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(enumerate(evaluation)))[0])
+    return _keep_if_better(core, restored, artifact, before, after, min_score, max_iterations, started, metric)
+
+
+def _accuracy_control(nncf, model, calibration, evaluation, feed_of, validate, min_score, preset, transformer,
+                      max_iterations):
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(list(enumerate(calibration)), feed_of),
         nncf.Dataset(list(enumerate(evaluation)), feed_of),
@@ -297,9 +315,6 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_iterations, ranking_subset_size=min(len(evaluation), 8)),
     )
-    after = (as_shipped(restored) if as_shipped is not None else
-             validate(core.compile_model(restored, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), list(enumerate(evaluation)))[0])
-    return _keep_if_better(core, restored, artifact, before, after, min_score, max_iterations, started, metric)
 
 
 def _keep_if_better(core, restored, artifact: Path, before: float, after: float, min_score: float, max_iterations: int,

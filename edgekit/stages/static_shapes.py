@@ -14,13 +14,15 @@ Rules:
    dimension is fixed), and the original is run on those same padded samples for verification.
 5. After conversion the OpenVINO IR is checked: every input and output shape must be static, or the
    build fails here rather than on the device.
+6. A task family whose every sample has the same shapes says so (`fixed_shapes`: a zero-shot model's prompts
+   [classes, tokens] and image): those shapes are taken before any default (`--shape` still wins).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -77,15 +79,20 @@ def _default(spec: InputSpec, dim: int, source_kind: str, modality: str, config:
 
 
 def resolve(specs: list[InputSpec], target: str, source_kind: str, modality: str, config: dict, sequence_length: int,
-            given: set[str] | frozenset[str] = frozenset()) -> StaticShapes:
-    """Every dimension of every input fixed (rules 1-3). `given`: inputs whose shape came from --shape."""
+            given: set[str] | frozenset[str] = frozenset(), sampled: Mapping[str, tuple[int, ...]] | None = None
+            ) -> StaticShapes:
+    """Every dimension of every input fixed (rules 1-3). `given`: inputs whose shape came from --shape; `sampled`:
+    shapes the task family's samples all have (rule 6)."""
+    sampled = {k: v for k, v in (sampled or {}).items() if k not in given}
+    specs = graph.resolve_shapes(specs, sampled) if sampled else specs
     fixed, origins, missing = [], {}, []
     for spec in specs:
         dims, where = [], []
         for i, d in enumerate(spec.shape):
             if isinstance(d, int):
                 dims.append(d)
-                where.append("--shape" if spec.name in given else "fixed in the model")
+                where.append("--shape" if spec.name in given else "the samples (task family)" if spec.name in sampled
+                             else "fixed in the model")
                 continue
             found = _default(spec, i, source_kind, modality, config, sequence_length)
             if found is None:

@@ -93,6 +93,10 @@ class TaskFamily:
         (judge rule 9): cosine unless the family says otherwise."""
         return "cosine_min", fidelity.cosine_min
 
+    def fixed_shapes(self, samples: "Samples") -> dict[str, tuple[int, ...]]:
+        """Input shapes every sample of this family has, for a static-shape target (static_shapes rule 6)."""
+        return {}
+
     def build_precision(self, precision: str, profile: Any) -> str:
         """What a target builds for this kind of model, given what the profile and target ask (`precision`)."""
         return precision
