@@ -109,12 +109,18 @@ def main() -> None:
                    "Default without MODEL: the one in this folder, if any.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="With a project: build up to N models at once, in separate processes, as memory allows (default 1).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="With a project: build only the I-th of N shards (whole models; the plan --list-shards prints).")
+@click.option("--list-shards", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With a project: print how its models split into N shards and exit (with --json: for a CI matrix).")
+@click.option("--json", "as_json", is_flag=True, help="With --list-shards: one JSON document.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
             seed, min_cosine, max_drop, max_latency_ms, max_size_mb, min_speedup, max_ppl_increase, min_token_agreement, junit,
-            require_measured, threads, trust_remote_code, force, no_cache, no_bench, project, jobs, quiet, progress_mode, debug) -> None:
+            require_measured, threads, trust_remote_code, force, no_cache, no_bench, project, jobs, shard, list_shards, as_json,
+            quiet, progress_mode, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -131,28 +137,27 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
       edgekit compile ./classifier --data reviews.jsonl --max-drop accuracy=0.01 --junit edgekit.xml
       edgekit compile --target intel-npu --target cuda --target intel-gpu   # built and verified without the devices
       edgekit compile --project edgekit.toml --jobs 2 --no-bench
+      edgekit compile --project edgekit.toml --shard 2/3        # one job of a CI matrix (--list-shards 3 --json)
 
     Exit codes: 0 all budgets met, 1 a budget missed (bundle written), 2 bad usage or input, 3 internal failure;
     with a project, the worst of its models.
     """
     from .pipeline import run
     from .progress import make_progress, quiet_libraries
-    from .project import BuildOptions, project_to_build
+    from .project import BuildOptions
     from .request import CompileRequest
 
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries(debug)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        project_file = project_to_build(model, project)
-        if project_file is None and jobs is not None:
-            raise UsageError("--jobs builds the models of a project file in parallel; with one MODEL leave it out")
+        project_file = _project_file(model, project, jobs, shard, list_shards, as_json)
     except Exception as exc:
         _fail(exc, debug)
     if project_file is not None:
         _compile_project(click.get_current_context(), project_file, jobs or 1, make_progress(progress_mode, quiet), debug,
                          BuildOptions(no_bench=no_bench, cache=not no_cache, threads=threads, force=force,
-                                      require_measured=require_measured, trust_remote_code=trust_remote_code))
+                                      require_measured=require_measured, trust_remote_code=trust_remote_code), shard)
         return
     try:
         request = CompileRequest(
@@ -196,17 +201,47 @@ def _show(report, junit: str | None) -> None:
 
 # compile's options that apply to a whole project; every other one describes one model
 _PROJECT_OPTIONS = ("model", "project", "jobs", "threads", "force", "no_cache", "no_bench", "quiet", "progress_mode", "debug",
-                    "require_measured", "trust_remote_code")
+                    "require_measured", "trust_remote_code", "shard", "list_shards", "as_json")
 
 
-def _compile_project(ctx: click.Context, path: Path, jobs: int, progress, debug: bool, options: BuildOptions) -> None:
+def _project_file(model, project, jobs, shard, list_shards, as_json) -> Path | None:
+    """The project file to build (None: one MODEL); the project-only options checked against it. `--list-shards`
+    prints the plan and exits."""
+    from .project import project_to_build
+
+    project_file = project_to_build(model, project)
+    for flag, value in (("--jobs", jobs), ("--shard", shard), ("--list-shards", list_shards)):
+        if project_file is None and value is not None:
+            raise UsageError(f"{flag} works on the models of a project file (--project); with one MODEL leave it out")
+    if as_json and list_shards is None:
+        raise UsageError("--json goes with --list-shards N")
+    if list_shards is not None:
+        _list_shards(project_file, list_shards, as_json)
+        sys.exit(0)
+    return project_file
+
+
+def _list_shards(path: Path, count: int, as_json: bool) -> None:
+    from .project import load_project
+    from .shards import plan_json, plan_table
+
+    project = load_project(path)
+    click.echo(plan_json(project, count) if as_json else plan_table(project, count), nl=as_json)
+
+
+def _compile_project(ctx: click.Context, path: Path, jobs: int, progress, debug: bool, options: BuildOptions,
+                     shard: str | None = None) -> None:
     from .project import build_project, exit_code, load_project, reject_model_options, summary_markdown
+    from .shards import parse_shard, select
 
     given = {p.name: p.opts[-1] for p in ctx.command.params if p.name not in _PROJECT_OPTIONS
              and ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     try:
         reject_model_options(given, path)
         project = load_project(path)
+        if shard is not None:  # only this shard's models (shards rule 1)
+            project = select(project, parse_shard(shard))
+            click.echo(f"shard {shard}: {', '.join(m.name for m in project.models) or 'no models'}", err=True)
         outcomes = build_project(project, jobs, options, progress,
                                  say=lambda text: click.echo(f"note: {text}", err=True))
     except KeyboardInterrupt:
@@ -299,8 +334,10 @@ def profiles() -> None:
               help="A bundle to compare against, target by target (matched by target and profile).")
 @click.option("--max-regression", default="5%", show_default=True, metavar="PCT",
               help="Allowed rise of p50/p90 latency and size against --baseline, as 5% or 0.05.")
+@click.option("--junit", type=click.Path(), default=None, metavar="PATH",
+              help="Also write one JUnit XML file for every bundle's budgets (suites edgekit.<model>.<target>).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def report(bundles, fmt, output, baseline, max_regression, debug) -> None:
+def report(bundles, fmt, output, baseline, max_regression, junit, debug) -> None:
     """Review one or more bundles: one table across models, targets and profiles; with --baseline, what changed.
 
     \b
@@ -313,10 +350,15 @@ def report(bundles, fmt, output, baseline, max_regression, debug) -> None:
     (p50/p90 latency or size up, or cosine min down by more than 0.005), 2 bad usage or input.
     """
     from .review import format_for, parse_fraction, review, write_atomic
+    from .review import junit as review_junit
 
     try:
         threshold = parse_fraction(max_regression, "--max-regression")
         text, comparison = review(bundles, format_for(fmt, output), baseline, threshold)
+        if junit:
+            from .junit import write_junit
+
+            click.echo(f"junit: {write_junit(None, junit, review_junit(bundles))}", err=True)
         if output:
             written = write_atomic(output, text)
             click.echo(f"report: {written}", err=True)

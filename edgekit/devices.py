@@ -8,6 +8,8 @@ Rules:
    `RuntimeRecord.availability()` asks the same of the device it records.
 3. `edgekit targets` and `compile` use these same functions; tests fake a device list by replacing a
    runtime's probe, never by pretending hardware exists elsewhere.
+4. Every report records the machine it was timed on (`benchmark.machine`): bundles built on different machines
+   (a CI matrix) are reviewed together, each marked with its own; speedups are only ever within one bundle.
 """
 
 from __future__ import annotations
@@ -16,7 +18,29 @@ from . import runtimes
 from .config import Target
 from .runtimes.base import Availability, RuntimeDevices
 
-__all__ = ["Availability", "RuntimeDevices", "availability", "probe", "probe_all"]
+__all__ = ["Availability", "RuntimeDevices", "availability", "machine", "probe", "probe_all"]
+
+
+def machine() -> dict:
+    """Rule 4: the machine a bundle was timed on: CPU model, cores, system and runtime versions."""
+    import os
+    import platform
+    from importlib import metadata
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = {}
+    for name in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(), "runtimes": versions}
 
 
 def probe(runtime: str) -> RuntimeDevices:

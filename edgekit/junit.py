@@ -10,6 +10,8 @@ Rules:
    <testcase> named `build` with an <error> giving the failure.
 4. The file is written atomically (a temporary file beside it, then `os.replace`): a CI job never
    reads half a file, and it is written whatever the verdict.
+5. `edgekit report --junit` writes one document for many bundles (a project built over a CI matrix): each
+   model's suites are named `edgekit.<model>.<target>`.
 """
 
 from __future__ import annotations
@@ -44,14 +46,28 @@ def _case(suite: ET.Element, target: str, check: Check) -> None:
 
 def to_junit(report) -> str:
     """The report's budgets as a JUnit XML document (a string)."""
-    root = ET.Element("testsuites", name=f"edgekit {report.source.get('location')}")
-    totals = {"tests": 0, "failures": 0, "skipped": 0}
+    return to_junit_many([("", report)], f"edgekit {report.source.get('location')}")
+
+
+def to_junit_many(reports, title: str) -> str:
+    """Rule 5: (model name, report) pairs as one JUnit document; a named model's suites are `edgekit.<model>.<target>`."""
+    root = ET.Element("testsuites", name=title)
+    totals = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
+    for model, report in reports:
+        _report_suites(root, report, f"edgekit.{model}." if model else "edgekit.", totals)
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _report_suites(root: ET.Element, report, prefix: str, totals: dict) -> None:
     for target in report.targets:
         checks = target.checks
         counts = {"tests": len(checks),
                   "failures": sum(1 for c in checks if c.applicable and c.gating and not c.passed),
                   "skipped": sum(1 for c in checks if not c.applicable or not c.gating)}
-        suite = ET.SubElement(root, "testsuite", name=f"edgekit.{target.target}", errors="0",
+        suite = ET.SubElement(root, "testsuite", name=f"{prefix}{target.target}", errors="0",
                               time=f"{target.build_seconds:.3f}", **{k: str(v) for k, v in counts.items()})
         properties = ET.SubElement(suite, "properties")
         provisional = (("provisional", report.provisional),) if report.provisional else ()
@@ -59,25 +75,21 @@ def to_junit(report) -> str:
                             ("verdict", target.verdict)) + provisional:
             ET.SubElement(properties, "property", name=name, value=str(value))
         for check in checks:
-            _case(suite, target.target, check)
-        for key in totals:
+            _case(suite, f"{prefix}{target.target}"[len("edgekit."):], check)
+        for key in counts:
             totals[key] += counts[key]
     for failed in getattr(report, "failed", []):  # a target that was not built: one test case, in error
-        suite = ET.SubElement(root, "testsuite", name=f"edgekit.{failed.target}", tests="1", failures="0", skipped="0",
+        suite = ET.SubElement(root, "testsuite", name=f"{prefix}{failed.target}", tests="1", failures="0", skipped="0",
                               errors="1", time="0")
-        case = ET.SubElement(suite, "testcase", classname=f"edgekit.{failed.target}", name="build", time="0")
+        case = ET.SubElement(suite, "testcase", classname=f"{prefix}{failed.target}", name="build", time="0")
         ET.SubElement(case, "error", message=failed.error, type="BuildFailed").text = (
             f"{failed.target} ({failed.runtime} {failed.device}) was not built: {failed.error} (exit {failed.exit_code})")
         totals["tests"] += 1
-    root.set("errors", str(len(getattr(report, "failed", []))))
-    for key, value in totals.items():
-        root.set(key, str(value))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+        totals["errors"] += 1
 
 
-def write_junit(report, path: str | os.PathLike[str]) -> Path:
-    """Write `to_junit(report)` to PATH atomically."""
+def write_junit(report, path: str | os.PathLike[str], text: str | None = None) -> Path:
+    """Write `to_junit(report)` (or `text`) to PATH atomically."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"--junit {target}: is a folder; give a file path")
@@ -86,6 +98,6 @@ def write_junit(report, path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise UsageError(f"--junit {target}: cannot create its folder ({exc.strerror or exc})") from exc
     try:
-        return write_text_atomic(target, to_junit(report))
+        return write_text_atomic(target, text if text is not None else to_junit(report))
     except OSError as exc:
         raise UsageError(f"--junit {target}: cannot write it ({exc.strerror or exc})") from exc

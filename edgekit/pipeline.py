@@ -21,7 +21,7 @@ from .candidates import compete
 from .bundle import BundleWriter, work_folder, write_json
 from .cache import BuildCache
 from .config import Profile
-from .devices import probe_all
+from .devices import machine, probe_all
 from .errors import EXIT_INTERNAL, EdgekitError, UsageError, environment_error
 from .judge import judge, unmeasurable, verdict
 from .junit import write_junit
@@ -302,7 +302,7 @@ def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built
         benchmark={"skipped": plan.request.no_bench, "batch": 1, "batch_sizes": list(prof.bench_batch_sizes),
                    "input": ", ".join(f"{k} {list(v.shape)}" for k, v in bench_feed.items()),
                    "threads": threads, "min_runs": prof.bench_min_runs, "min_seconds": prof.bench_min_seconds,
-                   "max_seconds": prof.bench_max_seconds, "interleaved": True},
+                   "max_seconds": prof.bench_max_seconds, "interleaved": True, "machine": machine()},
         targets=results,
         notes=list(prep.samples.notes),
         cache=ctx.store.summary(),

@@ -222,3 +222,14 @@ def test_embed_bin_carries_the_tokenizer_and_generation_config(llama_bundle, tmp
     names = {p.name for p in folder.iterdir()}
     assert {"model.xml", "model.bin", "runtime.json", "tokenizer.json", "generation_config.json"} <= names
     assert (folder / "tokenizer.json").read_bytes() == (out / "intel-cpu" / "tokenizer.json").read_bytes()
+
+
+def test_the_review_shows_the_generation_table_in_markdown_and_html(llama_bundle):
+    from edgekit.review import review
+
+    out, _ = llama_bundle
+    text, _ = review([out], "md")
+    section = text.split("### Generation", 1)[1]
+    assert "| original |" in section and "| cpu |" in section and "tokens/s" in section
+    page, _ = review([out], "html")
+    assert "<h2>Generation</h2>" in page and "next-token agreement" in page

@@ -196,7 +196,7 @@ def test_command_line_and_project(tmp_path, monkeypatch):
     assert_usage_error(run("--target", "cpu", "--no-bench"), "--target describes one model", "set 'targets'")
     assert_usage_error(run("--junit", "x.xml"), "--junit is not available with a project file")
     assert_usage_error(run("--project", str(tmp_path / "nope.toml")), "no such file")
-    assert_usage_error(CliRunner().invoke(main, ["compile", "model.onnx", "--jobs", "2"]), "--jobs builds the models of a project")
+    assert_usage_error(CliRunner().invoke(main, ["compile", "model.onnx", "--jobs", "2"]), "--jobs works on the models of a project file")
 
 
 def test_jobs_are_capped_by_memory(tmp_path):

@@ -39,7 +39,7 @@ from .svg import Axis, latency_svg, log_ticks, nice_ticks, scatter_svg
 __all__ = ["BUNDLE_FORMAT", "DEFAULT_MAX_COSINE_DROP", "DEFAULT_MAX_REGRESSION", "FORMATS", "METRICS", "REVIEW_FORMAT", "Axis",
            "Change", "Comparison", "LoadedBundle", "TargetDiff", "UsageError", "compare", "format_for", "latency_svg",
            "load_bundle", "load_bundles", "log_ticks", "nice_ticks", "parse_fraction", "render", "render_html", "render_json",
-           "render_markdown", "review", "scatter_svg", "write_atomic"]
+           "render_markdown", "review", "junit", "scatter_svg", "write_atomic"]
 
 FORMATS = ("md", "json", "html")
 
@@ -69,6 +69,16 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
         raise UsageError(f"-o {target}: is a folder; give a file path")
     target.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(target, text)
+
+
+def junit(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """One JUnit document for every bundle's budgets (junit rule 5): a project's bundles from a CI matrix."""
+    from ..junit import to_junit_many
+    from ..report import Report
+
+    bundles = load_bundles(paths)
+    return to_junit_many([(b.path.name, Report.from_dict(b.report)) for b in bundles],
+                         f"edgekit review of {len(bundles)} bundle(s)")
 
 
 def review(paths: Sequence[str | os.PathLike[str]], fmt: str = "md", baseline: str | os.PathLike[str] | None = None,

@@ -11,7 +11,7 @@ from .compare import Comparison, change_cells
 from .figures import DASH, fmt_num
 from .load import LoadedBundle
 from .records import BudgetCheck, Entry, TargetRecord
-from .rows import columns, has_top1, noisy_names, rows_of, synthetic_names
+from .rows import GENERATION_COLUMNS, columns, generation_rows, has_top1, noisy_names, rows_of, synthetic_names
 from .svg import PALETTE, escape, latency_svg, scatter_svg
 
 CSS = """
@@ -89,6 +89,12 @@ def render_html(bundles: Sequence[LoadedBundle], comparison: Comparison | None =
         body.append(f'<div class="warn"><strong>Noisy latency</strong> ({escape(NOISY_RULE)}), do not trust small '
                     f"differences: {escape(', '.join(noisy))}</div>")
     body.append(_table_html(bundles))
+    generation = generation_rows(bundles)
+    if generation:
+        body += ["<h2>Generation</h2>", "<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in GENERATION_COLUMNS)
+                 + "</tr></thead><tbody>"]
+        body += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in generation]
+        body.append("</tbody></table>")
     if comparison is not None:
         body.append(_comparison_html(comparison))
     for b in bundles:

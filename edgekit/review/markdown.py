@@ -9,7 +9,7 @@ from ..table import Table, escape_cell
 from .compare import Comparison, change_cells
 from .figures import DASH
 from .load import LoadedBundle
-from .rows import columns, has_top1, noisy_names, rows_of, synthetic_names
+from .rows import GENERATION_COLUMNS, columns, generation_rows, has_top1, noisy_names, rows_of, synthetic_names
 
 
 def _verdict_md(verdict: str) -> str:
@@ -24,13 +24,20 @@ def render_markdown(bundles: Sequence[LoadedBundle], comparison: Comparison | No
         r, bench, data = b.record, b.record.benchmark, b.record.data
         lines.append(f"- {escape_cell(b.name)}: `{r.source.location}`, task `{r.task}`, "
                      f"batch {bench.batch}, benchmark input `{bench.input}`, {bench.threads} threads, "
-                     f"accuracy on {data.eval_samples} samples ({data.origin}), edgekit {r.edgekit_version}")
+                     f"accuracy on {data.eval_samples} samples ({data.origin}), edgekit {r.edgekit_version}"
+                     + (f"; timed on {escape_cell(bench.machine.cpu)}, {bench.machine.cores} cores" if bench.machine.cpu else ""))
     synthetic = synthetic_names(bundles)
     if synthetic:
         lines.append(f"- **accuracy from synthetic inputs, not real data:** {', '.join(synthetic)}")
     noisy = noisy_names(bundles)
     if noisy:
         lines.append(f"- ⚠ noisy latency ({NOISY_RULE}), do not trust small differences: {', '.join(noisy)}")
+    generation = generation_rows(bundles)
+    if generation:  # generative models: time to first token, tokens/s, perplexity and agreement, the original first
+        table = Table(list(GENERATION_COLUMNS), align="llrrrrrrrl")
+        for row in generation:
+            table.add(*[escape_cell(c) for c in row])
+        lines += ["", "### Generation", "", table.to_markdown()]
     if comparison is not None:
         lines += ["", _comparison_markdown(comparison)]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -183,10 +183,16 @@ class Data(Record):
     synthetic: Truthy = False
 
 
+class Machine(Record):
+    cpu: Label = None
+    cores: Label = None
+
+
 class Benchmark(Record):
     batch: Label = "1"
     input: Label = None
     threads: Label = None
+    machine: Annotated[Machine, BeforeValidator(_table)] = Field(default_factory=Machine)
 
 
 class ReportRecord(Record):

@@ -70,3 +70,35 @@ def noisy_names(bundles: Sequence[LoadedBundle]) -> list[str]:
 
 def synthetic_names(bundles: Sequence[LoadedBundle]) -> list[str]:
     return [b.name for b in bundles if b.record.data.synthetic]
+
+
+GENERATION_COLUMNS = ("model", "target", "TTFT p50 / p90 ms", "TPOT p50 ms", "tokens/s", "perplexity", "ppl Δ",
+                      "next-token agreement", "KL mean", "verdict")
+
+
+def _timing_cells(timing: dict | None) -> list[str]:
+    if not isinstance(timing, dict) or not isinstance(timing.get("ttft_ms"), dict):
+        return [NOT_MEASURED] * 3
+    ttft, tpot = timing["ttft_ms"], timing.get("tpot_ms") or {}
+    return [f"{fmt_num(ttft.get('p50'), '.1f')} / {fmt_num(ttft.get('p90'), '.1f')}", fmt_num(tpot.get("p50"), ".2f"),
+            fmt_num(timing.get("tokens_per_s"), ".1f")]
+
+
+def generation_rows(bundles: Sequence[LoadedBundle]) -> list[list[str]]:
+    """Generative models (tasks/generation.py): the original and each target's generation figures, per bundle."""
+    rows = []
+    for b in bundles:
+        targets = [t for t in b.report.get("targets", []) if isinstance(t, dict)
+                   and isinstance((t.get("accuracy") or {}).get("generation"), dict)]
+        if not targets:
+            continue
+        first = targets[0]["accuracy"]["generation"]
+        rows.append([b.name, "original", *_timing_cells((b.report.get("original") or {}).get("generation")),
+                     fmt_num(first.get("ppl_original"), ".3f"), DASH, DASH, DASH, DASH])
+        for t in targets:
+            g, agreement = t["accuracy"]["generation"], t["accuracy"].get("token_agreement")
+            rows.append([b.name, str(t.get("target")), *_timing_cells(t.get("generation")), fmt_num(g.get("ppl_artifact"), ".3f"),
+                         fmt_num(100 * g["ppl_increase"], "+.2f") + "%" if isinstance(g.get("ppl_increase"), (int, float)) else DASH,
+                         fmt_num(100 * agreement, ".1f") + "%" if isinstance(agreement, (int, float)) else DASH,
+                         fmt_num(g.get("kl_mean"), ".4f"), str(t.get("verdict") or DASH)])
+    return rows
