@@ -151,6 +151,7 @@ class Profile:
     generation_prompt_lengths: tuple[int, ...] = (32, 128)  # time to first token is measured at each
     generation_max_prompt_len: int = 1024  # NPU: the static prompt length its pipeline is compiled for
     generation_min_response_len: int = 128  # NPU: the static response length it is compiled for
+    generation_data_aware: tuple[str, ...] = ()  # OpenVINO INT4: NNCF's data-aware refinements ("awq", "scale_estimation")
     source: str = ""
 
 
@@ -286,6 +287,15 @@ def _prompt_lengths(value: list) -> tuple[int, ...]:
     return tuple(sorted(value))
 
 
+DATA_AWARE = ("awq", "scale_estimation")
+
+
+def _data_aware(value: list) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(v in DATA_AWARE for v in value) or not _distinct(value):
+        raise invalid(f"'{KEY}' must be a list of distinct refinements from {', '.join(DATA_AWARE)}, not {value!r}")
+    return tuple(value)
+
+
 class GenerationKeys(Schema):
     weights: OneOf("int4", "int8") = None
     group_size: Rule(int, (int,), _group_size) = None
@@ -295,6 +305,7 @@ class GenerationKeys(Schema):
     prompt_lengths: Rule(tuple[int, ...], (list,), _prompt_lengths) = None
     max_prompt_len: Whole(1) = None
     min_response_len: Whole(1) = None
+    data_aware: Rule(tuple[str, ...], (list,), _data_aware) = None
 
 
 class RecoveryKeys(Schema):

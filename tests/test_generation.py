@@ -233,3 +233,19 @@ def test_the_review_shows_the_generation_table_in_markdown_and_html(llama_bundle
     assert "| original |" in section and "| cpu |" in section and "tokens/s" in section
     page, _ = review([out], "html")
     assert "<h2>Generation</h2>" in page and "next-token agreement" in page
+
+
+def test_data_aware_compression_runs_on_the_held_out_calibration_texts(llama, tmp_path):
+    profile = tmp_path / "awq.toml"
+    profile.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.5\n[data]\ncalibration_samples = 8\neval_samples = 8\n'
+                       '[generation]\ndata_aware = ["awq", "scale_estimation"]\n')
+    report = edgekit.compile(str(llama), targets=["intel-cpu"], profile=str(profile), output=str(tmp_path / "out"),
+                             cache=False, no_bench=True)
+    target = report.targets[0]
+    assert target.quantization["data_aware"] == ["awq", "scale_estimation"]
+    assert any("data-aware: awq, scale_estimation on 8 calibration texts" in n for n in target.notes)
+    assert target.accuracy.token_agreement > 0.5
+    bad = tmp_path / "bad.toml"
+    bad.write_text('precision = "int8"\n[budgets]\nmin_cosine = 0.5\n[generation]\ndata_aware = ["gptq"]\n')
+    with pytest.raises(UsageError, match="data_aware"):
+        edgekit.compile(str(llama), targets=["intel-cpu"], profile=str(bad), output=str(tmp_path / "o2"), cache=False)
