@@ -25,6 +25,10 @@
 6. A copy out that fails on the writing side (the output's disk full or read-only) is the environment's
    fault, never the entry's: the entry stays, the build stops with a usage error naming the folder and the
    space the file needs (exit 2).
+7. A shared remote level under the local one (`EDGEKIT_CACHE_URL=s3://bucket/prefix`, remote_cache.py): a local
+   miss is looked up remotely and a found entry adopted into the local cache, then read and checked as any local
+   entry (HMAC with the shared key, every sha256); a local store is uploaded, files first and the record last.
+   A remote failure is an event, never a failed build.
 """
 
 from __future__ import annotations
@@ -175,7 +179,7 @@ def content_digest(path: Path) -> str:
 class Event:
     stage: str
     key: str
-    outcome: str  # "hit" | "stored" | "damaged" | "store failed" | "no key"
+    outcome: str  # "hit" | "stored" | "damaged" | "store failed" | "no key" | "remote hit" | "uploaded" | "remote failed"
     detail: str = ""
     label: str = ""  # what the entry is for a reader ("cpu artifact"); the stage when empty
 
@@ -191,11 +195,37 @@ class BuildCache:
     root: Path = field(default_factory=default_root)
     enabled: bool = True
     events: list[Event] = field(default_factory=list)
+    remote: Any = None  # a remote_cache.RemoteCache under the local one (rule 7), from EDGEKIT_CACHE_URL
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if self.enabled:
             self._sweep_tmp()
+            if self.remote is None:
+                from .remote_cache import RemoteCache
+
+                self.remote = RemoteCache.from_env()
+
+    # -- the remote level (rule 7): never fails a build
+    def _remote(self, what: str, stage: str, digest: str, label: str, call) -> Any:
+        remote = self.remote
+        if remote is None or remote.failed:
+            return None
+        try:
+            return call(remote)
+        except Exception as exc:  # unreachable, denied, slow, malformed: reported, the build goes on locally
+            remote.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            log.warning("remote cache %s: %s failed (%s); going on without it", remote.url, what, remote.failed)
+            self.events.append(Event(stage, digest, "remote failed", f"{what} {remote.url}: {remote.failed}", label))
+            return None
+
+    def _pull(self, stage: str, digest: str, label: str) -> None:
+        from .remote_cache import adopt
+
+        entry = self._entry(stage, digest)
+        if self._remote("download", stage, digest, label,
+                        lambda r: adopt(r, stage, digest, self.root / LAYOUT / "tmp", entry)):
+            self.events.append(Event(stage, digest, "remote hit", self.remote.url, label))
 
     # -- paths
     def _entry(self, stage: str, digest: str) -> Path:
@@ -222,6 +252,8 @@ class BuildCache:
         if not self.enabled:
             return None
         entry = self._entry(stage, digest)
+        if not entry.is_dir() and authentication_key() is not None:
+            self._pull(stage, digest, label)  # rule 7: a local miss looks remotely; the entry is then checked as any
         if not entry.is_dir():
             return None
         secret = authentication_key()
@@ -328,6 +360,9 @@ class BuildCache:
                 raise
             tmp = None
             self.events.append(Event(stage, digest, "stored", label=label))
+            if self._remote("upload", stage, digest, label, lambda r: r.upload(stage, digest, final)) is None \
+                    and self.remote is not None and not self.remote.failed:
+                self.events.append(Event(stage, digest, "uploaded", self.remote.url, label))
         except OSError as exc:
             log.warning("could not store %s in the build cache at %s: %s", stage, self.root, exc.strerror or exc)
             self.events.append(Event(stage, digest, "store failed", str(exc.strerror or exc), label))
@@ -336,7 +371,8 @@ class BuildCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def summary(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "dir": str(self.root), "events": [e.to_dict() for e in self.events]}
+        return {"enabled": self.enabled, "dir": str(self.root), "events": [e.to_dict() for e in self.events],
+                **({"remote": self.remote.url} if self.remote is not None else {})}
 
 
 # ---------------------------------------------------------------- `edgekit cache`

@@ -19,6 +19,7 @@ def private_build_cache(tmp_path_factory, monkeypatch) -> Path:
     # and a cache key of its own (cache rule 5), never the user's ~/.config/edgekit/cache.key
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
     monkeypatch.delenv("EDGEKIT_CACHE_KEY", raising=False)
+    monkeypatch.delenv("EDGEKIT_CACHE_URL", raising=False)  # and no shared remote cache unless a test starts one
     return folder
 
 

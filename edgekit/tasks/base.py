@@ -9,7 +9,9 @@ Rules:
    classes `--data` labels are resolved against), `check(samples, reference_outputs, data)` (usage errors
    about the samples, once the original ran on them), `evaluate(expected, outputs, output_names, labels,
    masks)` (the fidelity figures and the task's own metrics of one artifact) and `workload(samples)` (the
-   feed the benchmark times: one forward pass today; a generation loop is a family's to define).
+   feed the benchmark times: one forward pass, or a prompt a generation session runs its loop on), with
+   `prompt_workloads` (more feeds timed after it), `build_precision` (what a target builds for this kind of model)
+   and `fixed_shapes` (input shapes every sample shares, for a static-shape target).
 4. Samples are the family's too: `modality(declared, specs, tokenizer)` decides once what kind of input
    the model takes, and `samples(request)` builds the calibration, evaluation and benchmark feeds
    (by default from `--data` or the fallbacks of `data.py`: text, images, tensors). A family whose
