@@ -114,13 +114,17 @@ def main() -> None:
 @click.option("--list-shards", type=click.IntRange(min=1), default=None, metavar="N",
               help="With a project: print how its models split into N shards and exit (with --json: for a CI matrix).")
 @click.option("--json", "as_json", is_flag=True, help="With --list-shards: one JSON document.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="With a project: build on this machine (--jobs) or one Ray task per model on a Ray cluster.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: the cluster to join (e.g. auto, ray://head:10001); default a local one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the report table is still printed.")
 @progress_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 def compile(model, targets, profile, output, task, shapes, data, text_column, label_column, calibration_samples, eval_samples,
             seed, min_cosine, max_drop, max_latency_ms, max_size_mb, min_speedup, max_ppl_increase, min_token_agreement, junit,
             require_measured, threads, trust_remote_code, force, no_cache, no_bench, project, jobs, shard, list_shards, as_json,
-            quiet, progress_mode, debug) -> None:
+            executor, address, quiet, progress_mode, debug) -> None:
     """Export, quantise, verify and benchmark MODEL for each target, into one bundle.
 
     MODEL is a Hugging Face model folder, a hub id (when online), or an .onnx file; without it the
@@ -151,13 +155,14 @@ def compile(model, targets, profile, output, task, shapes, data, text_column, la
     quiet_libraries(debug)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        project_file = _project_file(model, project, jobs, shard, list_shards, as_json)
+        project_file = _project_file(model, project, jobs, shard, list_shards, as_json, address, executor)
     except Exception as exc:
         _fail(exc, debug)
     if project_file is not None:
         _compile_project(click.get_current_context(), project_file, jobs or 1, make_progress(progress_mode, quiet), debug,
                          BuildOptions(no_bench=no_bench, cache=not no_cache, threads=threads, force=force,
-                                      require_measured=require_measured, trust_remote_code=trust_remote_code), shard)
+                                      require_measured=require_measured, trust_remote_code=trust_remote_code), shard,
+                         (executor, address))
         return
     try:
         request = CompileRequest(
@@ -201,16 +206,17 @@ def _show(report, junit: str | None) -> None:
 
 # compile's options that apply to a whole project; every other one describes one model
 _PROJECT_OPTIONS = ("model", "project", "jobs", "threads", "force", "no_cache", "no_bench", "quiet", "progress_mode", "debug",
-                    "require_measured", "trust_remote_code", "shard", "list_shards", "as_json")
+                    "require_measured", "trust_remote_code", "shard", "list_shards", "as_json", "executor", "address")
 
 
-def _project_file(model, project, jobs, shard, list_shards, as_json) -> Path | None:
+def _project_file(model, project, jobs, shard, list_shards, as_json, address=None, executor="local") -> Path | None:
     """The project file to build (None: one MODEL); the project-only options checked against it. `--list-shards`
     prints the plan and exits."""
     from .project import project_to_build
 
     project_file = project_to_build(model, project)
-    for flag, value in (("--jobs", jobs), ("--shard", shard), ("--list-shards", list_shards)):
+    for flag, value in (("--jobs", jobs), ("--shard", shard), ("--list-shards", list_shards), ("--address", address),
+                        ("--executor ray", "ray" if executor == "ray" else None)):
         if project_file is None and value is not None:
             raise UsageError(f"{flag} works on the models of a project file (--project); with one MODEL leave it out")
     if as_json and list_shards is None:
@@ -230,7 +236,7 @@ def _list_shards(path: Path, count: int, as_json: bool) -> None:
 
 
 def _compile_project(ctx: click.Context, path: Path, jobs: int, progress, debug: bool, options: BuildOptions,
-                     shard: str | None = None) -> None:
+                     shard: str | None = None, executor: tuple[str, str | None] = ("local", None)) -> None:
     from .project import build_project, exit_code, load_project, reject_model_options, summary_markdown
     from .shards import parse_shard, select
 
@@ -242,8 +248,13 @@ def _compile_project(ctx: click.Context, path: Path, jobs: int, progress, debug:
         if shard is not None:  # only this shard's models (shards rule 1)
             project = select(project, parse_shard(shard))
             click.echo(f"shard {shard}: {', '.join(m.name for m in project.models) or 'no models'}", err=True)
-        outcomes = build_project(project, jobs, options, progress,
-                                 say=lambda text: click.echo(f"note: {text}", err=True))
+        if executor[0] == "ray":  # one Ray task per model (ray_executor.py)
+            from .ray_executor import build_project as on_ray
+
+            outcomes = on_ray(project, options, progress, executor[1])
+        else:
+            outcomes = build_project(project, jobs, options, progress,
+                                     say=lambda text: click.echo(f"note: {text}", err=True))
     except KeyboardInterrupt:
         click.echo("interrupted: bundles already written are kept; the others were not written", err=True)
         sys.exit(130)
