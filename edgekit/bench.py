@@ -115,8 +115,9 @@ GENERATED_TOKENS = 32  # a generative model's benchmark: a prompt of --sequence-
 
 
 def _generative(specs: list[graph.InputSpec]) -> bool:
-    """A KV-cache decoder: past_key_values inputs (ONNX) or a stateful IR's beam_idx."""
-    return any(s.name.startswith("past_key_values.") or s.name == "beam_idx" for s in specs)
+    from .runtimes.generation import takes_cache
+
+    return takes_cache(s.name for s in specs)
 
 
 def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[int, ...]], sequence_length: int) -> Feed:
@@ -308,16 +309,10 @@ def _example_target(runtime: str) -> str:
 
 
 def _torch_original(model: str | None, artifact: Path, threads: int) -> Session:
-    from .stages.export import load_model, load_reference
+    from .stages.export import load_reference
 
     source = resolve_source(model)
-    specs = graph.ir_input_specs(artifact)[0] if artifact.suffix == ".xml" else _specs_of(artifact)
-    if _generative(specs):
-        from .runtimes.generation import GenerationSession
-        from .runtimes.pytorch import TorchDecoder
-
-        return GenerationSession(TorchDecoder(load_model(source)[0], threads))
-    return load_reference(source, [o for o in _output_names(artifact)], threads)
+    return load_reference(source, _output_names(artifact), threads, _generative(_specs_of(artifact)))
 
 
 def _output_names(artifact: Path) -> list[str]:

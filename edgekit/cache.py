@@ -360,8 +360,7 @@ class BuildCache:
                 raise
             tmp = None
             self.events.append(Event(stage, digest, "stored", label=label))
-            if self._remote("upload", stage, digest, label, lambda r: r.upload(stage, digest, final)) is None \
-                    and self.remote is not None and not self.remote.failed:
+            if self._remote("upload", stage, digest, label, lambda r: r.upload(stage, digest, final)):
                 self.events.append(Event(stage, digest, "uploaded", self.remote.url, label))
         except OSError as exc:
             log.warning("could not store %s in the build cache at %s: %s", stage, self.root, exc.strerror or exc)

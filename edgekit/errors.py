@@ -69,3 +69,8 @@ def environment_error(exc: BaseException | None) -> UsageError | None:
             return UsageError(f"{where or 'a file edgekit writes'}: {ENVIRONMENT_ERRNOS[exc.errno]}")
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """What a library's exception says, for a one-line message: its first line, else its type's name."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

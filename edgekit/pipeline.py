@@ -95,7 +95,7 @@ def _benchmark(named: dict[str, Built], prep: Prepared, feed: Feed, prof: Profil
 
 def _timings(session: Session) -> list:
     """A generation session's recorded runs (runtimes/generation.py rule 3), through a lazily opened original."""
-    inner = getattr(session, "_session", None) if isinstance(session, LazySession) else session
+    inner = session.opened if isinstance(session, LazySession) else session
     return list(getattr(inner, "timings", []) or [])
 
 

@@ -87,13 +87,14 @@ class RemoteCache:
         (into / ENTRY).write_text(json.dumps(record))
         return True
 
-    def upload(self, stage: str, digest: str, entry: Path) -> None:
-        """Rule 2: every file, then the record."""
+    def upload(self, stage: str, digest: str, entry: Path) -> bool:
+        """Rule 2: every file, then the record; True once both are there."""
         s3 = self._s3()
         record = json.loads((entry / ENTRY).read_text())
         for name in sorted(record["files"]):
             s3.upload_file(str(entry / name), self.bucket, self._key(stage, digest, name))
         s3.upload_file(str(entry / ENTRY), self.bucket, self._key(stage, digest, ENTRY))
+        return True
 
 
 def adopt(remote: RemoteCache, stage: str, digest: str, local_tmp: Path, final: Path) -> bool:

@@ -108,6 +108,11 @@ class LazySession:
     def loaded(self) -> bool:
         return self._session is not None
 
+    @property
+    def opened(self) -> Session | None:
+        """The session itself, once a run opened it."""
+        return self._session
+
     def run(self, feed: Feed) -> list[np.ndarray]:
         if self._session is None:
             self._session = self._opener()

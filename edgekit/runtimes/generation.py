@@ -30,6 +30,7 @@ from .base import Feed
 INPUT_IDS, NEW_TOKENS = "input_ids", "new_tokens"
 OUTPUT_NAMES = ("logits", "token_logprobs", "tokens", "token_scores")
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values", "present"
+BEAM_IDX = "beam_idx"  # a stateful IR's input (optimum-intel's layout): which beam each cache row belongs to
 
 
 class Decoder(Protocol):
@@ -52,6 +53,23 @@ def cache_pairs(input_names: list[str], output_names: list[str]) -> list[tuple[s
             if present in outputs:
                 pairs.append((name, present))
     return pairs if pairs and "logits" in outputs and INPUT_IDS in input_names else []
+
+
+def takes_cache(input_names) -> bool:
+    """Whether a graph's inputs are a KV-cache decoder's: `past_key_values.*` (explicit cache) or `beam_idx` (stateful)."""
+    return any(n.startswith(PAST_PREFIX + ".") or n == BEAM_IDX for n in input_names)
+
+
+def step_feed(ids: np.ndarray, past: int, inputs) -> Feed:
+    """A decoder step's inputs besides its cache: the tokens at positions past.., the mask over every position so
+    far, and the positions and beam index where the graph takes them (`inputs`: its input names)."""
+    length = ids.shape[1]
+    feed = {INPUT_IDS: ids, "attention_mask": np.ones((1, past + length), np.int64)}
+    if "position_ids" in inputs:
+        feed["position_ids"] = np.arange(past, past + length, dtype=np.int64)[None]
+    if BEAM_IDX in inputs:
+        feed[BEAM_IDX] = np.zeros(1, np.int32)
+    return feed
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -107,6 +125,3 @@ class GenerationSession:
         token_logprobs = logprobs[np.arange(len(targets)), targets][None].astype(np.float32)
         return [logits, token_logprobs, np.array([tokens], dtype=np.int64), np.array([scores], dtype=np.float32)]
 
-
-def is_generation_feed(feed: Feed) -> bool:
-    return set(feed) <= {INPUT_IDS, NEW_TOKENS} and INPUT_IDS in feed

@@ -133,11 +133,9 @@ class OrtDecoder:
         self._cache = dict(self._empty)
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray:
-        length = ids.shape[1]
-        feed = {"input_ids": ids, "attention_mask": np.ones((1, past + length), np.int64), **self._cache}
-        if "position_ids" in self._inputs:
-            feed["position_ids"] = np.arange(past, past + length, dtype=np.int64)[None]
-        outputs = self._session.run(feed)
+        from .generation import step_feed
+
+        outputs = self._session.run({**step_feed(ids, past, self._inputs), **self._cache})
         self._cache = {p: outputs[self._index[o]] for p, o in self._pairs}
         return outputs[self._index["logits"]]
 

@@ -200,9 +200,15 @@ class OpenVinoSession:
         return versions
 
     @property
+    def input_names(self) -> set[str]:
+        return set(self._input_names)
+
+    @property
     def stateful(self) -> bool:
         """Whether the model keeps state between calls (a KV cache made stateful: rule 6)."""
-        return bool(self._model.get_sinks()) or "beam_idx" in self._input_names
+        from .generation import BEAM_IDX
+
+        return bool(self._model.get_sinks()) or BEAM_IDX in self._input_names
 
     def infer_request(self) -> Any:
         """The model as built, compiled once: its infer request (state lives there)."""
@@ -236,7 +242,7 @@ class OvDecoder:
     def __init__(self, session: OpenVinoSession) -> None:
         self._session, self.runtime = session, session.runtime
         self._request = session.infer_request()
-        self._inputs = {n for i in session._model.inputs for n in i.get_names()}
+        self._inputs = session.input_names
         self.settings = {**session.settings, "generation": {
             "kv_cache": "stateful: held in the infer request's state (reset_state() between prompts; beam_idx [0])",
             **({"npu": dict(session.llm_static)} if session.llm_static else {})}}
@@ -245,13 +251,9 @@ class OvDecoder:
         self._request.reset_state()
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray:
-        length = ids.shape[1]
-        feed = {"input_ids": ids, "attention_mask": np.ones((1, past + length), np.int64)}
-        if "position_ids" in self._inputs:
-            feed["position_ids"] = np.arange(past, past + length, dtype=np.int64)[None]
-        if "beam_idx" in self._inputs:
-            feed["beam_idx"] = np.zeros(1, np.int32)
-        self._request.infer(feed)
+        from .generation import step_feed
+
+        self._request.infer(step_feed(ids, past, self._inputs))
         return np.array(self._request.get_tensor("logits").data)
 
 

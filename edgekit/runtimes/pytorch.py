@@ -101,6 +101,16 @@ class TorchDecoder:
         return out.logits.float().numpy()
 
 
+def original_session(model: Any, library: str, output_names: list[str], threads: int, generative: bool = False):
+    """The original as a session: a KV-cache decoder through the generation loop (runtimes/generation.py), any other
+    model called the way its export is (rule 1)."""
+    if generative:
+        from .generation import GenerationSession
+
+        return GenerationSession(TorchDecoder(model, threads))
+    return TorchSession(model, library, output_names, threads)
+
+
 def torch_settings(threads: int) -> dict[str, Any]:
     """What a TorchSession records, known without importing torch (for a reference that was never loaded)."""
     from importlib import metadata

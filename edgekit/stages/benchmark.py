@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ..errors import first_line
 from ..runtimes import Feed, Session
 
 BLOCK = 5  # timed runs per block, at least
@@ -154,7 +155,7 @@ def measure_throughput(sessions: dict[str, Session], feed: Feed, batches: list[i
             try:
                 session.run(feeds)
             except Exception as exc:  # a static batch dimension, or a runtime limit
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                first = first_line(exc)
                 result[name][batch] = Throughput(batch, None, None, f"batch {batch} not runnable: {first[:160]}")
             else:
                 usable[name] = session

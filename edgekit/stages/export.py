@@ -71,12 +71,13 @@ def load_model(source: SourceModel) -> tuple[Any, str, str]:
     return model, library, task
 
 
-def load_reference(source: SourceModel, output_names: list[str], threads: int):
-    """The original PyTorch model as a session whose outputs match an artifact's `output_names`."""
-    from ..runtimes import TorchSession
+def load_reference(source: SourceModel, output_names: list[str], threads: int, generative: bool = False):
+    """The original PyTorch model as a session whose outputs match an artifact's `output_names` (a KV-cache decoder's:
+    the generation loop's)."""
+    from ..runtimes.pytorch import original_session
 
     model, library, _ = load_model(source)
-    return TorchSession(model, library, output_names, threads)
+    return original_session(model, library, output_names, threads, generative)
 
 
 def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:

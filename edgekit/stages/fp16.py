@@ -24,7 +24,7 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import InternalError
+from ..errors import InternalError, first_line
 from .quantize_ort import QuantizeResult
 
 SENSITIVE_OPS = ["LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization", "Softmax", "LogSoftmax",
@@ -46,7 +46,7 @@ def convert_fp16(src: Path, dst: Path) -> QuantizeResult:
         converted = sorter.model
         onnx.checker.check_model(converted)
     except Exception as exc:
-        raise InternalError(f"FP16 conversion failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise InternalError(f"FP16 conversion failed: {first_line(exc)}") from exc
     onnx.save(converted, str(dst))
     settings = {
         "format": "FP16 ONNX",

@@ -35,8 +35,9 @@ from ..bundle import write_npz
 from ..config import Profile
 from ..data import CORPUS, LabelSpace, SampleRequest, Samples
 from ..errors import InternalError, UsageError
-from ..runtimes import LazySession, ModuleSession, Session, TorchSession, torch_settings
-from ..runtimes.generation import OUTPUT_NAMES, GenerationSession, cache_pairs
+from ..runtimes import LazySession, ModuleSession, Session, torch_settings
+from ..runtimes.generation import OUTPUT_NAMES, cache_pairs
+from ..runtimes.pytorch import original_session
 from ..runtimes.onnxruntime import open_onnx
 from ..source import SourceModel
 from . import verify
@@ -226,12 +227,11 @@ def _export(source: SourceModel, env: dict, model_digest: str, workdir: Path, pr
     return _Export(export.folder / "model.onnx", export.folder, export, key)
 
 
-def _reference(source: SourceModel, export: _Export, model, threads: int) -> Session:
+def _reference(source: SourceModel, export: _Export, model, threads: int, generative: bool) -> Session:
     """Rule 3: what every artifact is compared with: ONNX Runtime on an ONNX file, else PyTorch (loaded
     only when needed, when the export came from the cache); `model` is the exported graph, for its port names.
     A KV-cache decoder runs as a generation session (rule 7)."""
     output_names = [o.name for o in model.graph.output]
-    generative = bool(cache_pairs([i.name for i in model.graph.input], output_names))
     if source.module is not None:  # the module given from Python is the original (export rule 4)
         return ModuleSession(source.module, [i.name for i in model.graph.input], output_names, threads)
     if source.kind == "onnx":
@@ -239,18 +239,10 @@ def _reference(source: SourceModel, export: _Export, model, threads: int) -> Ses
             return open_onnx(source.path, threads)
         except InternalError as exc:
             raise UsageError(f"{source.location}: ONNX Runtime cannot load it ({exc}); is the file complete?") from exc
-    if generative:
-        from ..runtimes.pytorch import TorchDecoder
-        from .export import load_model
-
-        if export.torch_model is not None:
-            return GenerationSession(TorchDecoder(export.torch_model.model, threads))
-        return LazySession(lambda: GenerationSession(TorchDecoder(load_model(source)[0], threads)), "pytorch",
-                           list(OUTPUT_NAMES), torch_settings(threads))
     if export.torch_model is not None:
-        return TorchSession(export.torch_model.model, export.torch_model.library, output_names, threads)
-    return LazySession(lambda: load_reference(source, output_names, threads), "pytorch", output_names,
-                       torch_settings(threads))
+        return original_session(export.torch_model.model, export.torch_model.library, output_names, threads, generative)
+    return LazySession(lambda: load_reference(source, output_names, threads, generative), "pytorch",
+                       list(OUTPUT_NAMES) if generative else output_names, torch_settings(threads))
 
 
 def _sound(source: SourceModel, model):
@@ -324,14 +316,14 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
     safety.check_input_bytes(specs, profile.calibration_samples + profile.eval_samples + 1)
     if source.is_graph:
         graph.require_static(specs)
-    reference = _reference(source, export, model, threads)
+    generative = bool(cache_pairs([i.name for i in model.graph.input], [o.name for o in model.graph.output]))
+    reference = _reference(source, export, model, threads, generative)
     onnx_path = export.onnx
     if shapes:
         model = graph.apply_shapes(model, specs)
         onnx_path = workdir / "fixed_shapes.onnx"
         graph.onnx.save(model, str(onnx_path))
     transformer, pairs = graph.looks_like_transformer(model), graph.state_pairs(model)
-    generative = bool(cache_pairs([i.name for i in model.graph.input], [o.name for o in model.graph.output]))
     preprocessors = _Preprocessors(export.preprocess_dir, source, graph.index_limits(model))
     del model
     modality = family.modality(source.modality, specs, preprocessors.tokenizer() if source.is_graph else None)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Profile
-from ..errors import InternalError
+from ..errors import InternalError, first_line
 from ..runtimes import Feed
 from .quantize_ort import QuantizeResult
 
@@ -183,7 +183,7 @@ def _quantize_excluding(nncf, model, ignored: list[str], arguments: dict) -> tup
             return nncf.quantize(model, **arguments, **({"ignored_scope": nncf.IgnoredScope(names=names, validate=False)}
                                                         if names else {})), failed
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc)
             node = failing_node(exc, message)
             if node is None or node in failed or len(failed) >= MAX_EXCLUSIONS:
                 raise InternalError(f"NNCF quantisation failed: {message}"

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from .. import graph
+from ..errors import first_line
 from ..runtimes import Feed
 from .quantize_ov import import_nncf, save_ir
 
@@ -290,7 +291,7 @@ def recover_openvino(src: Path, artifact: Path, calibration: list[Feed], evaluat
         restored = _accuracy_control(nncf, model, calibration, evaluation, feed_of, validate, min_score, preset, transformer,
                                      max_iterations)
     except Exception as exc:  # the INT8 artifact stays as built; the record says why it was not recovered
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc)
         return Recovery("NNCF accuracy control", False, [], len(_quantised_ops(core.read_model(str(artifact)))), before,
                         before, [], f"NNCF accuracy control failed ({type(exc).__name__}: {message[:100]})")
     after = (as_shipped(restored) if as_shipped is not None else

@@ -30,7 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..errors import InternalError
+from .. import graph
+from ..errors import InternalError, first_line
 from .base import StepInput, StepResult, step
 
 HEAD_PRECISIONS = ("int8", "int4")
@@ -71,10 +72,6 @@ def head_node(model) -> str | None:
     return None
 
 
-def _opset(model) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
 def _settings(b, bits: int, group: int, head: str) -> dict[str, Any]:
     gen = b.profile
     return {"weights": f"int{bits}", "group_size": group, "symmetric": _symmetric(b), "head": head,
@@ -103,28 +100,26 @@ def compress_onnx(inp: StepInput) -> StepResult:
         notes.append("ONNX Runtime's MatMulNBits has no channel-wise INT4: blocks of "
                      f"{group} input channels are used instead")
     keep_head = b.profile.generation_head == "int8" and head is not None and bits == 4
-    lookup = b.profile.generation_head == "int4" and _opset(model) >= 21  # rule 3: a 4-bit lookup, asked for
-    try:
+    lookup = b.profile.generation_head == "int4" and graph.opset(model) >= 21  # rule 3: a 4-bit lookup, asked for
+
+    def packed(model, bits: int, **which):  # one pass of ONNX Runtime's quantiser over the nodes `which` selects
         quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=max(group, 16), is_symmetric=_symmetric(b),
-                                         accuracy_level=4, nodes_to_exclude=[head] if keep_head else [])
+                                         accuracy_level=4, **which)
         quantizer.process()
-        model = quantizer.model.model
+        return quantizer.model.model
+
+    try:
+        model = packed(model, bits, nodes_to_exclude=[head] if keep_head else [])
         if keep_head:
-            second = MatMulNBitsQuantizer(model, bits=8, block_size=max(group, 16), is_symmetric=_symmetric(b),
-                                          accuracy_level=4, nodes_to_include=[head])
-            second.process()
-            model = second.model.model
+            model = packed(model, 8, nodes_to_include=[head])
         if lookup:
-            table = MatMulNBitsQuantizer(model, bits=4, block_size=max(group, 16), is_symmetric=_symmetric(b), accuracy_level=4,
-                                         op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
-            table.process()
-            model = table.model.model
+            model = packed(model, 4, op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
     except Exception as exc:
-        raise InternalError(f"ONNX Runtime weight compression failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise InternalError(f"ONNX Runtime weight compression failed: {first_line(exc)}") from exc
     onnx.save(model, str(b.artifact))
-    packed = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
+    matmuls = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
     tables = sum(1 for n in model.graph.node if n.op_type == "GatherBlockQuantized")
-    notes.append(f"{packed} of {len(weights)} weight MatMuls as MatMulNBits (INT{bits}"
+    notes.append(f"{matmuls} of {len(weights)} weight MatMuls as MatMulNBits (INT{bits}"
                  + (", the LM head INT8)" if keep_head else ")")
                  + ("; the embedding table INT4 (GatherBlockQuantized)" if tables else
                     "; the embedding table stays FP32 (ONNX Runtime's lookup has no 8-bit form; head = \"int4\" makes it INT4)"))
@@ -163,15 +158,15 @@ def _data_aware(nncf, model, b) -> dict[str, Any]:
     """Rule 6: NNCF's AWQ and scale estimation, on the calibration texts run as the stateful model takes them."""
     import numpy as np
 
+    from ..runtimes.generation import step_feed
+
     wanted = b.profile.generation_data_aware
     if not wanted or not b.calibration:
         return {}
     names = {n for i in model.inputs for n in i.get_names()}
 
-    def prefill(feed):
-        ids = np.asarray(feed["input_ids"], dtype=np.int64)
-        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None],
-                  "beam_idx": np.zeros(ids.shape[0], np.int32)}
+    def prefill(feed):  # the whole text from an empty cache, as the generation loop's first step feeds it
+        inputs = step_feed(np.asarray(feed["input_ids"], dtype=np.int64), 0, names)
         return {k: v for k, v in inputs.items() if k in names}
 
     return {"dataset": nncf.Dataset(b.calibration, prefill), "awq": "awq" in wanted,
@@ -210,7 +205,7 @@ def compress_openvino(inp: StepInput) -> StepResult:
         try:
             model = nncf.compress_weights(model, mode=mode, **kwargs)
         except Exception as exc:
-            raise InternalError(f"NNCF weight compression failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            raise InternalError(f"NNCF weight compression failed: {first_line(exc)}") from exc
         head = "int4" if b.precision == "int4" and b.profile.generation_head == "int4" else "int8"
         settings = {**_settings(b, 4 if b.precision == "int4" else 8, group, head), "format": f"NNCF {mode.value}",
                     **({"data_aware": [k for k in ("awq", "scale_estimation") if refinements.get(k)],
