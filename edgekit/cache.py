@@ -29,6 +29,8 @@
    miss is looked up remotely and a found entry adopted into the local cache, then read and checked as any local
    entry (HMAC with the shared key, every sha256); a local store is uploaded, files first and the record last.
    A remote failure is an event, never a failed build.
+8. A `--no-bench` build whose every input is unchanged is written whole from a `result` entry (result_cache.py):
+   timings are never reused, so a build that benchmarks reuses its steps and reruns verification.
 """
 
 from __future__ import annotations

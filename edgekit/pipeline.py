@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import __version__, tasks
+from . import __version__, result_cache, tasks
 from .build import Built, Context, Variant, build_target, static_variants
 from .candidates import compete
 from .bundle import BundleWriter, work_folder, write_json
@@ -153,9 +153,16 @@ def run(request: CompileRequest) -> Report:
     out = Path(request.output) if request.output is not None else default_output(source)
     threads = request.threads or default_threads()
     store = BuildCache(enabled=request.cache)
+    whole = result_cache.key(plan, source, threads)
     with BundleWriter(out, force=request.force) as bundle, work_folder() as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        reused = result_cache.restore(store, whole, bundle, progress)
+        if reused is not None:
+            reused.bundle = bundle.commit()
+            if plan.junit is not None:
+                write_junit(reused, plan.junit)
+            return reused
         workdir = Path(tmp)
         exported = ""
         if source.module is not None:  # a module given from Python: its ONNX file first (export rule 4)
@@ -188,7 +195,7 @@ def run(request: CompileRequest) -> Report:
                 generation = _generation_timings({b.target.name: b for b in built}, prep, family, plan.profile, progress)
         report = _report(plan, ctx, source, built, latencies, throughput, generation)
         report.failed = failed
-        _write(bundle, report, plan, built)
+        _write(bundle, report, plan, built, store, whole)
     if plan.junit is not None:
         write_junit(report, plan.junit)
     return report
@@ -310,8 +317,10 @@ def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built
     )
 
 
-def _write(bundle: BundleWriter, report: Report, plan: Resolved, built: list[Built]) -> None:
-    """report.json, report.md and the manifest, then the bundle committed into place."""
+def _write(bundle: BundleWriter, report: Report, plan: Resolved, built: list[Built], store: BuildCache,
+           whole: str | None) -> None:
+    """report.json, report.md and the manifest, the whole result stored (result_cache.py), then the bundle committed
+    into place."""
     write_json(bundle.root / "report.json", report.to_dict())
     (bundle.root / "report.md").write_text(report.to_markdown())
     precompiled = {b.target.name: b.precompiled for b in built if b.precompiled is not None}
@@ -319,4 +328,5 @@ def _write(bundle: BundleWriter, report: Report, plan: Resolved, built: list[Bui
                                           "targets": [b.target.name for b in built],
                                           **({"unmeasured": report.unmeasured} if report.unmeasured else {}),
                                           **({"precompiled": precompiled} if precompiled else {})})
+    result_cache.keep(store, whole, bundle, report)
     report.bundle = bundle.commit()

@@ -16,6 +16,7 @@ import edgekit
 from edgekit import cache
 from edgekit.cache import BuildCache
 from edgekit.cli import main
+from edgekit.verify_bundle import verify
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -138,16 +139,31 @@ def compile_bert(bert_dir, quick_profile, tmp_path):
     return run
 
 
-def test_warm_rebuild_reuses_every_step_and_writes_the_same_bundle(compile_bert, tmp_path):
+def test_warm_rebuild_reuses_the_whole_result_and_writes_the_same_bundle(compile_bert, tmp_path):
     cold = compile_bert("cold")
     assert set(outcomes(cold).values()) == {"stored"}
     assert set(outcomes(cold)) == {"export", "samples", "cpu artifact", "intel-cpu artifact"}
     warm = compile_bert("warm")
-    assert outcomes(warm) == {"export": "hit", "samples": "hit", "cpu artifact": "hit", "intel-cpu artifact": "hit"}
+    assert outcomes(warm) == {"whole result": "hit"}  # cache rule 8: a --no-bench build with nothing changed
     assert files_of(tmp_path / "cold") == files_of(tmp_path / "warm")
     manifests = [json.loads((tmp_path / b / "manifest.json").read_text()) for b in ("cold", "warm")]
     assert manifests[0]["artifact_sha256"] == manifests[1]["artifact_sha256"]
-    for c, w in zip(cold.targets, warm.targets):  # verification is rerun on the reused artifact, not cached
+    assert [t.to_dict()["accuracy"] for t in warm.targets] == [t.to_dict()["accuracy"] for t in cold.targets]
+    written = json.loads((tmp_path / "warm" / "report.json").read_text())
+    assert written["cache"]["events"][0]["outcome"] == "hit" and any("reused whole" in n for n in written["notes"])
+    assert "build cache: reused whole result" in (tmp_path / "warm" / "report.md").read_text()
+    assert verify(tmp_path / "warm").ok  # the manifest was rewritten for the new report: the bundle checks out
+
+
+def test_without_the_whole_result_every_step_is_reused_and_verification_rerun(compile_bert, private_build_cache, tmp_path):
+    cold = compile_bert("cold")
+    for entry in (private_build_cache / cache.LAYOUT / "result").iterdir():
+        (entry / "entry.json").write_text("{}")  # a damaged result entry: the build falls back on its steps
+    warm = compile_bert("warm")
+    assert outcomes(warm) == {"whole result": "damaged", "export": "hit", "samples": "hit", "cpu artifact": "hit",
+                              "intel-cpu artifact": "hit"}
+    assert files_of(tmp_path / "cold") == files_of(tmp_path / "warm")
+    for c, w in zip(cold.targets, warm.targets):  # verification reran on the reused artifacts
         assert w.accuracy.cosine_min == pytest.approx(c.accuracy.cosine_min, abs=1e-6)
     assert "build cache: reused export, samples, cpu artifact, intel-cpu artifact" in (tmp_path / "warm" / "report.md").read_text()
 
@@ -158,15 +174,26 @@ def test_changed_option_misses_what_it_determines(compile_bert):
     assert outcomes(changed) == {"export": "hit", "samples": "stored", "cpu artifact": "stored", "intel-cpu artifact": "stored"}
 
 
+def test_a_result_is_reused_only_for_its_own_options(compile_bert, private_build_cache):
+    compile_bert("a")
+    assert len(list((private_build_cache / cache.LAYOUT / "result").iterdir())) == 1
+    other_threads = compile_bert("b", threads=1)
+    assert "whole result" not in outcomes(other_threads)
+    assert len(list((private_build_cache / cache.LAYOUT / "result").iterdir())) == 2
+
+
 def test_corrupted_cached_artifact_is_rebuilt_not_trusted(compile_bert, private_build_cache, tmp_path):
     compile_bert("cold")
-    for model in (private_build_cache / cache.LAYOUT / "artifact").glob("*/model.onnx"):
+    stored = [*(private_build_cache / cache.LAYOUT / "artifact").glob("*/model.onnx"),
+              *(private_build_cache / cache.LAYOUT / "result").glob("*/cpu/model.onnx")]
+    assert len(stored) == 2  # the cpu artifact's entry and the whole result's copy of it
+    for model in stored:
         data = bytearray(model.read_bytes())
         data[len(data) // 2] ^= 0x01
         model.write_bytes(bytes(data))
     again = compile_bert("again")
-    assert outcomes(again)["cpu artifact"] == "stored"
-    assert any(e["outcome"] == "damaged" for e in again.cache["events"])
+    assert outcomes(again)["cpu artifact"] == "stored" and outcomes(again)["whole result"] == "damaged"
+    assert [e["stage"] for e in again.cache["events"] if e["outcome"] == "damaged"] == ["result", "artifact"]
     assert files_of(tmp_path / "cold") == files_of(tmp_path / "again")
 
 
@@ -190,7 +217,7 @@ def test_onnx_source_is_cached_too(cnn_onnx, quick_profile, tmp_path):
         return edgekit.compile(str(cnn_onnx), targets=["cpu"], shapes=["input=1,3,32,32"], profile=str(quick_profile),
                                output=tmp_path / out, no_bench=True)
     run("a")
-    assert outcomes(run("b")) == {"samples": "hit", "cpu artifact": "hit"}
+    assert outcomes(run("b")) == {"whole result": "hit"}
     assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
 
 

@@ -110,18 +110,28 @@ def test_a_second_machine_reuses_what_the_first_uploaded(shared, cnn_onnx, tmp_p
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="edgekit", Prefix=prefix).get("Contents", [])]
     assert any(k.endswith("/entry.json") for k in keys)
     second = build(cnn_onnx, tmp_path / "machine-b", tmp_path / "b", monkeypatch)
-    assert ("artifact", "remote hit") in outcomes(second) and ("artifact", "hit") in outcomes(second)
+    assert outcomes(second) == [("result", "remote hit"), ("result", "hit")]  # cache rule 8: the whole result
     assert (tmp_path / "a" / "cpu" / "model.onnx").read_bytes() == (tmp_path / "b" / "cpu" / "model.onnx").read_bytes()
+    for entry in (tmp_path / "machine-b" / "v1" / "result").iterdir():
+        shutil.rmtree(entry)  # without it (and with the remote copy gone), the steps come from the remote cache
+    for o in client.list_objects_v2(Bucket="edgekit", Prefix=f"{prefix}/v1/result/")["Contents"]:
+        client.delete_object(Bucket="edgekit", Key=o["Key"])
+    third = build(cnn_onnx, tmp_path / "machine-c", tmp_path / "c", monkeypatch)
+    assert ("artifact", "remote hit") in outcomes(third) and ("artifact", "hit") in outcomes(third)
+    assert (tmp_path / "a" / "cpu" / "model.onnx").read_bytes() == (tmp_path / "c" / "cpu" / "model.onnx").read_bytes()
     assert second.cache["remote"] == f"s3://edgekit/{prefix}"
 
 
 def test_a_tampered_remote_entry_is_refused(shared, cnn_onnx, tmp_path, monkeypatch):
     client, prefix = shared
     first = build(cnn_onnx, tmp_path / "machine-a", tmp_path / "a", monkeypatch)
-    key = next(o["Key"] for o in client.list_objects_v2(Bucket="edgekit", Prefix=f"{prefix}/v1/artifact/")["Contents"]
-               if o["Key"].endswith("/model.onnx"))
-    client.put_object(Bucket="edgekit", Key=key, Body=b"not the model")  # a poisoned artifact
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="edgekit", Prefix=prefix)["Contents"]
+            if o["Key"].endswith("/model.onnx")]
+    assert len(keys) == 2  # the artifact's entry and the whole result's copy
+    for key in keys:
+        client.put_object(Bucket="edgekit", Key=key, Body=b"not the model")  # a poisoned artifact
     second = build(cnn_onnx, tmp_path / "machine-b", tmp_path / "b", monkeypatch)
+    assert ("result", "damaged") in outcomes(second) and ("result", "hit") not in outcomes(second)
     assert ("artifact", "damaged") in outcomes(second) and ("artifact", "hit") not in outcomes(second)
     assert (tmp_path / "a" / "cpu" / "model.onnx").read_bytes() == (tmp_path / "b" / "cpu" / "model.onnx").read_bytes()
     assert first.targets[0].verdict == second.targets[0].verdict
