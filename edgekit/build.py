@@ -33,7 +33,7 @@ from .runtimes import RecoveryInputs, RuntimeRecord, Session
 from .tasks import TaskFamily
 from .stages import benchmark, static_shapes, verify
 from .stages.base import BuildInputs, run_recipe
-from .stages.prepare import Prepared, muted
+from .stages.prepare import STATE_STEPS, Prepared, muted
 from .verify_bundle import write_reference
 
 BLOB_NOTE = ("a precompiled blob loads only on the same device with the same OpenVINO and driver versions (listed here); "
@@ -179,6 +179,8 @@ def build_target(ctx: Context, target: Target, precision: str, present: Availabi
             fidelity, figures = evaluate(session)
             session.run(samples.benchmark)
         _record_recovery(ctx, runtime, found, fidelity, figures, qsettings, notes)
+    if ctx.prep.state_pairs:
+        notes.append(_state_note(ctx, session, fidelity, evaluate))
     if not reused:  # the artifact as built, recovery included, for the next build with the same inputs
         ctx.store.store("artifact", key, {f.name: f for f in runtime.files(inputs.artifact)},
                         {"quantization": qsettings, "notes": notes}, f"{target.name} artifact")
@@ -247,11 +249,22 @@ def _evaluator(ctx: Context, samples: Samples, expected: list):
     prep = ctx.prep
     masks = samples.masks
 
-    def evaluate(candidate: Session) -> tuple[verify.Fidelity, dict]:
-        outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
+    def evaluate(candidate: Session, own_state: bool = True) -> tuple[verify.Fidelity, dict]:
+        if prep.state_pairs and own_state:  # prepare rule 6: as a device runs it, on its own state
+            outputs = verify.run_free(candidate, samples.evaluation, prep.output_names, prep.state_pairs, STATE_STEPS)
+        else:
+            outputs = verify.run_ordered(candidate, samples.evaluation, prep.output_names)
         return ctx.family.evaluate(expected, outputs, prep.output_names, samples.evaluation_labels, masks)
 
     return evaluate
+
+
+def _state_note(ctx: Context, session: Session, fidelity: verify.Fidelity, evaluate) -> str:
+    """Prepare rule 6: the gating figure on the artifact's own state (judged) beside the one on the original's."""
+    name, own = ctx.family.gating(fidelity)
+    _, fed = ctx.family.gating(evaluate(session, own_state=False)[0])
+    return (f"state fed back from the artifact's own outputs in sequences of {STATE_STEPS} calls, as a device runs it: "
+            f"{name} {own:.4f} (judged); call by call on the original's states: {fed:.4f}")
 
 
 def _recover(ctx: Context, runtime, inputs: BuildInputs, samples: Samples, expected: list, fidelity: verify.Fidelity,
@@ -294,7 +307,7 @@ def _recovery_note(found) -> str:
     share = f"{len(found.kept_fp32)} of {found.candidates} quantised layers kept FP32"
     if found.recovered:
         return f"recovered: {share}; {found.metric} {found.before:.4f} -> {found.after:.4f}"
-    return (f"recovery could not meet the budget ({found.note}); best found: {share}, "
+    return (f"recovery could not meet the budget{f' ({found.note})' if found.note else ''}; best found: {share}, "
             f"{found.metric} {found.before:.4f} -> {found.after:.4f}")
 
 

@@ -39,7 +39,7 @@ def _builtin_dir(kind: str) -> Path:
 
 
 # Metrics a `max_drop` / `min_relative` budget may name (see edgekit/stages/metrics.py).
-BUDGET_METRICS = ("accuracy", "macro_f1", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5",
+BUDGET_METRICS = ("accuracy", "macro_f1", "word_accuracy", "map", "top1_agreement", "top5_agreement", "retrieval_agreement_at_5",
                   "decision_agreement", "map_iou", "box_agreement", "mask_miou", "token_agreement", "depth_agreement")
 
 PRECISIONS = ("int8", "fp32")

@@ -23,6 +23,15 @@ Rules:
 6. Text models are also evaluated on a built-in out-of-domain set (OUT_OF_DOMAIN: kinds of text neither the
    corpus nor, usually, `--data` holds), never calibrated on; its fidelity is reported apart from the
    evaluation's.
+7. Audio models take `--data` a folder of .wav clips (subfolders as labels) or a `.jsonl` of clips and what they
+   say (`{"audio": PATH, "text": ...}`, paths relative to the file; `--text-column` names the text); without it,
+   edgekit's built-in speech (16 English commands spoken by espeak-ng, their texts in `transcripts.jsonl`).
+   Each clip is resampled to the feature extractor's rate and turned into the model's inputs by it.
+8. A speech recogniser (a family asking `transcribes`) takes each evaluation clip's transcript as its label;
+   another model given transcripts ignores them, and says so.
+9. A detector takes `--data` a COCO instances file (`images`, `annotations`, `categories`; each image beside it or
+   in `images/` there): categories match the model's classes by name (those it does not know are left out, and
+   said), crowd boxes are left out, and each evaluation image's boxes are its label.
 """
 
 from __future__ import annotations
@@ -587,6 +596,7 @@ class SampleRequest:
     feature_extractor: Any = None  # audio models: the model's feature extractor (its sampling_rate and features)
     new_tokens: int = 0  # generative models: tokens generated greedily per evaluation sample
     prompt_lengths: tuple[int, ...] = (32,)  # generative models: the benchmark's prompt lengths (the first is timed in full)
+    transcribes: bool = False  # speech recognisers: a clip's reference transcript is its evaluation label (rule 9)
 
 
 class _Labels:
@@ -650,6 +660,59 @@ def image_folder_samples(req: SampleRequest) -> Samples:
     ev_feeds = [to_feed(_open_image(p)) for p in ev]
     return Samples([to_feed(_open_image(p)) for p in cal], ev_feeds, ev_feeds[0],
                    f"{data.name}/ ({len(images)} images{_tag(ids)})", False, notes, ev_ids, labels.ignored)
+
+
+def read_coco(path: Path, classes: dict[str, int]) -> tuple[list[Path], list[list[list[float]]], list[str]]:
+    """Rule 9: (images, each image's boxes as [class, x0, y0, x1, y1] normalised to its size, notes) from a COCO
+    instances file; categories are matched to the model's classes (`classes`: name -> id) by name."""
+    from .safety import read_text_bounded as read
+
+    try:
+        coco = json.loads(read(path, "utf-8-sig"))
+        images, annotations, categories = coco["images"], coco.get("annotations", []), coco["categories"]
+        names = {int(c["id"]): str(c["name"]) for c in categories}
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a COCO instances file ({type(exc).__name__}: {exc}); it needs 'images', "
+                         "'annotations' and 'categories'") from None
+    lower = {n.lower(): i for n, i in classes.items()}
+    to_class = {cid: lower[name.lower()] for cid, name in names.items() if name.lower() in lower}
+    if not to_class:
+        raise UsageError(f"{path}: none of its categories ({', '.join(sorted(names.values())[:5])}) is one of the model's "
+                         f"classes ({', '.join(sorted(classes)[:5]) or 'none in config.json'}); name them alike")
+    notes = [] if len(to_class) == len(names) else [
+        f"{path.name}: the boxes of categories the model does not know are left out: "
+        f"{', '.join(sorted(n for c, n in names.items() if c not in to_class)[:5])}"]
+    boxes: dict[int, list] = {}
+    for a in annotations:
+        if a.get("iscrowd") or int(a.get("category_id", -1)) not in to_class:
+            continue
+        boxes.setdefault(int(a["image_id"]), []).append((to_class[int(a["category_id"])], *map(float, a["bbox"])))
+    files, labels = [], []
+    for image in images:
+        found = next((p for p in (path.parent / image["file_name"], path.parent / "images" / image["file_name"])
+                      if p.is_file()), None)
+        if found is None:
+            raise UsageError(f"{path}: image {image['file_name']} is neither beside it nor in images/ there")
+        width, height = float(image.get("width") or 0), float(image.get("height") or 0)
+        if not width or not height:
+            width, height = _open_image(found).size
+        labels.append([[c, x / width, y / height, (x + w) / width, (y + h) / height] for c, x, y, w, h in boxes.get(int(image["id"]), [])])
+        files.append(found)
+    return files, labels, notes
+
+
+def coco_samples(req: SampleRequest, classes: dict[str, int]) -> Samples:
+    """Rule 9: `--data` a COCO instances file (detectors): its images, each evaluation image's boxes its label."""
+    if req.modality != "image":
+        raise UsageError(f"--data {req.data}: a COCO file needs an image model; this one takes {req.modality}")
+    files, boxes, notes = read_coco(req.data, classes)
+    to_feed = _image_feed(req)
+    ev_i, cal_i = _split(list(range(len(files))), req.n_eval, req.n_calib, req.seed, notes, req.max_eval)
+    ev_feeds = [to_feed(_open_image(files[i])) for i in ev_i]
+    count = sum(len(b) for b in boxes)
+    return Samples([to_feed(_open_image(files[i])) for i in cal_i], ev_feeds, ev_feeds[0],
+                   f"{req.data.name} (COCO, {len(files)} images, {count} labelled boxes)", False, notes,
+                   [boxes[i] for i in ev_i])
 
 
 def text_file_samples(req: SampleRequest) -> Samples:
@@ -725,7 +788,7 @@ def _id_notes(req: SampleRequest) -> list[str]:
 
 def samples_for(req: SampleRequest) -> Samples:
     """All the feeds a compile needs, from `--data` (by its kind) or the fallbacks (by the model's modality)."""
-    if req.modality == "audio" and (req.data is None or req.data.is_dir()):
+    if req.modality == "audio" and (req.data is None or req.data.is_dir() or req.data.suffix.lower() == ".jsonl"):
         return audio_samples(req)
     if req.data is None:
         return corpus_samples(req) if req.modality == "text" else synthetic_samples(req)
@@ -774,18 +837,48 @@ def resample(wave_: np.ndarray, rate: int, target: int) -> np.ndarray:
         return np.interp(np.linspace(0, len(wave_) - 1, n), np.arange(len(wave_)), wave_).astype(np.float32)
 
 
-def audio_samples(req: SampleRequest) -> Samples:
-    """Audio models: `--data` a folder of WAV files (subfolders as labels), else the built-in speech clips; each
-    clip resampled to the feature extractor's rate and turned into the model's inputs by it."""
-    fe = req.feature_extractor
-    if fe is None:
-        raise UsageError("this audio model has no feature extractor (preprocessor_config.json) beside it; add it")
-    folder = req.data or SPEECH
+def speech_listing(path: Path, text_column: str = "text") -> tuple[list[Path], list[str]]:
+    """Rule 9: (clips, what each says) from a JSON Lines file of `{"audio": PATH, "<text_column>": TEXT}` records,
+    paths relative to the file's folder; a clip that is not there is a usage error naming its line."""
+    paths, texts, where = read_jsonl(path, "audio", text_column)
+    clips = []
+    for clip, text, place in zip(paths, texts, where):
+        found = (path.parent / clip).resolve()
+        if not found.is_file():
+            raise UsageError(f"{path}: {place}: {clip}: no such audio file (paths are relative to {path.parent})")
+        if found.suffix.lower() not in AUDIO_SUFFIXES:
+            raise UsageError(f"{path}: {place}: {clip}: not a .wav file; convert it, e.g. ffmpeg -i IN -ar 16000 OUT.wav")
+        if not isinstance(text, str):
+            raise UsageError(f"{path}: {place}: '{text_column}' must be the clip's transcript (a string)")
+        clips.append(found)
+    return clips, texts
+
+
+def _clips(req: SampleRequest, rate: int) -> tuple[list[Path], list | None, list | None, str]:
+    """Rule 7: (clips, their class names or None, their transcripts or None, where they come from)."""
+    if req.data is None or req.data.suffix.lower() == ".jsonl":
+        listing = req.data or SPEECH / "transcripts.jsonl"
+        clips, texts = speech_listing(listing, req.text_column if req.data is not None else "text")
+        origin = (f"{listing.name} ({len(clips)} clips, transcribed)" if req.data is not None else
+                  f"built-in speech ({len(clips)} English commands spoken by espeak-ng, transcribed, at {rate} Hz)")
+        return clips, None, texts, origin
+    folder = req.data
     clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not clips:
         raise UsageError(f"--data {folder}: no .wav files; give a folder of PCM WAV clips (subfolders as labels)")
+    parts = [p.relative_to(folder).parts for p in clips]
+    classes = [p[0] for p in parts] if all(len(p) == 2 for p in parts) else None
+    return clips, classes, None, f"{folder.name}/ ({len(clips)} clips{_tag(classes)})"
+
+
+def audio_samples(req: SampleRequest) -> Samples:
+    """Rules 7 and 8: an audio model's feeds, from its clips through its feature extractor."""
+    fe = req.feature_extractor
+    if fe is None:
+        raise UsageError("this audio model has no feature extractor (preprocessor_config.json) beside it; add it")
     names = {s.name for s in req.specs}
     rate = int(getattr(fe, "sampling_rate", 16000))
+    clips, classes, texts, origin = _clips(req, rate)
     fixed = next((s.shape[-1] for s in req.specs if s.name == "input_values" and isinstance(s.shape[-1], int)), None)
     length = {"padding": "max_length", "max_length": fixed, "truncation": True} if fixed else {}
 
@@ -797,17 +890,20 @@ def audio_samples(req: SampleRequest) -> Samples:
 
     notes: list[str] = []
     labels = _Labels(req, notes)
-    classes = [p.relative_to(folder).parts[0] for p in clips] if req.data is not None and all(
-        len(p.relative_to(folder).parts) == 2 for p in clips) else None
     ids = labels.resolve(classes, [f"subfolder '{c}'" for c in classes or []], sorted_names=True)
-    ev, cal, ev_ids = labels.split(clips, ids)
-    ev_feeds = [to_feed(p) for p in ev]
-    origin = (f"{folder.name}/ ({len(clips)} clips{_tag(ids)})" if req.data is not None
-              else f"built-in speech ({len(clips)} English commands spoken by espeak-ng, at {rate} Hz)")
+    ev_i, cal_i = _split(list(range(len(clips))), req.n_eval, req.n_calib, req.seed, notes, req.max_eval)
+    ev_labels = None if ids is None else [ids[i] for i in ev_i]
+    if texts is not None and req.transcribes:
+        ev_labels = [texts[i] for i in ev_i]
+    elif texts is not None and req.data is not None:
+        labels.ignored = True
+    ev_feeds = [to_feed(clips[i]) for i in ev_i]
     if req.data is None:
         notes.append("no --data given: calibration and evaluation use edgekit's built-in speech clips (synthesised "
-                     "English commands); your own recordings (--data FOLDER of .wav) can change both")
-    return Samples([to_feed(p) for p in cal], ev_feeds, ev_feeds[0], origin, False, notes, ev_ids, labels.ignored)
+                     "English commands); your own recordings (--data FOLDER of .wav, or a .jsonl of clips and their "
+                     "transcripts) can change both")
+    return Samples([to_feed(clips[i]) for i in cal_i], ev_feeds, ev_feeds[0], origin, False, notes, ev_labels,
+                   labels.ignored)
 
 
 def build_samples(specs: list[InputSpec], modality: str, data: Path | None, n_calib: int, n_eval: int, seed: int,

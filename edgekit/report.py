@@ -319,12 +319,16 @@ class Report:
         table = Table(["target", "metric", "n", "original", "artifact", "drop"], align="llrrrr")
         for t in self.targets:
             a = t.accuracy
-            for name, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+            for name, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("word_accuracy", "word accuracy (1 − WER)"),
+                                ("map", "mAP (IoU 0.5:0.95)")):
                 m = (a.task_metrics or {}).get(name)
                 if m:
                     table.add(t.target, label, str(m.get("n", "—")), _with_interval(m["original"], m.get("original_ci95"), ".4f"),
                               _with_interval(m["artifact"], m.get("artifact_ci95"), ".4f"),
                               _with_interval(m["drop"], m.get("drop_ci95"), "+.4f"))
+                if m and name == "map":  # a detector's AP at IoU 0.5 beside its mAP (tasks/detection.py rule 5)
+                    table.add(t.target, "AP at IoU 0.5", str(m.get("n", "—")), f"{m['ap50_original']:.4f}",
+                              f"{m['ap50_artifact']:.4f}", f"{m['ap50_original'] - m['ap50_artifact']:+.4f}")
             retrieval = f"retrieval agreement @{a.retrieval_k or 5}"
             intervals = a.intervals or {}
             for name, value, label in (("top1_agreement", a.top1_agreement, "top-1 agreement"),
@@ -341,6 +345,9 @@ class Report:
             if spoken:  # CTC recognisers: greedy transcripts against the original's (tasks/sequence.py rule 5)
                 table.add(t.target, "transcript token error rate against the original", str(a.samples), "—",
                           f"{spoken['token_error_rate']:.1%} ({spoken['identical']:.0%} of clips identical)", "—")
+                if "word_error_rate" in spoken:
+                    table.add(t.target, "transcript word error rate against the original", str(a.samples), "—",
+                              f"{spoken['word_error_rate']:.1%}", "—")
         if not table.rows:
             return []
         labelled = self.data.get("labelled")

@@ -361,16 +361,25 @@ def tiny_wav2vec2(folder: Path, num_labels: int = 3) -> Path:
     return saved(folder, Wav2Vec2ForSequenceClassification(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
 
 
-def tiny_wav2vec2_ctc(folder: Path) -> Path:
-    """A 2-layer wav2vec2 CTC recogniser (12-token vocabulary, 16 kHz), with its feature extractor."""
+def tiny_wav2vec2_ctc(folder: Path, vocabulary: bool = True) -> Path:
+    """A 2-layer wav2vec2 CTC recogniser (16 kHz) with its feature extractor and, with `vocabulary`, its character
+    tokenizer (vocab.json: <pad> the blank, `|` between words, ' and a-z; 32 tokens; else 12 tokens and none)."""
+    import json
+
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
     torch.manual_seed(0)
+    tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", "'", *"abcdefghijklmnopqrstuvwxyz"] if vocabulary else None
     config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                             conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12)
-    return saved(folder, Wav2Vec2ForCTC(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                            vocab_size=len(tokens) if tokens else 12, pad_token_id=0)
+    saved(folder, Wav2Vec2ForCTC(config), Wav2Vec2FeatureExtractor(sampling_rate=16000))
+    if tokens:
+        (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+        Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(str(folder))
+    return folder
 
 
 def corpus_tokenizer(folder: Path, vocab_size: int = 512, pad: bool = False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import wave
 
@@ -88,7 +89,7 @@ def test_ctc_transcripts_are_collapsed_and_compared():
 
     expected = [frames([0, 3, 3, 0, 4, 0]), frames([0, 2, 0, 0, 2, 0])]
     outputs = [frames([0, 3, 0, 0, 4, 0]), frames([0, 2, 2, 0, 0, 0])]  # clip 2 loses its second 2
-    found = transcripts(expected, outputs, 0)
+    found, _, _ = transcripts(expected, outputs, 0)
     assert found["blank_id"] == 0 and found["token_error_rate"] == pytest.approx(1 / 4) and found["identical"] == 0.5
 
 
@@ -102,6 +103,68 @@ def test_a_wav2vec2_ctc_recogniser_compiles_and_compares_transcripts(tmp_path, q
         a = target.accuracy
         assert a.top1_agreement is not None and 0.0 <= a.transcripts["token_error_rate"]
         assert 0.0 <= a.transcripts["identical"] <= 1.0
+
+
+def test_transcripts_are_read_as_words_with_the_vocabulary(tmp_path):
+    from edgekit.tasks.sequence import Vocabulary, word_accuracy, word_errors, words
+
+    (tmp_path / "vocab.json").write_text(json.dumps({"<pad>": 0, "<s>": 1, "|": 2, "a": 3, "b": 4, "C": 5}))
+    vocabulary = Vocabulary.beside(tmp_path)
+    assert vocabulary.blank == 0 and vocabulary.text([1, 3, 4, 2, 5, 3, 2]) == "ab ca"
+    assert Vocabulary.beside(tmp_path / "nowhere") is None
+    assert words("Turn ON, the light!") == ["turn", "on", "the", "light"]
+    wrong, count = word_errors(["turn on the light", "stop"], ["turn of the light", "stop it"])
+    assert wrong.tolist() == [1.0, 1.0] and count.tolist() == [4.0, 1.0]
+    entry = word_accuracy(["turn on the light", "stop the music"], ["turn on the light", "stop the music"],
+                          ["turn of the light", "stop the music"])
+    assert entry["original"] == 1.0 and entry["artifact"] == pytest.approx(1 - 1 / 7) and entry["n"] == 2
+    assert entry["drop"] == pytest.approx(1 / 7) and len(entry["drop_ci95"]) == 2
+
+
+def test_the_built_in_speech_has_its_transcripts():
+    listed = [json.loads(line) for line in (SPEECH / "transcripts.jsonl").read_text().splitlines()]
+    assert sorted(r["audio"] for r in listed) == sorted(p.name for p in SPEECH.glob("*.wav"))
+    for record in listed:  # the file name begins with the first words spoken
+        assert record["audio"].split("_", 1)[1].removesuffix(".wav").replace("_", " ") in record["text"]
+
+
+def test_a_ctc_recogniser_is_judged_on_words_against_reference_transcripts(tmp_path, quick_profile):
+    from models import tiny_wav2vec2_ctc
+
+    model = tiny_wav2vec2_ctc(tmp_path / "ctc")
+    options = dict(targets=["cpu"], profile=str(quick_profile), no_bench=True, shapes=["input_values=1,16000"],
+                   overrides={"max_drop": {"word_accuracy": 1.0}, "min_top1_agreement": 0.5})  # no recovery: quick
+    report = edgekit.compile(str(model), output=tmp_path / "out", **options)  # the built-in clips and their texts
+    (cpu,) = report.targets
+    entry = cpu.accuracy.task_metrics["word_accuracy"]
+    assert entry["n"] == report.data["eval_samples"] and report.data["labelled"]
+    assert entry["original"] <= 1.0 and 0.0 <= cpu.accuracy.transcripts["word_error_rate"]
+    check = next(c for c in cpu.checks if c.budget == "max_drop.word_accuracy")
+    assert check.applicable and check.measured == pytest.approx(entry["drop"])
+    assert check.original == entry["original"] and check.artifact == entry["artifact"]
+    assert "word accuracy (1 − WER)" in (tmp_path / "out" / "report.md").read_text()
+    # --data: a .jsonl of clips and what they say; a clip that does not exist is a usage error naming it
+    listing = tmp_path / "speech.jsonl"
+    listing.write_text("".join(json.dumps({"audio": str(p), "text": "hello there"}) + "\n" for p in sorted(SPEECH.glob("*.wav"))[:6]))
+    mine = edgekit.compile(str(model), output=tmp_path / "mine", data=str(listing), **options)
+    assert mine.data["origin"].startswith("speech.jsonl (6 clips, transcribed")
+    assert mine.targets[0].accuracy.task_metrics["word_accuracy"]["n"] == mine.data["eval_samples"]
+    listing.write_text(json.dumps({"audio": "missing.wav", "text": "x"}) + "\n" + json.dumps({"audio": "m2.wav", "text": "y"}))
+    with pytest.raises(UsageError, match=r"speech.jsonl: line 1: missing.wav: no such audio file"):
+        edgekit.compile(str(model), output=tmp_path / "bad", data=str(listing), **options)
+
+
+def test_without_a_vocabulary_word_accuracy_says_why(tmp_path, quick_profile):
+    from models import tiny_wav2vec2_ctc
+
+    model = tiny_wav2vec2_ctc(tmp_path / "ctc", vocabulary=False)
+    options = dict(targets=["cpu"], profile=str(quick_profile), no_bench=True, shapes=["input_values=1,16000"])
+    report = edgekit.compile(str(model), output=tmp_path / "out", overrides={"min_top1_agreement": 0.5}, **options)
+    (cpu,) = report.targets
+    assert "word_accuracy" not in (cpu.accuracy.task_metrics or {}) and "word_error_rate" not in cpu.accuracy.transcripts
+    assert cpu.accuracy.transcripts["token_error_rate"] >= 0.0  # tokens are still compared
+    with pytest.raises(UsageError, match=r"max_drop.word_accuracy.*no vocabulary \(vocab.json\)"):  # asked for: refused
+        edgekit.compile(str(model), output=tmp_path / "asked", overrides={"max_drop": {"word_accuracy": 0.02}}, **options)
 
 
 def test_encoder_decoder_speech_recognition_is_refused_by_name():

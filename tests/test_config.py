@@ -69,7 +69,8 @@ def test_builtin_profiles(name, precision, activations, min_cosine, calibration_
     assert p.per_channel is True
     assert p.calibration_method == "minmax"
     assert p.budgets == Budgets(min_cosine=min_cosine, min_top1_agreement=top1, max_latency_ms=None, max_size_mb=None,
-                                max_drop={"accuracy": accuracy_drop}, min_speedup=1.0 if name == "balanced" else None,
+                                max_drop={"accuracy": accuracy_drop, "word_accuracy": {"fast": 0.05, "balanced": 0.02, "accurate": 0.01}[name],
+                                          "map": {"fast": 0.05, "balanced": 0.02, "accurate": 0.01}[name]}, min_speedup=1.0 if name == "balanced" else None,
                                 min_decision_agreement=decision, min_map_iou=iou,
                                 min_box_agreement={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name],
                                 min_mask_miou={"fast": 0.8, "balanced": 0.9, "accurate": 0.95}[name],

@@ -37,14 +37,17 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 # Metrics a budget (max_drop / min_relative) may name. The first two compare with labels; the agreement
 # metrics compare with the original, whose agreement with itself is 1 by definition.
 LABELLED_METRICS = ("accuracy", "macro_f1")
+# Compared with references in the data other than class labels, as labelled metrics are: 1 − WER against reference
+# transcripts (speech recognisers, tasks/sequence.py rule 6), mAP against labelled boxes (detectors, tasks/detection.py rule 5).
+REFERENCE_METRICS = ("word_accuracy", "map")
 AGREEMENT_METRICS = ("top1_agreement", "top5_agreement", "retrieval_agreement_at_5", "decision_agreement", "map_iou",
                      "box_agreement", "mask_miou", "token_agreement", "depth_agreement")
 # Why an agreement metric is absent when no family said otherwise.
 NOT_MEASURED = {"decision_agreement": "no probability outputs", "map_iou": "no probability-map outputs",
                 "box_agreement": "not a detector", "mask_miou": "not a segmenter",
                 "token_agreement": "not a generative model", "ppl_increase": "not a generative model",
-                "depth_agreement": "not a depth estimator"}
-BUDGET_METRICS = LABELLED_METRICS + AGREEMENT_METRICS
+                "depth_agreement": "not a depth estimator", "word_accuracy": "not a speech recogniser", "map": "not a detector"}
+BUDGET_METRICS = LABELLED_METRICS + REFERENCE_METRICS + AGREEMENT_METRICS
 
 
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -178,10 +181,10 @@ class TaskMetrics:
         """metric -> (original, artifact, the 95% interval of the drop or None) for every budget metric, or the
         reason it was not measured. An agreement's original is 1, so its drop is 1 − agreement."""
         figures: dict[str, tuple | str] = {}
-        for name in LABELLED_METRICS:
+        for name in LABELLED_METRICS + REFERENCE_METRICS:
             entry = self.task_metrics.get(name)
             figures[name] = ((entry["original"], entry["artifact"], tuple(entry["drop_ci95"]) if "drop_ci95" in entry else None)
-                             if entry else self.not_measured.get(name, "not measured"))
+                             if entry else self.not_measured.get(name, NOT_MEASURED.get(name, "not measured")))
         for name in AGREEMENT_METRICS:
             value, interval = getattr(self, name), self.intervals.get(name)
             figures[name] = ((1.0, value, (1 - interval[1], 1 - interval[0]) if interval else None)

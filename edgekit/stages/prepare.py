@@ -14,7 +14,9 @@
    samples rebuilt. The report's notes say which happened.
 6. A model whose state is fed back (graph.state_pairs: an input the next call takes from an output of the same
    shape, like a recurrent `state`) is calibrated and evaluated on the states it reaches, not on synthetic
-   ones (`_with_state`); the artifact is judged call by call on the original's states.
+   ones (`_with_state`: sequences of STATE_STEPS calls from a zero state). An artifact runs each sequence as a
+   device does, on its own state (`verify.run_free`): its error accumulates, and that is what is judged; the
+   figure call by call on the original's states is noted beside it (build.py).
 7. A KV-cache decoder (a generative model: runtimes/generation.py) runs as a generation session, the original
    (PyTorch with its own cache) and the exported graph alike; its samples are its task family's (real text).
 """
@@ -90,6 +92,9 @@ class Prepared:
     # The same samples for other input shapes (a static-shape target's fixed ones), with the original's outputs
     # on them and their cache key: same data, split and seed.
     samples_for: Callable[[list[graph.InputSpec]], tuple[Samples, list, str]] | None = field(default=None, repr=False)
+    # Rule 6: the (state input, state output) pairs of a model whose samples run in sequences of STATE_STEPS calls
+    # (synthetic samples of a stateful model); [] for any other. Artifacts run those sequences on their own state.
+    state_pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Preprocessors:
@@ -359,7 +364,8 @@ def prepare(source: SourceModel, profile: Profile, shapes: dict[str, tuple[int, 
         progress.note(note)
     export_error = _check_export(source, export, reference, samples, threads, progress, store)
     return Prepared(source, onnx_path, specs, reference, reference.output_names, samples, reference_outputs,
-                    export.preprocess_dir, transformer, export_error, modality, generative, samples_key, samples_for)
+                    export.preprocess_dir, transformer, export_error, modality, generative, samples_key, samples_for,
+                    pairs if samples.synthetic else [])
 
 
 def _check_export(source: SourceModel, export: _Export, reference: Session, samples: Samples, threads: int, progress,

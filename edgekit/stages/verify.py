@@ -178,6 +178,23 @@ def run_ordered(session: Session, feeds: list[Feed], output_names: list[str]) ->
     return [[outs[by_name[n]] if n in by_name else outs[i] for i, n in enumerate(output_names)] for outs in candidate]
 
 
+def run_free(session: Session, feeds: list[Feed], output_names: list[str], pairs: list[tuple[str, str]],
+             steps: int) -> list[list[np.ndarray]]:
+    """As `run_ordered`, for feeds that are sequences of `steps` calls of a stateful model (prepare rule 6): each
+    sequence starts from its first feed's state, and every later call takes the state this session put out the
+    call before (as a device runs it), not the one in its feed."""
+    out: list[list[np.ndarray]] = []
+    by_name = dict(zip(session.output_names, range(len(session.output_names))))
+    for start in range(0, len(feeds), steps):
+        state: dict[str, np.ndarray] = {}
+        for feed in feeds[start:start + steps]:
+            outs = session.run({**feed, **state})
+            out.append([outs[by_name[n]] if n in by_name else outs[i] for i, n in enumerate(output_names)])
+            state = {i: np.asarray(outs[by_name.get(o, output_names.index(o))], dtype=feed[i].dtype).reshape(feed[i].shape)
+                     for i, o in pairs}
+    return out
+
+
 def verify(reference_outputs: list[list[np.ndarray]], session: Session, feeds: list[Feed], output_names: list[str],
            classifier: bool) -> Fidelity:
     return compare(reference_outputs, run_ordered(session, feeds, output_names), output_names, classifier)

@@ -11,7 +11,8 @@ Rules:
    masks)` (the fidelity figures and the task's own metrics of one artifact) and `workload(samples)` (the
    feed the benchmark times: one forward pass, or a prompt a generation session runs its loop on), with
    `prompt_workloads` (more feeds timed after it), `build_precision` (what a target builds for this kind of model)
-   and `fixed_shapes` (input shapes every sample shares, for a static-shape target).
+   and `fixed_shapes` (input shapes every sample shares, for a static-shape target). `for_source(source)` gives
+   the family as it judges one model (what it reads beside the model, such as a recogniser's vocabulary).
 4. Samples are the family's too: `modality(declared, specs, tokenizer)` decides once what kind of input
    the model takes, and `samples(request)` builds the calibration, evaluation and benchmark feeds
    (by default from `--data` or the fallbacks of `data.py`: text, images, tensors). A family whose
@@ -52,6 +53,10 @@ class TaskFamily:
 
     def label_space(self, source: "SourceModel") -> "LabelSpace | None":
         return None
+
+    def for_source(self, source: "SourceModel") -> "TaskFamily":
+        """The family as it judges this model (a speech recogniser reads its vocabulary); itself by default."""
+        return self
 
     def secondary_for(self, reference_outputs: list, budgets: Any = None) -> Mapping[str, str]:
         """The budgets reported but not gated for this model (judge rule 9), from the original's outputs and the
@@ -126,7 +131,7 @@ def for_model(source: "SourceModel", data: Path | None, text_column: str = "text
     """The family for a model (rule 2) and, when it was inferred rather than given, a note saying why: an
     ONNX file without a task whose one output is [batch, C] and whose `--data` labels are class ids is a
     classifier (classification.py rule 3)."""
-    family = for_task(source.task)
+    family = for_task(source.task).for_source(source)
     if not source.is_graph or source.task or family.classifier:
         return family, ""
     from .. import data as samples, graph

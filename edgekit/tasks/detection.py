@@ -13,10 +13,16 @@ Rules:
 3. The artifact's detections are matched to the original's greedily, best IoU first, same class and IoU at least
    MATCH_IOU: box recall (the original's detections the artifact finds), box precision (the artifact's that are
    the original's), `box_agreement` (their F1) and the mean IoU of the matched pairs. `box_agreement` gates
-   (`min_box_agreement`); its 95% interval is a bootstrap over images. With labelled boxes (COCO JSON) the mAP of
-   both would come next: not yet.
+   (`min_box_agreement`); its 95% interval is a bootstrap over images.
 4. Cosine of the logits and boxes is reported and gates only when asked for (`--min-cosine`): a detector's user
    reads its boxes. A model of this task without such outputs is judged as any tensor model (tasks/tensor.py).
+5. Labelled boxes: `--data` a COCO instances file (`data.read_coco`: images beside it, categories matched to the
+   model's classes by name) makes each evaluation image's boxes its label. The original's and the artifact's mAP
+   against them is a labelled metric, `map` (`max_drop.map`, as accuracy is for a classifier): COCO's mAP, every
+   query a detection (its most probable real class, that probability its score), matched per image best score
+   first to the unmatched box of its class it overlaps most, at IoU 0.50, 0.55, ..., 0.95; AP the area under the
+   101-point interpolated precision-recall curve of each class with boxes, averaged over classes and thresholds.
+   AP at IoU 0.5 is shown beside it; intervals are a bootstrap over images.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stats
+from ..stages import metrics
 from .base import register
 from .tensor import DecidedBy
 
 SCORE = 0.5
 TOP_K = 5
 MATCH_IOU = 0.5
+AP_IOUS = np.round(np.arange(0.5, 0.951, 0.05), 2)  # rule 5: COCO's IoU thresholds
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
 def head(expected, output_names) -> tuple[int, int] | None:
@@ -83,6 +92,78 @@ def match(reference, candidate) -> list[float]:
     return found
 
 
+def _hits(truth: np.ndarray, found: tuple, cls: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rule 5, one image and class: (scores, hit at each threshold [detections, thresholds]) of its detections, best
+    score first, each matched to the unmatched box it overlaps most; and how many boxes it has."""
+    boxes = truth[truth[:, 0] == cls, 1:] if len(truth) else np.zeros((0, 4))
+    mine = found[0] == cls
+    scores, placed = found[1][mine], found[2][mine]
+    order = np.argsort(-scores, kind="stable")
+    scores, overlaps = scores[order], iou(placed[order], boxes)
+    hit = np.zeros((len(scores), len(AP_IOUS)), dtype=bool)
+    for t, threshold in enumerate(AP_IOUS):
+        free = np.ones(len(boxes), dtype=bool)
+        for d in range(len(scores)):
+            row = np.where(free, overlaps[d], -1.0) if len(boxes) else np.zeros(0)
+            if row.size and row.max() >= threshold:
+                free[int(np.argmax(row))] = False
+                hit[d, t] = True
+    return scores, hit, len(boxes)
+
+
+def _ap(scores: np.ndarray, hit: np.ndarray, boxes: int) -> np.ndarray:
+    """Rule 5: AP at each threshold of one class's detections over the images taken (101-point interpolation)."""
+    if boxes == 0:
+        return np.full(len(AP_IOUS), np.nan)
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(hit[order], axis=0)
+    precision = tp / np.arange(1, len(order) + 1)[:, None]
+    recall = tp / boxes
+    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1] if len(order) else precision
+    out = np.zeros(len(AP_IOUS))
+    for t in range(len(AP_IOUS)):
+        at = np.searchsorted(recall[:, t], RECALL_POINTS, side="left")
+        out[t] = np.where(at < len(order), envelope[np.minimum(at, max(len(order) - 1, 0)), t], 0.0).mean() if len(order) else 0.0
+    return out
+
+
+class MeanAP:
+    """Rule 5: mAP of one model's detections against labelled boxes, over any resample of the images."""
+
+    def __init__(self, truth: list[np.ndarray], found: list[tuple]):
+        self.classes = sorted({int(c) for t in truth for c in (t[:, 0] if len(t) else [])})
+        self.per = {c: [_hits(t, f, c) for t, f in zip(truth, found)] for c in self.classes}
+
+    def __call__(self, images) -> tuple[float, float]:
+        """(mAP over IoU 0.5:0.95, AP at 0.5) over `images` (indices, repeats allowed)."""
+        aps = []
+        for c in self.classes:
+            taken = [self.per[c][i] for i in images]
+            scores = np.concatenate([s for s, _, _ in taken]) if taken else np.zeros(0)
+            hit = np.concatenate([h for _, h, _ in taken]) if taken else np.zeros((0, len(AP_IOUS)), dtype=bool)
+            aps.append(_ap(scores, hit, sum(n for _, _, n in taken)))
+        table = np.array([a for a in aps if not np.all(np.isnan(a))])
+        return (float(table.mean()), float(table[:, 0].mean())) if table.size else (float("nan"), float("nan"))
+
+
+def labelled_map(truth: list, expected, outputs, found: tuple[int, int]) -> dict:
+    """Rule 5: the `map` entry of an artifact (original, artifact, drop; bootstrap intervals over images) and AP50."""
+    li, bi = found
+    truth = [np.asarray(t, dtype=np.float64).reshape(-1, 5) for t in truth]
+    every = lambda rows: [detections(r[li], r[bi], np.shape(r[li])[1]) for r in rows]  # noqa: E731: all queries
+    ref, art = MeanAP(truth, every(expected)), MeanAP(truth, every(outputs))
+    n, whole = len(truth), np.arange(len(truth))
+    (ref_map, ref_50), (art_map, art_50) = ref(whole), art(whole)
+    entry = metrics.metric_entry(ref_map, art_map, n, {
+        "original": stats.bootstrap(lambda i: ref(i)[0], n, rounds=MAP_ROUNDS),
+        "artifact": stats.bootstrap(lambda i: art(i)[0], n, rounds=MAP_ROUNDS),
+        "drop": stats.bootstrap(lambda i: ref(i)[0] - art(i)[0], n, rounds=MAP_ROUNDS)})
+    return {**entry, "ap50_original": ref_50, "ap50_artifact": art_50, "boxes": int(sum(len(t) for t in truth))}
+
+
+MAP_ROUNDS = 300  # bootstrap resamples of mAP (each reruns the AP of every class)
+
+
 @register
 class Detection(DecidedBy):
     name = "detection"
@@ -91,8 +172,36 @@ class Detection(DecidedBy):
     figure, budget = "box_agreement", "min_box_agreement"
     why = "the boxes decide a detector (box agreement)"  # rule 4
 
+    classes: dict[str, int] = {}
+
     def locate(self, expected, output_names) -> tuple[int, int] | None:
         return head(expected, output_names)
+
+    def for_source(self, source) -> "Detection":
+        from ..data import LabelSpace
+
+        family = Detection()
+        family.classes = LabelSpace.from_config(source.config or {}).names
+        return family
+
+    def samples(self, request):
+        from ..data import coco_samples, samples_for
+
+        if request.data is not None and request.data.suffix.lower() == ".json":
+            return coco_samples(request, self.classes)
+        return samples_for(request)
+
+    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
+        result = super().task_metrics(expected, outputs, output_names, labels, masks)
+        found = self.locate(expected, output_names)
+        if found is None:
+            return result
+        if labels is None or not all(isinstance(t, list) for t in labels):
+            result.not_measured["map"] = "no labelled boxes in the data (give --data a COCO instances file)"
+        else:
+            result.task_metrics["map"] = labelled_map(labels, expected, outputs, found)
+            result.labelled_samples = len(labels)
+        return result
 
     def measure(self, result, found, expected, outputs, masks) -> None:
         li, bi = found

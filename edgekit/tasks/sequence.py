@@ -13,15 +13,26 @@ Rules:
 5. CTC speech recognition (wav2vec2, HuBERT `...ForCTC`): each frame's top-1 gates as above; beside it, the
    greedy transcripts (repeats merged, the blank dropped; the blank is the id the original's frames pick most)
    are compared: the token error rate of the artifact's against the original's and the share of clips
-   transcribed identically (`transcripts`). Word error rate against reference texts needs `--data` with them: not
-   yet.
+   transcribed identically (`transcripts`).
+6. Words: with the model's vocabulary beside it (`vocab.json`, its pad token the blank and its word delimiter `|`,
+   as wav2vec2's CTC tokenizer writes them), transcripts are read as text (lower case, words of letters, digits and
+   apostrophes): the word error rate of the artifact's against the original's is shown, and with reference
+   transcripts (`--data` a .jsonl of `audio` paths and texts, or the built-in clips, whose texts are known) the
+   word accuracy (1 − WER, summed over clips) of both against them is a labelled metric, `word_accuracy`, gated by
+   `max_drop.word_accuracy` as accuracy is for a classifier (bootstrap intervals over clips).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from .. import stats
+from ..stages import metrics
 from .base import register
 from .tensor import DecidedBy
 
@@ -59,18 +70,87 @@ def edit_distance(a: list[int], b: list[int]) -> int:
     return row[-1]
 
 
-def transcripts(expected, outputs, index: int) -> dict:
-    """Rule 5: the artifact's greedy CTC transcripts against the original's: token error rate (edit distance over
-    the original's length, all samples together) and the share of samples transcribed identically."""
+@dataclass(frozen=True)
+class Vocabulary:
+    """Rule 6: a CTC model's tokens (id -> token), its blank (the pad token) and its word delimiter."""
+
+    tokens: dict[int, str]
+    blank: int
+    delimiter: str = "|"
+
+    @classmethod
+    def beside(cls, folder: Path) -> "Vocabulary | None":
+        """The vocabulary wav2vec2's CTC tokenizer saves in `folder` (vocab.json, tokenizer_config.json), or None."""
+        try:
+            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            config_file = folder / "tokenizer_config.json"
+            config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        except (OSError, ValueError):
+            return None
+        if isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values()):
+            vocab = next(iter(vocab.values()))  # a multilingual vocabulary: {language: {token: id}}
+        if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+            return None
+        tokens = {i: t for t, i in vocab.items()}
+        pad = config.get("pad_token", "<pad>")
+        pad = pad.get("content", "<pad>") if isinstance(pad, dict) else pad
+        return cls(tokens, vocab.get(pad, 0), str(config.get("word_delimiter_token") or "|"))
+
+    def text(self, ids: list[int]) -> str:
+        """Collapsed ids read as lower-case words; special tokens (`<...>`) and unknown ids dropped."""
+        pieces = [self.tokens.get(i, "") for i in ids]
+        pieces = [" " if p == self.delimiter else p for p in pieces if not (p.startswith("<") and p.endswith(">"))]
+        return " ".join(words("".join(pieces)))
+
+
+def words(text: str) -> list[str]:
+    """Rule 6: the words of a transcript, as WER counts them."""
+    return re.findall(r"[\w']+", text.lower())
+
+
+def transcripts(expected, outputs, index: int, vocabulary: Vocabulary | None = None) -> tuple[dict, list, list]:
+    """Rules 5 and 6: the artifact's greedy CTC transcripts against the original's: token error rate (edit distance
+    over the original's length, all samples together), the share of samples transcribed identically and, with a
+    vocabulary, the word error rate; with the texts of both (empty without a vocabulary)."""
     frames = [np.argmax(np.asarray(r[index])[0], axis=-1) for r in expected]
-    blank = int(np.bincount(np.concatenate(frames)).argmax()) if frames else 0
+    blank = vocabulary.blank if vocabulary is not None else int(np.bincount(np.concatenate(frames)).argmax()) if frames else 0
     errors = length = same = 0
+    texts: tuple[list, list] = ([], [])
     for ref_frames, out_row in zip(frames, outputs):
         ref = collapse(ref_frames, blank)
         got = collapse(np.argmax(np.asarray(out_row[index])[0], axis=-1), blank)
         errors, length, same = errors + edit_distance(ref, got), length + len(ref), same + (ref == got)
-    return {"token_error_rate": errors / length if length else 0.0, "identical": same / len(frames) if frames else 1.0,
-            "blank_id": blank}
+        if vocabulary is not None:
+            texts[0].append(vocabulary.text(ref))
+            texts[1].append(vocabulary.text(got))
+    figures = {"token_error_rate": errors / length if length else 0.0, "identical": same / len(frames) if frames else 1.0,
+               "blank_id": blank}
+    if vocabulary is not None:
+        wrong, count = word_errors(texts[0], texts[1])
+        figures["word_error_rate"] = float(wrong.sum() / max(count.sum(), 1))
+    return figures, *texts
+
+
+def word_errors(references: list[str], hypotheses: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: (word edits from the reference to the hypothesis, the reference's words)."""
+    pairs = [(words(r), words(h)) for r, h in zip(references, hypotheses)]
+    return np.array([edit_distance(r, h) for r, h in pairs], dtype=float), np.array([len(r) for r, _ in pairs], dtype=float)
+
+
+def word_accuracy(references: list[str], original: list[str], artifact: list[str]) -> dict:
+    """Rule 6: 1 − WER of the original's and the artifact's transcripts against the references (a labelled metric,
+    drop = original − artifact, bootstrap intervals over clips)."""
+    ref_wrong, count = word_errors(references, original)
+    art_wrong, _ = word_errors(references, artifact)
+
+    def score(wrong: np.ndarray, i) -> float:
+        return 1.0 - float(wrong[i].sum() / max(count[i].sum(), 1))
+
+    n = len(references)
+    return metrics.metric_entry(score(ref_wrong, slice(None)), score(art_wrong, slice(None)), n, {
+        "original": stats.bootstrap(lambda i: score(ref_wrong, i), n),
+        "artifact": stats.bootstrap(lambda i: score(art_wrong, i), n),
+        "drop": stats.bootstrap(lambda i: score(ref_wrong, i) - score(art_wrong, i), n)})
 
 
 @register
@@ -105,12 +185,39 @@ class SequenceLabelling(DecidedBy):
 
 @register
 class CtcRecognition(SequenceLabelling):
-    """Rule 5: CTC speech recognition, per frame as any per-token model, with its greedy transcripts compared."""
+    """Rules 5 and 6: CTC speech recognition, per frame as any per-token model, with its greedy transcripts compared,
+    as words when the model's vocabulary is known and against reference transcripts when the data has them."""
 
     name = "ctc"
     tasks = ("automatic-speech-recognition",)
     why = "the top-1 class of every frame decides a CTC recogniser (its transcripts are compared beside it)"
+    vocabulary: Vocabulary | None = None
 
-    def measure(self, result, indices, expected, outputs, masks) -> None:
-        super().measure(result, indices, expected, outputs, masks)
-        result.transcripts = transcripts(expected, outputs, indices[0])
+    def for_source(self, source) -> "CtcRecognition":
+        folder = source.path if source.path.is_dir() else source.path.parent
+        family = CtcRecognition()
+        family.vocabulary = Vocabulary.beside(folder)
+        return family
+
+    def samples(self, request):
+        import dataclasses
+
+        from ..data import samples_for
+
+        return samples_for(dataclasses.replace(request, transcribes=True))  # reference texts as the labels
+
+    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
+        result = super().task_metrics(expected, outputs, output_names, labels, masks)
+        found = self.locate(expected, output_names)
+        if found is None:
+            return result
+        result.transcripts, original, artifact = transcripts(expected, outputs, found[0], self.vocabulary)
+        references = [str(t) for t in labels] if labels is not None and all(isinstance(t, str) for t in labels) else None
+        if references is None:
+            result.not_measured["word_accuracy"] = "no reference transcripts in the data"
+        elif self.vocabulary is None:
+            result.not_measured["word_accuracy"] = "no vocabulary (vocab.json) beside the model to read its transcripts"
+        else:
+            result.task_metrics["word_accuracy"] = word_accuracy(references, original, artifact)
+            result.labelled_samples = len(references)
+        return result
