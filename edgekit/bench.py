@@ -120,16 +120,43 @@ def _generative(specs: list[graph.InputSpec]) -> bool:
     return takes_cache(s.name for s in specs)
 
 
+def _hears(folder: Path) -> bool:
+    """Whether an encoder-decoder's encoder takes audio features (a speech recogniser: Whisper)."""
+    from .runtimes.generation import AUDIO_FEATURES, ENCODER
+
+    encoder = next((folder / (ENCODER + suffix) for suffix in (".onnx", ".xml") if (folder / (ENCODER + suffix)).is_file()), None)
+    return encoder is not None and any(s.name == AUDIO_FEATURES for s in _specs_of(encoder))
+
+
+def _speech_feed(folder: Path, start: int) -> Feed:
+    """Rule 4 for a speech recogniser: the first built-in clip through its feature extractor, then greedy tokens."""
+    from transformers import AutoFeatureExtractor
+
+    from .data import SPEECH, read_wav, resample
+    from .runtimes.generation import AUDIO_FEATURES, DECODER_INPUT_IDS, NEW_TOKENS
+
+    fe = AutoFeatureExtractor.from_pretrained(str(folder))
+    rate = int(getattr(fe, "sampling_rate", 16000))
+    wave, clip_rate = read_wav(sorted(SPEECH.glob("*.wav"))[0])
+    features = fe(resample(wave, clip_rate, rate), sampling_rate=rate, return_tensors="np")[AUDIO_FEATURES]
+    return {AUDIO_FEATURES: np.ascontiguousarray(features, dtype=np.float32), DECODER_INPUT_IDS: np.array([[start]]),
+            NEW_TOKENS: np.array([GENERATED_TOKENS])}
+
+
 def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[int, ...]], sequence_length: int) -> Feed:
     if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if _generative(specs):  # rule 4: a real prompt, then greedy tokens through the cache
+            from .runtimes.generation import ENCODER, decoder_start
             from .tasks.generation import prompt_of, token_feed
 
+            seq2seq = any((folder / (ENCODER + suffix)).is_file() for suffix in (".onnx", ".xml"))  # the prompt its source
+            if seq2seq and _hears(folder):
+                return _speech_feed(folder, decoder_start(folder))
             ids = [{"input_ids": np.asarray([tokenizer(text)["input_ids"]])} for text in read_lines(CORPUS)]
-            return token_feed(prompt_of(ids, sequence_length), GENERATED_TOKENS)
+            return token_feed(prompt_of(ids, sequence_length), GENERATED_TOKENS, [decoder_start(folder)] if seq2seq else None)
         return benchmark_text(tokenizer, read_lines(CORPUS), graph.resolve_shapes(specs, shapes), sequence_length)
     fixed = graph.resolve_shapes(specs, shapes)
     graph.require_static(fixed)

@@ -23,7 +23,8 @@ Rules:
 6. Text models are also evaluated on a built-in out-of-domain set (OUT_OF_DOMAIN: kinds of text neither the
    corpus nor, usually, `--data` holds), never calibrated on; its fidelity is reported apart from the
    evaluation's.
-7. Audio models take `--data` a folder of .wav clips (subfolders as labels) or a `.jsonl` of clips and what they
+7. Audio models take `--data` a folder of .wav or .flac clips (subfolders as labels; FLAC through soundfile, the
+   `audio` extra) or a `.jsonl` of clips and what they
    say (`{"audio": PATH, "text": ...}`, paths relative to the file; `--text-column` names the text); without it,
    edgekit's built-in speech (16 English commands spoken by espeak-ng, their texts in `transcripts.jsonl`).
    Each clip is resampled to the feature extractor's rate and turned into the model's inputs by it.
@@ -800,11 +801,14 @@ def samples_for(req: SampleRequest) -> Samples:
 
 
 SPEECH = Path(__file__).parent / "data" / "speech"  # built-in clips: short English commands spoken by espeak-ng
-AUDIO_SUFFIXES = (".wav",)
+AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """(mono float32 samples in [-1, 1], sampling rate) of a PCM WAV file; anything else a usage error naming it."""
+    """(mono float32 samples in [-1, 1], sampling rate) of a PCM WAV file or, with soundfile installed
+    (`pip install edgekit[audio]`), a FLAC file; anything else a usage error naming it."""
+    if path.suffix.lower() == ".flac":
+        return _read_flac(path)
     import wave
 
     try:
@@ -819,6 +823,21 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     dtype, offset, scale = kinds[width]
     samples = (np.frombuffer(raw, dtype=dtype).astype(np.float64) - offset) / scale
     return samples.reshape(-1, channels).mean(axis=1).astype(np.float32), rate
+
+
+def _read_flac(path: Path) -> tuple[np.ndarray, int]:
+    try:
+        import soundfile
+    except ImportError:  # an optional dependency: libsndfile through cffi
+        raise UsageError(f"{path}: FLAC needs the soundfile package: pip install edgekit[audio] (or convert the clips "
+                         "to WAV, e.g. ffmpeg -i IN.flac OUT.wav)") from None
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise UsageError(f"{path}: not a readable FLAC file ({exc})") from None
+    if not samples.size:
+        raise UsageError(f"{path}: an empty FLAC file")
+    return samples.mean(axis=1).astype(np.float32), int(rate)
 
 
 def resample(wave_: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -847,7 +866,7 @@ def speech_listing(path: Path, text_column: str = "text") -> tuple[list[Path], l
         if not found.is_file():
             raise UsageError(f"{path}: {place}: {clip}: no such audio file (paths are relative to {path.parent})")
         if found.suffix.lower() not in AUDIO_SUFFIXES:
-            raise UsageError(f"{path}: {place}: {clip}: not a .wav file; convert it, e.g. ffmpeg -i IN -ar 16000 OUT.wav")
+            raise UsageError(f"{path}: {place}: {clip}: not a .wav or .flac file; convert it, e.g. ffmpeg -i IN -ar 16000 OUT.wav")
         if not isinstance(text, str):
             raise UsageError(f"{path}: {place}: '{text_column}' must be the clip's transcript (a string)")
         clips.append(found)
@@ -865,7 +884,7 @@ def _clips(req: SampleRequest, rate: int) -> tuple[list[Path], list | None, list
     folder = req.data
     clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not clips:
-        raise UsageError(f"--data {folder}: no .wav files; give a folder of PCM WAV clips (subfolders as labels)")
+        raise UsageError(f"--data {folder}: no .wav or .flac files; give a folder of audio clips (subfolders as labels)")
     parts = [p.relative_to(folder).parts for p in clips]
     classes = [p[0] for p in parts] if all(len(p) == 2 for p in parts) else None
     return clips, classes, None, f"{folder.name}/ ({len(clips)} clips{_tag(classes)})"

@@ -170,6 +170,22 @@ def opset(model: onnx.ModelProto) -> int:
     return 0
 
 
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of a graph and of its subgraphs (the branches of `If`, the bodies of `Loop`), depth first."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from all_nodes(sub)
+
+
+def count_ops(graph: onnx.GraphProto, op_type: str) -> int:
+    return sum(1 for node in all_nodes(graph) if node.op_type == op_type)
+
+
 def op_types(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for node in model.graph.node}
 

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import __version__, result_cache, tasks
+from . import __version__, result_cache, runtimes, tasks
 from .build import Built, Context, Variant, build_target, static_variants
 from .candidates import compete
 from .bundle import BundleWriter, work_folder, write_json
@@ -34,6 +34,7 @@ from .stages import benchmark, static_shapes
 from .stages.caps import check_caps
 from .stages.prepare import Prepared, prepare
 from .tasks import TaskFamily
+from .runtimes.generation import source_length
 from .tasks.generation import check_static_lengths, timing_figures
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def _generation_timings(named: dict[str, Built], prep: Prepared, family: TaskFam
     for length, feed in workloads.items():
         progress.stage(f"time to first token at {length} prompt tokens, the original and {len(sessions) - 1} artifact(s) interleaved")
         benchmark.measure(sessions, feed, max(5, prof.bench_min_runs // 5), prof.bench_min_seconds / 2, prof.bench_max_seconds / 2)
-    own = prep.samples.benchmark["input_ids"].shape[1]
+    own = source_length(prep.samples.benchmark)
     new_tokens = int(prep.samples.benchmark["new_tokens"].ravel()[0])
     out = {}
     for name, session in sessions.items():
@@ -299,7 +300,7 @@ def _report(plan: Resolved, ctx: Context, source: SourceModel, built: list[Built
         task=source.task or "unknown",
         profile=prof.name,
         original={"runtime": prep.reference.runtime, "precision": "fp32",
-                  "size_bytes": prep.onnx_fp32.stat().st_size, "settings": prep.reference.settings,
+                  "size_bytes": sum(p.stat().st_size for p in runtimes.get("onnxruntime").files(prep.onnx_fp32)), "settings": prep.reference.settings,
                   "export_check_max_abs_error": prep.export_error},
         original_latency=original,
         original_throughput=throughput.get("original", {}),

@@ -478,7 +478,8 @@ class Report:
                       "—" if t.accuracy.token_agreement is None else f"{t.accuracy.token_agreement:.1%}",
                       f"{g.get('kl_mean', float('nan')):.4f}",
                       f"{g.get('greedy_identical', float('nan')):.0%} (prefix {g.get('greedy_prefix_mean', float('nan')):.1f} "
-                      f"of {g.get('new_tokens', 0)})", "✅ pass" if t.verdict == "pass" else "❌ FAIL")
+                      f"of {g.get('new_tokens', 0)}" + (f"; chrF {g['chrf']:.1f}" if "chrf" in g else "") + ")",
+                      "✅ pass" if t.verdict == "pass" else "❌ FAIL")
         timing = self.original_generation or next((t.generation for t in self.targets if t.generation), None) or {}
         head = (f"Generation: batch 1, greedy, a prompt of {timing.get('prompt_tokens', '?')} tokens and "
                 f"{timing.get('new_tokens', '?')} new tokens, interleaved with the original; perplexity and agreement "

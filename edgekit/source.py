@@ -39,6 +39,7 @@ SUPPORTED_TASKS = (
     "audio-classification",
     "automatic-speech-recognition",
     "text-generation",
+    "text2text-generation",
     "depth-estimation",
     "zero-shot-image-classification",
 )
@@ -181,9 +182,11 @@ def infer_task(config: dict, library: str | None) -> str:
             task = "semantic-segmentation"  # the exporters' name for a per-pixel class head
         if arch in VISION_LANGUAGE:
             task = "zero-shot-image-classification"
-        if task == "automatic-speech-recognition" and not arch.endswith("ForCTC"):
-            raise UsageError(f"{arch}: encoder-decoder speech recognition (Whisper, Speech2Text) is not compiled yet: it "
-                             "needs a generation loop; CTC models (wav2vec2, HuBERT ...ForCTC) are")
+        if task == "fill-mask" and config.get("is_encoder_decoder") and arch.endswith(("ForConditionalGeneration", "MTModel")):
+            task = "text2text-generation"  # BART, mBART: the exporters' first task; their generation head is what ships
+        if task == "automatic-speech-recognition" and not arch.endswith("ForCTC") and not config.get("is_encoder_decoder"):
+            raise UsageError(f"{arch}: this speech recogniser is neither CTC (wav2vec2, HuBERT ...ForCTC) nor an "
+                             "encoder-decoder (Whisper), which edgekit compiles")
         if task in SUPPORTED_TASKS:
             return task
         if task is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -424,6 +426,86 @@ def tiny_causal_lm(folder: Path, arch: str = "llama", steps: int = 150) -> Path:
     _train(model, tokenizer, steps)
     model.eval().save_pretrained(folder)
     return folder
+
+
+def tiny_seq2seq(folder: Path, arch: str = "t5", steps: int = 150) -> Path:
+    """A 2-layer encoder-decoder (`t5` or `bart`) with a BPE tokenizer trained on the corpus, trained for `steps` steps to
+    continue a text's first half with its second (a random one repeats one token: agreement on it says nothing)."""
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = corpus_tokenizer(folder, pad=True)
+    pad = tokenizer.pad_token_id
+    configs = {
+        "t5": ("T5Config", "T5ForConditionalGeneration", {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2,
+                                                          "num_heads": 4, "decoder_start_token_id": pad}),
+        "bart": ("BartConfig", "BartForConditionalGeneration", {
+            "d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "max_position_embeddings": 256, "decoder_start_token_id": 2,
+            "forced_eos_token_id": None}),
+    }
+    config_name, model_name, kwargs = configs[arch]
+    torch.manual_seed(0)
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(
+        vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=2, bos_token_id=1, **kwargs))
+    ids = torch.tensor(tokenizer(" ".join(CORPUS_TEXT()))["input_ids"])
+    generator = torch.Generator().manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - 65, (8,), generator=generator).tolist()
+        chunk = torch.stack([ids[s:s + 64] for s in starts])
+        loss = model(input_ids=chunk[:, :32].contiguous(), labels=chunk[:, 32:].contiguous()).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def tiny_whisper(folder: Path, steps: int = 0) -> Path:
+    """A 2+2-layer Whisper (80 mel bins, 30 s windows as every Whisper: 3000 frames) with a BPE tokenizer trained on the corpus and its
+    feature extractor; trained for `steps` steps to transcribe the built-in clips (0: random weights)."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from edgekit.data import SPEECH, read_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = corpus_tokenizer(folder, pad=True)
+    features = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1, suppress_tokens=[], begin_suppress_tokens=[]))
+    if steps:
+        import json
+
+        records = [json.loads(line) for line in (SPEECH / "transcripts.jsonl").read_text().splitlines()]
+        inputs = torch.tensor(np.stack([features(read_wav(SPEECH / r["audio"])[0], sampling_rate=16000,
+                                                 return_tensors="np")["input_features"][0] for r in records]))
+        labels = [tokenizer(r["text"])["input_ids"] + [2] for r in records]
+        width = max(len(x) for x in labels)
+        labels = torch.tensor([x + [-100] * (width - len(x)) for x in labels])
+        optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        model.train()
+        for _ in range(steps):
+            loss = model(input_features=inputs, labels=labels).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval().save_pretrained(folder)
+    features.save_pretrained(folder)
+    return folder
+
+
+def CORPUS_TEXT() -> list[str]:
+    from edgekit.data import CORPUS
+
+    return CORPUS.read_text().split("\n")
 
 
 def _train(model, tokenizer, steps: int, length: int = 64, batch: int = 8) -> None:

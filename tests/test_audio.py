@@ -40,6 +40,27 @@ def test_wav_is_read_as_mono_floats_and_resampled(tmp_path):
         read_wav(tmp_path / "bad.wav")
 
 
+def test_flac_clips_are_read_through_soundfile(tmp_path, monkeypatch, quick_profile):
+    import sys
+
+    soundfile = pytest.importorskip("soundfile")
+    data = tmp_path / "clips"
+    for i, clip in enumerate(sorted(SPEECH.glob("*.wav"))[:8]):
+        samples, rate = read_wav(clip)
+        (data / f"word_{i % 2}").mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(data / f"word_{i % 2}" / clip.with_suffix(".flac").name), samples, rate, format="FLAC")
+    flac = next(data.rglob("*.flac"))
+    samples, rate = read_wav(flac)
+    assert rate == 16000 and samples.dtype == np.float32
+    assert np.allclose(samples, read_wav(SPEECH / flac.with_suffix(".wav").name)[0], atol=1 / 32768)  # lossless
+    report = edgekit.compile(str(tiny_wav2vec2(tmp_path / "w2v", num_labels=2)), targets=["cpu"], profile=str(quick_profile),
+                             data=str(data), output=tmp_path / "out", no_bench=True)
+    assert report.data["origin"] == "clips/ (8 clips, labelled)"
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # not installed: one line that says what to do
+    with pytest.raises(UsageError, match=r"FLAC needs the soundfile package: pip install edgekit\[audio\]"):
+        read_wav(flac)
+
+
 def test_the_built_in_speech_is_real_audio():
     clips = sorted(SPEECH.glob("*.wav"))
     assert len(clips) == 16
@@ -167,6 +188,42 @@ def test_without_a_vocabulary_word_accuracy_says_why(tmp_path, quick_profile):
         edgekit.compile(str(model), output=tmp_path / "asked", overrides={"max_drop": {"word_accuracy": 0.02}}, **options)
 
 
-def test_encoder_decoder_speech_recognition_is_refused_by_name():
-    with pytest.raises(UsageError, match="WhisperForConditionalGeneration: encoder-decoder speech recognition"):
-        infer_task({"architectures": ["WhisperForConditionalGeneration"]}, "transformers")
+def test_whisper_is_judged_by_its_transcripts_through_the_generation_loop(tmp_path):
+    """Encoder-decoder speech recognition (tasks/speech_to_text.py): the clips' features through the encoder, the
+    transcript teacher-forced, greedy transcripts compared as words and against the built-in clips' texts."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+    from edgekit.verify_bundle import verify
+    from models import tiny_whisper
+
+    assert infer_task({"architectures": ["WhisperForConditionalGeneration"], "is_encoder_decoder": True},
+                      "transformers") == "automatic-speech-recognition"
+    model = tiny_whisper(tmp_path / "whisper", steps=20)
+    report = edgekit.compile(str(model), targets=["cpu", "intel-cpu"], output=str(tmp_path / "out"), cache=False,
+                             no_bench=True)
+    assert report.task == "automatic-speech-recognition" and not report.failed
+    assert report.data["origin"].startswith("built-in speech (16 English commands") and report.data["labelled"]
+    assert report.data["eval_samples"] == 15  # every clip but the one weight-only compression does not use
+    for target in report.targets:
+        a = target.accuracy
+        assert a.token_agreement is not None and a.generation["positions"] > 0 and a.generation["ppl_original"] > 1
+        assert 0.0 <= a.transcripts["word_error_rate"] and 0.0 <= a.transcripts["identical"] <= 1.0
+        assert a.task_metrics["word_accuracy"]["n"] == 15
+        assert any(c.budget == "max_drop.word_accuracy" and c.applicable for c in target.checks)
+    assert {"encoder.onnx", "model.onnx"} <= {p.name for p in (tmp_path / "out" / "cpu").iterdir()}
+    assert verify(tmp_path / "out").ok
+    timed = CliRunner().invoke(main, ["bench", str(tmp_path / "out"), "--json", str(tmp_path / "bench.json")])
+    assert timed.exit_code == 0, timed.output  # a built-in clip through the bundle's feature extractor
+
+
+def test_a_folder_of_clips_without_transcripts_is_refused_for_whisper(tmp_path):
+    from models import tiny_whisper
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in sorted(SPEECH.glob("*.wav"))[:4]:
+        shutil.copy(clip, clips / clip.name)
+    with pytest.raises(UsageError, match="a speech recogniser is judged against what its clips say"):
+        edgekit.compile(str(tiny_whisper(tmp_path / "whisper")), targets=["cpu"], data=str(clips),
+                        output=str(tmp_path / "out"), no_bench=True)

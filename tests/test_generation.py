@@ -67,7 +67,7 @@ def test_llama_artifacts_are_weight_compressed_as_each_runtime_runs_them(llama_b
 
     graph = onnx.load(str(out / "cpu" / "model.onnx"))
     assert sum(n.op_type == "MatMulNBits" for n in graph.graph.node) == 15  # 2 layers x 7 projections + the head
-    assert matmul_weights(graph) == {}  # no float weight MatMul left (attention's score MatMuls have no weights)
+    assert matmul_weights(graph) == []  # no float weight MatMul left (attention's score MatMuls have no weights)
     rows = {t["target"]: t for t in json.loads((out / "report.json").read_text())["targets"]}
     assert rows["cpu"]["quantization"]["weights"] == "int4" and rows["cpu"]["quantization"]["symmetric"] is False
     npu = rows["intel-npu"]["quantization"]

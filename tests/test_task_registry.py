@@ -34,15 +34,16 @@ def sign_family():
 
 def test_builtin_families_by_task():
     assert tasks.names() == ["classifier", "ctc", "depth", "detection", "embedding", "generation", "segmentation", "sequence",
-                             "tensor", "vision-language"]
+                             "speech2text", "tensor", "text2text", "vision-language"]
     assert tasks.for_task("text-classification").name == "classifier"
     assert tasks.for_task("image-classification").classifier is True
     assert tasks.for_task("feature-extraction").name == "embedding"
     assert tasks.for_task("token-classification").name == tasks.for_task("fill-mask").name == "sequence"
     for other in ("question-answering", None):
         assert tasks.for_task(other).name == "tensor"
-    with pytest.raises(UsageError, match=r"unknown task family 'speech' \(registered: classifier, ctc, depth, detection, embedding, generation, segmentation, sequence, tensor, "
-                                         r"vision-language\)"):
+    assert tasks.for_task("text2text-generation").name == "text2text"
+    with pytest.raises(UsageError, match=r"unknown task family 'speech' \(registered: classifier, ctc, depth, detection, embedding, generation, segmentation, sequence, "
+                                         r"speech2text, tensor, text2text, vision-language\)"):
         tasks.get("speech")
 
 

@@ -14,12 +14,21 @@ Rules:
    End-of-sequence does not stop the loop: every run generates exactly `new_tokens`, so runs compare and time alike.
 3. Each run records its time to first token (the prefill and the first argmax) and the time of each later
    token (`timings`), so the benchmark's interleaved runs give TTFT and time per output token too.
+4. An encoder-decoder model (T5, BART, Marian: a decoder with a `start_id`) takes `input_ids` [1, S] (the source;
+   a speech recogniser such as Whisper `input_features` [1, mels, frames]) and `decoder_input_ids` [1, T] (the
+   decoder's first token and a target text): `reset(feed)` runs the encoder once
+   on the source, the target is teacher-forced in one pass (`logits`, `token_logprobs` are over it), then the
+   decoder's cache is emptied (`reset()`: the encoder's output is kept) and the greedy continuation starts from the
+   first token. Time to first token is the encoder's and the first greedy step's (the teacher-forced pass is not
+   timed). `Seq2SeqDecoder` runs optimum's export (an encoder graph and a merged decoder graph, self- and
+   cross-attention caches fed back) on any runtime's sessions.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,7 +36,11 @@ import numpy as np
 from ..errors import UsageError
 from .base import Feed
 
-INPUT_IDS, NEW_TOKENS = "input_ids", "new_tokens"
+INPUT_IDS, NEW_TOKENS, DECODER_INPUT_IDS = "input_ids", "new_tokens", "decoder_input_ids"
+AUDIO_FEATURES = "input_features"  # a speech encoder-decoder's source (Whisper: log-mel frames)
+# Rule 4: an encoder-decoder artifact's other graphs beside its decoder: the encoder, and where the decoder is not one
+# merged graph (OpenVINO's CPU plugin cannot take the merged graph's `If`), the decoder's first step (no cache).
+ENCODER, FIRST_STEP, PAST_STEP = "encoder", "decoder_first", "decoder_past"
 OUTPUT_NAMES = ("logits", "token_logprobs", "tokens", "token_scores")
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values", "present"
 BEAM_IDX = "beam_idx"  # a stateful IR's input (optimum-intel's layout): which beam each cache row belongs to
@@ -36,8 +49,9 @@ BEAM_IDX = "beam_idx"  # a stateful IR's input (optimum-intel's layout): which b
 class Decoder(Protocol):
     runtime: str
     settings: dict[str, Any]
+    start_id: int | None  # rule 4: an encoder-decoder's first decoder token; None for a decoder-only model
 
-    def reset(self) -> None: ...
+    def reset(self, feed: Feed | None = None) -> None: ...
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray: ...
 
@@ -53,6 +67,25 @@ def cache_pairs(input_names: list[str], output_names: list[str]) -> list[tuple[s
             if present in outputs:
                 pairs.append((name, present))
     return pairs if pairs and "logits" in outputs and INPUT_IDS in input_names else []
+
+
+def encoder_of(decoder: Path, stem: str = ENCODER) -> Path | None:
+    """Rule 4: the encoder graph (or, `stem` FIRST_STEP, the first-step decoder) beside an encoder-decoder's decoder,
+    with its suffix; None when there is none."""
+    found = decoder.with_name(stem + decoder.suffix)
+    return found if found.is_file() and found != decoder else None
+
+
+def decoder_start(folder: Path) -> int:
+    """Rule 4: the decoder's first token, from the model's config.json beside its artifact."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        return int(config["decoder_start_token_id"] if config.get("decoder_start_token_id") is not None
+                   else config["pad_token_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{folder}: an encoder-decoder needs its config.json (decoder_start_token_id) beside it: {exc}") from None
 
 
 def takes_cache(input_names) -> bool:
@@ -100,18 +133,28 @@ class GenerationSession:
         self.timings: list[Timing] = []
 
     def run(self, feed: Feed) -> list[np.ndarray]:
-        ids = np.asarray(feed.get(INPUT_IDS))
-        if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise UsageError(f"a generative model's feed needs {INPUT_IDS} [1, T] of integers, not {list(ids.shape)} {ids.dtype}")
-        ids = ids.astype(np.int64)
         count = int(np.asarray(feed.get(NEW_TOKENS, [0])).ravel()[0])
+        start_id = getattr(self.decoder, "start_id", None)
+        forced = _token_ids(feed, INPUT_IDS if start_id is None else DECODER_INPUT_IDS)  # rule 4: a decoder's own tokens
         start = time.perf_counter()
-        self.decoder.reset()
-        logits = np.asarray(self.decoder.step(ids, 0), dtype=np.float32)
-        tokens = [int(np.argmax(logits[0, -1]))] if count else []
-        scores = [float(logits[0, -1, tokens[0]])] if count else []
-        timing = Timing(ids.shape[1], (time.perf_counter() - start) * 1e3)
-        past = ids.shape[1]
+        self.decoder.reset(feed)
+        encoded = time.perf_counter() - start
+        logits = np.asarray(self.decoder.step(forced, 0), dtype=np.float32)
+        first, past = logits, forced.shape[1]
+        if start_id is not None:  # rule 4: the greedy continuation from the first token, on a fresh decoder cache
+            begin = time.perf_counter()
+            self.decoder.reset()
+            first, past = self.decoder.step(np.array([[start_id]], dtype=np.int64), 0), 1
+            start = begin - encoded  # time to first token: the encoder's and this step's, not the teacher-forced pass
+        tokens, scores = self._greedy(first, past, count, Timing(source_length(feed), 0.0), start)
+        token_logprobs = log_softmax(logits[0])[np.arange(forced.shape[1] - 1), forced[0, 1:]][None].astype(np.float32)
+        return [logits, token_logprobs, np.array([tokens], dtype=np.int64), np.array([scores], dtype=np.float32)]
+
+    def _greedy(self, first: np.ndarray, past: int, count: int, timing: Timing, start: float) -> tuple[list, list]:
+        """`count` tokens greedily from the first step's logits, timed (rule 3)."""
+        tokens = [int(np.argmax(first[0, -1]))] if count else []
+        scores = [float(first[0, -1, tokens[0]])] if count else []
+        timing.first_ms = (time.perf_counter() - start) * 1e3
         while len(tokens) < count:
             begin = time.perf_counter()
             step = self.decoder.step(np.array([[tokens[-1]]], dtype=np.int64), past)
@@ -120,8 +163,68 @@ class GenerationSession:
             past += 1
             timing.step_ms.append((time.perf_counter() - begin) * 1e3)
         self.timings.append(timing)
-        logprobs = log_softmax(logits[0])
-        targets = ids[0, 1:]
-        token_logprobs = logprobs[np.arange(len(targets)), targets][None].astype(np.float32)
-        return [logits, token_logprobs, np.array([tokens], dtype=np.int64), np.array([scores], dtype=np.float32)]
+        return tokens, scores
 
+
+def _source(feed: Feed) -> np.ndarray:
+    """Rule 4: what an encoder reads: token ids, or a speech recogniser's audio features [1, mels, frames]."""
+    return feed[INPUT_IDS] if INPUT_IDS in feed else feed[AUDIO_FEATURES]
+
+
+def source_length(feed: Feed) -> int:
+    """A feed's prompt length, as its timings record it: tokens, or a speech recogniser's frames."""
+    return int(np.shape(_source(feed))[-1])
+
+
+def _token_ids(feed: Feed, name: str) -> np.ndarray:
+    ids = np.asarray(feed.get(name))
+    if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise UsageError(f"a generative model's feed needs {name} [1, T] of integers, not {list(ids.shape)} {ids.dtype}")
+    return ids.astype(np.int64)
+
+
+class Seq2SeqDecoder:
+    """Rule 4: an encoder session and a decoder session (optimum's `text2text-generation-with-past` export:
+    `past_key_values.N.decoder.*` and `.encoder.*` fed back from `present.*`) as a Decoder: a merged decoder (its
+    `use_cache_branch` false and empty caches on a first step), or a decoder with past and `first`, the decoder's
+    first step without a cache. `shapes`: the decoder's input shapes (ints where fixed), for the empty caches."""
+
+    def __init__(self, encoder, decoder, start_id: int, shapes: dict[str, list], first=None) -> None:
+        self._encoder, self._decoder, self.start_id, self.runtime = encoder, decoder, int(start_id), decoder.runtime
+        self._first = first
+        self._inputs = set(decoder.input_names)  # a decoder with past puts out no cross-attention cache: paired by name
+        self._pairs = [(p, PRESENT_PREFIX + p[len(PAST_PREFIX):]) for p in sorted(self._inputs) if p.startswith(PAST_PREFIX + ".")]
+        self._empty = {p: np.zeros([1] + [d if isinstance(d, int) and d > 0 else 1 for d in shapes[p][1:]], np.float32)
+                       for p, _ in self._pairs}
+        self._encoded: dict[str, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] | None = None
+        self.settings = {**decoder.settings, "generation": {
+            "kv_cache": "explicit: present.* fed back as past_key_values.*; cross-attention cached from the first step",
+            "encoder": "run once per input", "cache_inputs": len(self._pairs)}}
+
+    def reset(self, feed: Feed | None = None) -> None:
+        if feed is not None:  # the encoder's inputs: token ids (and their mask) or audio features (Whisper)
+            takes = set(self._encoder.input_names)
+            source = {k: np.asarray(v) for k, v in feed.items() if k in takes}
+            if "attention_mask" in takes and "attention_mask" not in source:
+                source["attention_mask"] = np.ones_like(source[INPUT_IDS], dtype=np.int64)
+            hidden = self._encoder.run(source)[0]
+            self._encoded = {"encoder_hidden_states": hidden,
+                             **({"encoder_attention_mask": source["attention_mask"]} if "attention_mask" in source else {})}
+        self._cache = None
+
+    def step(self, ids: np.ndarray, past: int) -> np.ndarray:
+        cached = self._cache is not None
+        session = self._decoder if cached or self._first is None else self._first
+        feed = {INPUT_IDS: ids, **self._encoded}
+        if session is self._decoder:
+            feed.update(self._cache if cached else self._empty)
+            if "use_cache_branch" in self._inputs:
+                feed["use_cache_branch"] = np.array([cached])
+        takes = set(session.input_names)
+        outputs = session.run({k: v for k, v in feed.items() if k in takes})
+        index = {name: i for i, name in enumerate(session.output_names)}
+        fresh = dict(self._cache or {})  # the cross-attention caches stay the first step's
+        fresh.update({p: outputs[index[o]] for p, o in self._pairs if o in index and not (cached and ".encoder." in p)})
+        self._cache = fresh
+        return outputs[index["logits"]]

@@ -115,6 +115,8 @@ class OrtDecoder:
     """A KV-cache decoder graph (optimum's `text-generation-with-past` export) as a generation.Decoder: the cache is
     the graph's `present.*` outputs fed back as `past_key_values.*` (rule 5)."""
 
+    start_id = None  # decoder-only (generation rule 4)
+
     def __init__(self, session: OrtSession) -> None:
         from .generation import cache_pairs
 
@@ -129,7 +131,7 @@ class OrtDecoder:
             "kv_cache": "explicit: present.* outputs fed back as past_key_values.* inputs",
             "cache_inputs": len(self._pairs)}}
 
-    def reset(self) -> None:
+    def reset(self, feed=None) -> None:  # a decoder-only model: the cache emptied (generation rule 4)
         self._cache = dict(self._empty)
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray:
@@ -142,10 +144,15 @@ class OrtDecoder:
 
 def open_onnx(path: Path, threads: int, provider: str = CPU_PROVIDER, disabled_optimizers: tuple[str, ...] = ()):
     """An ONNX file as a session: a KV-cache decoder as a generation session (rule 5), any other graph as it is."""
-    from .generation import GenerationSession, cache_pairs
+    from .generation import GenerationSession, Seq2SeqDecoder, cache_pairs, decoder_start, encoder_of
 
     session = OrtSession(path, threads, provider, disabled_optimizers=disabled_optimizers)
     if cache_pairs(session.input_names, session.output_names):
+        encoder = encoder_of(path)
+        if encoder is not None:  # an encoder-decoder (generation rule 4)
+            return GenerationSession(Seq2SeqDecoder(
+                OrtSession(encoder, threads, provider, disabled_optimizers=disabled_optimizers), session,
+                decoder_start(path.parent), {n: session.input_shape(n) for n in session.input_names}))
         return GenerationSession(OrtDecoder(session))
     return session
 
@@ -231,6 +238,12 @@ class OnnxRuntime(Runtime):
     reads = (".onnx",)
     target_keys = frozenset({"execution_provider", "graph_fusions", "contrib_ops", "disabled_optimizers"})
     runtime_only_keys = frozenset({"disabled_optimizers"})
+
+    def files(self, artifact: Path) -> list[Path]:
+        from .generation import encoder_of
+
+        encoder = encoder_of(artifact)  # an encoder-decoder's encoder (generation rule 4)
+        return [artifact] + ([encoder] if encoder is not None else [])
 
     def check_target(self, path: Path, data: dict[str, Any]) -> None:
         data.setdefault("execution_provider", CPU_PROVIDER)

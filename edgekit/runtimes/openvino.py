@@ -203,6 +203,11 @@ class OpenVinoSession:
     def input_names(self) -> set[str]:
         return set(self._input_names)
 
+    def input_shape(self, name: str) -> list:
+        """An input's shape: ints where fixed, None where dynamic."""
+        port = next(i for i in self._model.inputs if name in i.get_names())
+        return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
     @property
     def stateful(self) -> bool:
         """Whether the model keeps state between calls (a KV cache made stateful: rule 6)."""
@@ -239,6 +244,8 @@ class OvDecoder:
     """A stateful IR (the KV cache held in the infer request's state, optimum-intel's layout) as a
     generation.Decoder (rule 6)."""
 
+    start_id = None  # decoder-only (generation rule 4)
+
     def __init__(self, session: OpenVinoSession) -> None:
         self._session, self.runtime = session, session.runtime
         self._request = session.infer_request()
@@ -247,7 +254,7 @@ class OvDecoder:
             "kv_cache": "stateful: held in the infer request's state (reset_state() between prompts; beam_idx [0])",
             **({"npu": dict(session.llm_static)} if session.llm_static else {})}}
 
-    def reset(self) -> None:
+    def reset(self, feed=None) -> None:  # a decoder-only model: the cache emptied (generation rule 4)
         self._request.reset_state()
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray:
@@ -308,7 +315,12 @@ class OpenVino(Runtime):
     runtime_only_keys = frozenset({"length_buckets"})
 
     def files(self, artifact: Path) -> list[Path]:
-        return [artifact, artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [artifact]
+        from .generation import ENCODER, FIRST_STEP, encoder_of
+
+        if artifact.suffix != ".xml":
+            return [artifact]
+        graphs = [artifact] + [g for g in (encoder_of(artifact, ENCODER), encoder_of(artifact, FIRST_STEP)) if g is not None]
+        return [f for g in graphs for f in (g, g.with_suffix(".bin"))]  # an encoder-decoder's graphs (generation rule 4)
 
     def check_target(self, path: Path, data: dict[str, Any]) -> None:
         if data.get("length_buckets") and data.get("static_shapes"):
@@ -341,6 +353,9 @@ class OpenVino(Runtime):
         return []
 
     def open(self, artifact: Path, settings: Mapping[str, Any], threads: int):
+        seq2seq = _seq2seq(artifact, threads, settings)
+        if seq2seq is not None:  # an encoder-decoder: no length buckets, its caches grow a token a step
+            return seq2seq
         static = settings.get("llm_static") or settings.get("generation", {}).get("npu")
         session = OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
                                   str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings),
@@ -395,6 +410,24 @@ class OpenVino(Runtime):
                                     limit, inputs.before, b.transformer, preset,
                                     max(1, int(profile.recovery_seconds // 60)), lambda k, score: advance(k, figure=score),
                                     as_shipped, inputs.measure, inputs.metric)
+
+
+def _seq2seq(artifact: Path, threads: int, settings: Mapping[str, Any]):
+    """An encoder-decoder's IRs (generation rule 4: the decoder with past as the artifact, its first step and the
+    encoder beside it) as a generation session; None for any other model."""
+    from .generation import ENCODER, FIRST_STEP, GenerationSession, Seq2SeqDecoder, decoder_start, encoder_of
+
+    encoder, first = encoder_of(artifact, ENCODER), encoder_of(artifact, FIRST_STEP)
+    if encoder is None or first is None:
+        return None
+
+    def beside(path: Path) -> "OpenVinoSession":
+        return OpenVinoSession(path, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
+                               str(settings.get("INFERENCE_PRECISION_HINT", "f32")))
+
+    session = beside(artifact)
+    return GenerationSession(Seq2SeqDecoder(beside(encoder), session, decoder_start(artifact.parent),
+                                            {n: session.input_shape(n) for n in session.input_names}, first=beside(first)))
 
 
 def _why_absent(core: Any, device: str) -> str:

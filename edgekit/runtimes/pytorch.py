@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,6 +79,8 @@ class ModuleSession:
 class TorchDecoder:
     """A Hugging Face causal LM as a generation.Decoder: the model's own KV cache (`past_key_values`), eager FP32."""
 
+    start_id = None  # decoder-only (generation rule 4)
+
     runtime = "pytorch"
 
     def __init__(self, model: Any, threads: int) -> None:
@@ -87,7 +90,7 @@ class TorchDecoder:
         self._torch, self._model, self._cache = torch, model.eval(), None
         self.settings = {**torch_settings(threads), "generation": {"kv_cache": "the model's own (transformers DynamicCache)"}}
 
-    def reset(self) -> None:
+    def reset(self, feed=None) -> None:  # a decoder-only model: the cache emptied (generation rule 4)
         self._cache = None
 
     def step(self, ids: np.ndarray, past: int) -> np.ndarray:
@@ -101,13 +104,43 @@ class TorchDecoder:
         return out.logits.float().numpy()
 
 
+class TorchSeq2SeqDecoder(TorchDecoder):
+    """A Hugging Face encoder-decoder (T5, BART, Marian) as a generation.Decoder (rule 4 there): the encoder run once
+    per input, the decoder with the model's own cache."""
+
+    def __init__(self, model: Any, threads: int) -> None:
+        super().__init__(model, threads)
+        self.start_id = int(model.config.decoder_start_token_id)
+        self._encoded, self._mask = None, None
+
+    def reset(self, feed=None) -> None:
+        torch = self._torch
+        if feed is not None:  # token ids and their mask, or audio features (Whisper)
+            encoder = self._model.get_encoder()
+            takes = inspect.signature(encoder.forward).parameters
+            source = {k: torch.from_numpy(np.asarray(v)) for k, v in feed.items() if k in takes}
+            if "input_ids" in source:
+                self._mask = source.setdefault("attention_mask", torch.ones(tuple(source["input_ids"].shape), dtype=torch.long))
+            with torch.inference_mode():
+                self._encoded = encoder(**source, **({"use_cache": False} if "use_cache" in takes else {}))  # T5's stack
+        self._cache = None
+
+    def step(self, ids: np.ndarray, past: int) -> np.ndarray:
+        with self._torch.inference_mode():
+            out = self._model(encoder_outputs=self._encoded, attention_mask=self._mask,
+                              decoder_input_ids=self._torch.from_numpy(ids), past_key_values=self._cache, use_cache=True)
+        self._cache = out.past_key_values
+        return out.logits.float().numpy()
+
+
 def original_session(model: Any, library: str, output_names: list[str], threads: int, generative: bool = False):
     """The original as a session: a KV-cache decoder through the generation loop (runtimes/generation.py), any other
     model called the way its export is (rule 1)."""
     if generative:
         from .generation import GenerationSession
 
-        return GenerationSession(TorchDecoder(model, threads))
+        encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+        return GenerationSession((TorchSeq2SeqDecoder if encoder_decoder else TorchDecoder)(model, threads))
     return TorchSession(model, library, output_names, threads)
 
 

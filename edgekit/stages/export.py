@@ -3,7 +3,9 @@
 1. The model is loaded once with optimum's TasksManager and exported from memory, so the same
    PyTorch module is both the export's source and the reference every artifact is verified against.
 2. A generative decoder is exported with its KV cache (`EXPORT_TASKS`); its check compares the generation
-   session's outputs: the prompt's logits in one prefill, and the greedy tokens generated through the cache.
+   session's outputs: the prompt's logits in one prefill, and the greedy tokens generated through the cache. An
+   encoder-decoder (text2text-generation: T5, BART, Marian; speech recognition: Whisper) is an encoder graph and decoder
+   graphs (`SEQ2SEQ_FILES`).
    optimum's own validation only logs a warning; edgekit runs its own check on real samples and
    fails (ExportMismatchError, exit 3) with the measured difference when it is beyond tolerance.
 3. Tokenizer and preprocessor files land beside `model.onnx`, so a device gets all it needs.
@@ -37,7 +39,13 @@ PREPROCESSOR_FILES = (
 )
 # Tasks exported with more than the task's name says: a generative decoder with its KV cache (inputs
 # `past_key_values.*`, outputs `present.*`), so generation runs one token per step (runtimes/generation.py).
-EXPORT_TASKS = {"text-generation": "text-generation-with-past"}
+EXPORT_TASKS = {"text-generation": "text-generation-with-past", "text2text-generation": "text2text-generation-with-past"}
+# An encoder-decoder's graphs as optimum writes them -> as edgekit names them (runtimes/generation.py rule 4): the
+# merged decoder is `model.onnx`; the decoder's two halves are kept for OpenVINO, whose CPU plugin cannot take the
+# merged graph's `If`.
+SEQ2SEQ_TASKS = ("text2text-generation", "automatic-speech-recognition")  # exported with the caches when encoder-decoders
+SEQ2SEQ_FILES = {"decoder_model_merged.onnx": "model.onnx", "encoder_model.onnx": "encoder.onnx",
+                 "decoder_model.onnx": "decoder_first.onnx", "decoder_with_past_model.onnx": "decoder_past.onnx"}
 # Opsets a task is exported at (else optimum's default): a decoder at 21, where ONNX Runtime's 4-bit embedding
 # lookup (GatherBlockQuantized) is valid (stages/weights.py).
 EXPORT_OPSETS = {"text-generation": 21}
@@ -85,14 +93,20 @@ def export_huggingface(source: SourceModel, workdir: Path) -> ExportResult:
 
     model, library, task = load_model(source)
     folder = workdir / "export"
+    encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+    exported = f"{task}-with-past" if encoder_decoder and task in SEQ2SEQ_TASKS else EXPORT_TASKS.get(task, task)
     try:
-        onnx_export_from_model(model, folder, task=EXPORT_TASKS.get(task, task), library_name=library, do_validation=False,
+        onnx_export_from_model(model, folder, task=exported, library_name=library, do_validation=False,
                                **({"opset": EXPORT_OPSETS[task]} if task in EXPORT_OPSETS else {}))
     except ValueError as exc:
         message = str(exc).splitlines()[0]
         if "not supported" in message or "is not a supported" in message:
             raise UsageError(f"optimum cannot export {source.location} for '{task}': {message}") from exc
         raise InternalError(f"ONNX export failed: {message}") from exc
+    if encoder_decoder:
+        for theirs, ours in SEQ2SEQ_FILES.items():
+            if (folder / theirs).is_file():
+                (folder / theirs).rename(folder / ours)
     onnx_path = folder / "model.onnx"
     if not onnx_path.is_file():
         raise InternalError(f"ONNX export wrote no model.onnx (files: {', '.join(p.name for p in folder.iterdir())})")

@@ -21,6 +21,11 @@ Rules:
    and the cache is concatenated each step). An ONNX decoder is converted and made stateful (rule 4).
 6. With the profile's `data_aware` (OpenVINO INT4), NNCF's AWQ and scale estimation run on the calibration texts
    (held out from evaluation), each a prefill of the stateful model; ONNX Runtime's artifact is round-to-nearest.
+7. An encoder-decoder (runtimes/generation.py rule 4): every graph is compressed alike, the encoder's weights too
+   (no head of its own). ONNX Runtime takes the merged decoder (`If` branches included) and the encoder; OpenVINO
+   the encoder and the decoder's two halves (its first step, and with past as the artifact), converted from the
+   ONNX graphs with their caches explicit, channel-wise. Data-aware compression is not run on them. A static-shape
+   target (an NPU) is refused: its decoder steps would need static shapes edgekit does not build yet.
 """
 
 from __future__ import annotations
@@ -31,20 +36,18 @@ from types import SimpleNamespace
 from typing import Any
 
 from .. import graph
-from ..errors import InternalError, first_line
+from ..errors import InternalError, UsageError, first_line
+from ..runtimes.generation import ENCODER, FIRST_STEP, PAST_STEP, encoder_of
 from .base import StepInput, StepResult, step
 
 HEAD_PRECISIONS = ("int8", "int4")
 
 
-def matmul_weights(model) -> dict[str, int]:
-    """MatMul node name -> the input channel count of its constant weight."""
+def matmul_weights(model) -> list[int]:
+    """The input channel count of every MatMul's constant weight (those in a merged decoder's If branches too)."""
     inits = {i.name: list(i.dims) for i in model.graph.initializer}
-    out = {}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits and len(inits[node.input[1]]) == 2:
-            out[node.name] = inits[node.input[1]][0]
-    return out
+    return [inits[node.input[1]][0] for node in graph.all_nodes(model.graph)
+            if node.op_type == "MatMul" and len(node.input) == 2 and len(inits.get(node.input[1], ())) == 2]
 
 
 def fitting_group(channels: list[int], wanted: int) -> tuple[int, str]:
@@ -94,7 +97,7 @@ def compress_onnx(inp: StepInput) -> StepResult:
     weights = matmul_weights(model)
     head = head_node(model)
     wanted = b.profile.generation_group_size if b.profile.generation_group_size > 0 else 128
-    group, note = fitting_group(list(weights.values()), wanted)
+    group, note = fitting_group(weights, wanted)
     notes = [note] if note else []
     if b.profile.generation_group_size <= 0:
         notes.append("ONNX Runtime's MatMulNBits has no channel-wise INT4: blocks of "
@@ -108,7 +111,11 @@ def compress_onnx(inp: StepInput) -> StepResult:
         quantizer.process()
         return quantizer.model.model
 
+    encoder = encoder_of(inp.path)
     try:
+        if encoder is not None:  # rule 7
+            onnx.save(packed(onnx.load(str(encoder)), bits), str(b.artifact.with_name(encoder.name)))
+            notes.append(f"the encoder's weight MatMuls INT{bits} too (MatMulNBits)")
         model = packed(model, bits, nodes_to_exclude=[head] if keep_head else [])
         if keep_head:
             model = packed(model, 8, nodes_to_include=[head])
@@ -117,8 +124,8 @@ def compress_onnx(inp: StepInput) -> StepResult:
     except Exception as exc:
         raise InternalError(f"ONNX Runtime weight compression failed: {first_line(exc)}") from exc
     onnx.save(model, str(b.artifact))
-    matmuls = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
-    tables = sum(1 for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    matmuls = graph.count_ops(model.graph, "MatMulNBits")
+    tables = graph.count_ops(model.graph, "GatherBlockQuantized")
     notes.append(f"{matmuls} of {len(weights)} weight MatMuls as MatMulNBits (INT{bits}"
                  + (", the LM head INT8)" if keep_head else ")")
                  + ("; the embedding table INT4 (GatherBlockQuantized)" if tables else
@@ -173,7 +180,46 @@ def _data_aware(nncf, model, b) -> dict[str, Any]:
             "scale_estimation": "scale_estimation" in wanted, "subset_size": len(b.calibration)}
 
 
-@step("make stateful and compress weights (NNCF)")
+def _nncf_mode(nncf, b) -> Any:
+    """The NNCF mode for the build's precision and symmetry (rule 1)."""
+    return {("int4", False): nncf.CompressWeightsMode.INT4_ASYM, ("int4", True): nncf.CompressWeightsMode.INT4_SYM,
+            ("int8", False): nncf.CompressWeightsMode.INT8_ASYM,
+            ("int8", True): nncf.CompressWeightsMode.INT8_SYM}[(b.precision, _symmetric(b))]
+
+
+def _compress_seq2seq(nncf, inp: StepInput) -> StepResult:
+    """Rule 7, OpenVINO: the encoder and the decoder's two halves converted from ONNX and compressed alike."""
+    import openvino as ov
+
+    b = inp.build
+    if b.target.static_shapes:
+        raise UsageError(f"target {b.target.name}: an encoder-decoder (T5, BART, Whisper) needs static shapes for every "
+                         "decoder step on this device, which edgekit does not build yet; use intel-cpu or intel-gpu")
+    folder = inp.path.parent
+    graphs = {b.artifact: folder / f"{PAST_STEP}.onnx", b.artifact.with_name(ENCODER + ".xml"): folder / f"{ENCODER}.onnx",
+              b.artifact.with_name(FIRST_STEP + ".xml"): folder / f"{FIRST_STEP}.onnx"}
+    settings: dict[str, Any] = {}
+    mode = None
+    for out, onnx_file in graphs.items():
+        if not onnx_file.is_file():
+            raise InternalError(f"the encoder-decoder export has no {onnx_file.name}")
+        model = ov.convert_model(str(onnx_file))
+        if b.precision in ("int4", "int8"):
+            mode = _nncf_mode(nncf, b)
+            try:  # channel-wise: the decoders' halves are small; group-wise INT4 needs every width to divide
+                model = nncf.compress_weights(model, mode=mode, **({"group_size": -1, "ratio": 1.0} if b.precision == "int4" else {}))
+            except Exception as exc:
+                raise InternalError(f"NNCF weight compression of {onnx_file.name} failed: {first_line(exc)}") from exc
+        ov.save_model(model, str(out))
+    if mode is not None:
+        settings = {**_settings(b, 4 if b.precision == "int4" else 8, -1, b.precision), "format": f"NNCF {mode.value}"}
+    return StepResult(b.artifact, settings, [
+        "converted from the ONNX graphs with their caches explicit: the encoder, the decoder's first step and the decoder "
+        "with past (OpenVINO's CPU plugin cannot run the merged decoder's If)"
+        + (f"; every weight {mode.value}, channel-wise" if mode is not None else "")])
+
+
+@step("convert to OpenVINO and compress weights (NNCF)")
 def compress_openvino(inp: StepInput) -> StepResult:
     """Rule 4, OpenVINO: INT4 or INT8 weights; FP32 (`precision` fp32) is the stateful IR uncompressed."""
     import onnx
@@ -183,6 +229,8 @@ def compress_openvino(inp: StepInput) -> StepResult:
 
     nncf = import_nncf()
     b = inp.build
+    if encoder_of(inp.path) is not None:  # rule 7
+        return _compress_seq2seq(nncf, inp)
     if b.source_dir is not None:
         model = _from_pytorch(b)
         notes = ["converted from the PyTorch model by optimum-intel's exporter (attention as OpenVINO's ScaledDotProductAttention, "
@@ -194,11 +242,9 @@ def compress_openvino(inp: StepInput) -> StepResult:
     if b.precision in ("int4", "int8"):
         graph = onnx.load(str(inp.path), load_external_data=False)
         wanted = -1 if b.target.device == "NPU" else b.profile.generation_group_size
-        group, note = fitting_group(list(matmul_weights(graph).values()), wanted) if b.precision == "int4" else (-1, "")
+        group, note = fitting_group(matmul_weights(graph), wanted) if b.precision == "int4" else (-1, "")
         notes += [note] if note else []
-        sym = _symmetric(b)
-        mode = {("int4", False): nncf.CompressWeightsMode.INT4_ASYM, ("int4", True): nncf.CompressWeightsMode.INT4_SYM,
-                ("int8", False): nncf.CompressWeightsMode.INT8_ASYM, ("int8", True): nncf.CompressWeightsMode.INT8_SYM}[(b.precision, sym)]
+        mode = _nncf_mode(nncf, b)
         kwargs = {"group_size": group, "ratio": 1.0, "all_layers": b.profile.generation_head == "int4"} if b.precision == "int4" else {}
         refinements = _data_aware(nncf, model, b) if b.precision == "int4" else {}
         kwargs.update(refinements)

@@ -18,6 +18,12 @@ Rules:
    model; a model folder without a tokenizer is a usage error.
 5. Exactly the profile's `eval_samples` texts are evaluated (not every text calibration leaves): each keeps its
    full next-token distributions, vocabulary x sequence_length floats (Qwen2.5: 78 MB a text at 128 tokens).
+6. Text-to-text (T5, BART, Marian: an encoder-decoder, runtimes/generation.py rule 4): each text's tokens are cut in
+   two, the first half the source and the second the target. The target is teacher-forced after the decoder's first
+   token (perplexity, next-token agreement and KL are over it), and the greedy output from the first token is
+   compared: identical outputs (exact match), their common prefix, and the chrF of the artifact's decoded output
+   against the original's (`chrf`, 0..100, reported). The benchmark's source is a prompt of the first
+   `prompt_lengths` tokens; time to first token includes the encoder.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 
 from .. import stats
 from ..errors import UsageError
-from ..runtimes.generation import INPUT_IDS, NEW_TOKENS, OUTPUT_NAMES, log_softmax
+from ..runtimes.generation import DECODER_INPUT_IDS, INPUT_IDS, NEW_TOKENS, OUTPUT_NAMES, log_softmax
 from ..stages import metrics
 from .base import TaskFamily, register
 from .tensor import not_a_classifier
@@ -37,8 +43,13 @@ from .tensor import not_a_classifier
 MIN_TOKENS = 4  # a sample shorter than this says nothing about perplexity
 
 
-def token_feed(ids: list[int] | np.ndarray, new_tokens: int) -> dict[str, np.ndarray]:
-    return {INPUT_IDS: np.asarray([list(ids)], dtype=np.int64), NEW_TOKENS: np.array([new_tokens], dtype=np.int64)}
+def token_feed(ids: list[int] | np.ndarray, new_tokens: int, target: list[int] | None = None) -> dict[str, np.ndarray]:
+    """A generation session's feed; with `target`, an encoder-decoder's: `ids` the source, `target` the decoder's
+    teacher-forced tokens (rule 6)."""
+    feed = {INPUT_IDS: np.asarray([list(ids)], dtype=np.int64), NEW_TOKENS: np.array([new_tokens], dtype=np.int64)}
+    if target is not None:
+        feed[DECODER_INPUT_IDS] = np.asarray([list(target)], dtype=np.int64)
+    return feed
 
 
 def _texts(req) -> tuple[list[str], str]:
@@ -161,13 +172,101 @@ class Generation(TaskFamily):
         return ("token_agreement", fidelity.token_agreement) if fidelity.token_agreement is not None else super().gating(fidelity)
 
 
+@register
+class TextToText(Generation):
+    """Rule 6: an encoder-decoder generating text from text."""
+
+    name = "text2text"
+    tasks = ("text2text-generation",)
+    start_id = 0
+    tokenizer = None
+
+    def for_source(self, source) -> "TextToText":
+        from transformers import AutoTokenizer
+
+        config = source.config or {}
+        family = TextToText()
+        start = config.get("decoder_start_token_id")
+        family.start_id = int(start if start is not None else config.get("pad_token_id") or 0)
+        try:
+            family.tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+        except Exception:  # a usage error once samples are asked for
+            family.tokenizer = None
+        return family
+
+    def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
+        """Rule 6: beside the generation figures, the chrF of the artifact's decoded output against the original's."""
+        result = super().task_metrics(expected, outputs, output_names, labels, masks)
+        tk = list(output_names).index("tokens")
+        if self.tokenizer is not None and result.generation is not None:
+            text = lambda row: self.tokenizer.decode(np.asarray(row[tk]).ravel().tolist(), skip_special_tokens=True)  # noqa: E731
+            result.generation["chrf"] = chrf([text(e) for e in expected], [text(o) for o in outputs])
+        return result
+
+    def samples(self, req):
+        from .. import data
+
+        if req.tokenizer is None:
+            raise UsageError("a text-to-text model needs its tokenizer: put its files (tokenizer.json, spiece.model ...) beside it")
+        texts, origin = _texts(req)
+        notes: list[str] = []
+        ev, cal = data._split(texts, req.n_eval, req.n_calib, req.seed, notes)
+        length = max(2 * MIN_TOKENS, req.sequence_length)
+
+        def halves(ids: list[int]) -> dict[str, np.ndarray]:
+            cut = len(ids) // 2
+            return token_feed(ids[:cut], req.new_tokens, [self.start_id] + ids[cut:])
+
+        evaluation = [halves(ids) for ids in _encode(req.tokenizer, ev, length) if len(ids) >= 2 * MIN_TOKENS]
+        if not evaluation:
+            raise UsageError(f"--data: no evaluation text of at least {2 * MIN_TOKENS} tokens")
+        calibration = [halves(ids) for ids in _encode(req.tokenizer, cal, length) if len(ids) >= 2 * MIN_TOKENS]
+        notes.append(f"each evaluation text (at most {length} tokens) cut in two: the first half the source, the second "
+                     "the target, teacher-forced after the decoder's first token (perplexity, next-token agreement); "
+                     f"then {req.new_tokens} tokens generated greedily from the first token (the outputs compared)")
+        return data.Samples(calibration, evaluation, self._prompt(evaluation, req.prompt_lengths[0], req.new_tokens),
+                            origin, False, notes)
+
+    def _prompt(self, evaluation, length: int, new_tokens: int) -> dict[str, np.ndarray]:
+        return token_feed(prompt_of(evaluation, length), new_tokens, [self.start_id])
+
+    def prompt_workloads(self, samples, prompt_lengths: tuple[int, ...]) -> dict[int, dict[str, np.ndarray]]:
+        own = samples.benchmark[INPUT_IDS].shape[1]
+        return {n: self._prompt(samples.evaluation, n, 1) for n in prompt_lengths if n != own}
+
+
+CHRF_ORDER, CHRF_BETA = 6, 2.0
+
+
+def chrf(references: list[str], hypotheses: list[str]) -> float:
+    """chrF (Popović 2015, as sacrebleu computes it at the corpus level): character n-gram precision and recall for
+    n = 1..6 (spaces removed), averaged over n, combined with recall weighted beta = 2; 0..100."""
+    from collections import Counter
+
+    matched, wanted, offered = np.zeros(CHRF_ORDER), np.zeros(CHRF_ORDER), np.zeros(CHRF_ORDER)
+    for ref, hyp in zip(references, hypotheses):
+        r, h = ref.replace(" ", ""), hyp.replace(" ", "")
+        for n in range(1, CHRF_ORDER + 1):
+            rg, hg = Counter(r[i:i + n] for i in range(len(r) - n + 1)), Counter(h[i:i + n] for i in range(len(h) - n + 1))
+            matched[n - 1] += sum((rg & hg).values())
+            wanted[n - 1] += sum(rg.values())
+            offered[n - 1] += sum(hg.values())
+    if not wanted.sum() and not offered.sum():
+        return 100.0
+    precision = np.mean(np.divide(matched, offered, out=np.zeros(CHRF_ORDER), where=offered > 0))
+    recall = np.mean(np.divide(matched, wanted, out=np.zeros(CHRF_ORDER), where=wanted > 0))
+    b2 = CHRF_BETA ** 2
+    return float(100 * (1 + b2) * precision * recall / (b2 * precision + recall)) if precision + recall > 0 else 0.0
+
+
 def check_static_lengths(targets, profile, samples) -> None:
     """An NPU runs a decoder compiled for a static prompt length: a longer prompt is a usage error, found before
     any target is built (runtimes/openvino.py rule 6)."""
     static = [t.name for t in targets if t.static_shapes]
     if not static:
         return
-    longest = max([np.asarray(f[INPUT_IDS]).shape[1] for f in samples.evaluation] + list(profile.generation_prompt_lengths))
+    longest = max([np.asarray(f[INPUT_IDS]).shape[1] for f in samples.evaluation if INPUT_IDS in f]
+                  + list(profile.generation_prompt_lengths))
     if longest > profile.generation_max_prompt_len:
         raise UsageError(f"target {static[0]}: a prompt of {longest} tokens is longer than its static prompt length "
                          f"({profile.generation_max_prompt_len}, max_prompt_len in profile {profile.name}); raise "

@@ -193,7 +193,11 @@ class CtcRecognition(SequenceLabelling):
     why = "the top-1 class of every frame decides a CTC recogniser (its transcripts are compared beside it)"
     vocabulary: Vocabulary | None = None
 
-    def for_source(self, source) -> "CtcRecognition":
+    def for_source(self, source):
+        if (source.config or {}).get("is_encoder_decoder"):  # Whisper: tasks/speech_to_text.py rule 1
+            from .speech_to_text import SpeechToText
+
+            return SpeechToText().for_source(source)
         folder = source.path if source.path.is_dir() else source.path.parent
         family = CtcRecognition()
         family.vocabulary = Vocabulary.beside(folder)
