@@ -170,7 +170,7 @@ def _header(prefix: str, t: TargetFiles, arrays: list[tuple[str, Path]], inputs:
              f"({', '.join(f.name for f in t.files)}). Do not edit. */",
              f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stddef.h>", "",
              f"#define {up}_RUNTIME {_c_string(t.record.runtime)}",
-             f"/* The version it was built and verified with: the minimum tested. */",
+             "/* The version it was built and verified with: the minimum tested. */",
              f"#define {up}_RUNTIME_MIN_VERSION {_c_string(str(settings.get('version', 'unknown')).split('-')[0])}",
              f"#define {up}_DEVICE {_c_string(str(t.record.device or 'CPU'))}",
              f"#define {up}_ALIGNMENT {align}", ""]

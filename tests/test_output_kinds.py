@@ -14,7 +14,6 @@ from edgekit import tasks
 from edgekit.config import load_profile
 from edgekit.judge import judge, verdict
 from edgekit.stages import outputs
-from edgekit.stages.verify import compare
 
 
 def test_output_kinds():

@@ -8,7 +8,6 @@ Hardware that is present is never faked; a device list is faked only where the d
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,7 +19,6 @@ from edgekit.cli import main
 from edgekit.config import Budgets, load_target, list_targets
 from edgekit.devices import Availability, RuntimeDevices, availability
 from edgekit.judge import judge, verdict
-from edgekit.junit import to_junit
 from edgekit.stages.fp16 import float_initializer_types
 from edgekit.stages.openvino_device import ir_element_types
 
@@ -77,7 +75,7 @@ def test_real_probe_is_honest_about_this_machine():
         present = any(d.split(".")[0] == device for d in ov_devices())
         assert found[name].present == present
         if not present:
-            assert found[name].reason.startswith(f"OpenVINO ") and f"sees no {device} here (devices: " in found[name].reason
+            assert found[name].reason.startswith("OpenVINO ") and f"sees no {device} here (devices: " in found[name].reason
 
 
 # ---------------------------------------------------------------- edgekit targets
