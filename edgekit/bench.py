@@ -120,12 +120,11 @@ def _generative(specs: list[graph.InputSpec]) -> bool:
     return takes_cache(s.name for s in specs)
 
 
-def _hears(folder: Path) -> bool:
-    """Whether an encoder-decoder's encoder takes audio features (a speech recogniser: Whisper)."""
-    from .runtimes.generation import AUDIO_FEATURES, ENCODER
+def _encoder(folder: Path) -> Path | None:
+    """An encoder-decoder's encoder graph in a target's folder (generation rule 4), or None."""
+    from .runtimes.generation import ENCODER
 
-    encoder = next((folder / (ENCODER + suffix) for suffix in (".onnx", ".xml") if (folder / (ENCODER + suffix)).is_file()), None)
-    return encoder is not None and any(s.name == AUDIO_FEATURES for s in _specs_of(encoder))
+    return next((folder / (ENCODER + suffix) for suffix in (".onnx", ".xml") if (folder / (ENCODER + suffix)).is_file()), None)
 
 
 def _speech_feed(folder: Path, start: int) -> Feed:
@@ -149,14 +148,15 @@ def _feed(specs: list[graph.InputSpec], folder: Path, shapes: dict[str, tuple[in
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if _generative(specs):  # rule 4: a real prompt, then greedy tokens through the cache
-            from .runtimes.generation import ENCODER, decoder_start
+            from .runtimes.generation import AUDIO_FEATURES, decoder_start
             from .tasks.generation import prompt_of, token_feed
 
-            seq2seq = any((folder / (ENCODER + suffix)).is_file() for suffix in (".onnx", ".xml"))  # the prompt its source
-            if seq2seq and _hears(folder):
+            encoder = _encoder(folder)  # an encoder-decoder: the prompt is its source
+            if encoder is not None and any(s.name == AUDIO_FEATURES for s in _specs_of(encoder)):  # a speech recogniser
                 return _speech_feed(folder, decoder_start(folder))
             ids = [{"input_ids": np.asarray([tokenizer(text)["input_ids"]])} for text in read_lines(CORPUS)]
-            return token_feed(prompt_of(ids, sequence_length), GENERATED_TOKENS, [decoder_start(folder)] if seq2seq else None)
+            return token_feed(prompt_of(ids, sequence_length), GENERATED_TOKENS,
+                              [decoder_start(folder)] if encoder is not None else None)
         return benchmark_text(tokenizer, read_lines(CORPUS), graph.resolve_shapes(specs, shapes), sequence_length)
     fixed = graph.resolve_shapes(specs, shapes)
     graph.require_static(fixed)

@@ -76,14 +76,18 @@ def encoder_of(decoder: Path, stem: str = ENCODER) -> Path | None:
     return found if found.is_file() and found != decoder else None
 
 
+def start_token(config: dict) -> int:
+    """Rule 4: an encoder-decoder's first decoder token: `decoder_start_token_id`, else its pad token (T5's rule)."""
+    start = config.get("decoder_start_token_id")
+    return int(start if start is not None else config["pad_token_id"])
+
+
 def decoder_start(folder: Path) -> int:
     """Rule 4: the decoder's first token, from the model's config.json beside its artifact."""
     import json
 
     try:
-        config = json.loads((folder / "config.json").read_text())
-        return int(config["decoder_start_token_id"] if config.get("decoder_start_token_id") is not None
-                   else config["pad_token_id"])
+        return start_token(json.loads((folder / "config.json").read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{folder}: an encoder-decoder needs its config.json (decoder_start_token_id) beside it: {exc}") from None
 
@@ -134,7 +138,7 @@ class GenerationSession:
 
     def run(self, feed: Feed) -> list[np.ndarray]:
         count = int(np.asarray(feed.get(NEW_TOKENS, [0])).ravel()[0])
-        start_id = getattr(self.decoder, "start_id", None)
+        start_id = getattr(self.decoder, "start_id", None)  # a Decoder written before rule 4 has none: decoder-only
         forced = _token_ids(feed, INPUT_IDS if start_id is None else DECODER_INPUT_IDS)  # rule 4: a decoder's own tokens
         start = time.perf_counter()
         self.decoder.reset(feed)
@@ -192,6 +196,9 @@ class Seq2SeqDecoder:
     def __init__(self, encoder, decoder, start_id: int, shapes: dict[str, list], first=None) -> None:
         self._encoder, self._decoder, self.start_id, self.runtime = encoder, decoder, int(start_id), decoder.runtime
         self._first = first
+        # each decoder session's inputs and output positions, read once (a step runs per generated token)
+        self._ports = {id(s): (set(s.input_names), {n: i for i, n in enumerate(s.output_names)})
+                       for s in (decoder, first) if s is not None}
         self._inputs = set(decoder.input_names)  # a decoder with past puts out no cross-attention cache: paired by name
         self._pairs = [(p, PRESENT_PREFIX + p[len(PAST_PREFIX):]) for p in sorted(self._inputs) if p.startswith(PAST_PREFIX + ".")]
         self._empty = {p: np.zeros([1] + [d if isinstance(d, int) and d > 0 else 1 for d in shapes[p][1:]], np.float32)
@@ -221,9 +228,8 @@ class Seq2SeqDecoder:
             feed.update(self._cache if cached else self._empty)
             if "use_cache_branch" in self._inputs:
                 feed["use_cache_branch"] = np.array([cached])
-        takes = set(session.input_names)
+        takes, index = self._ports[id(session)]
         outputs = session.run({k: v for k, v in feed.items() if k in takes})
-        index = {name: i for i, name in enumerate(session.output_names)}
         fresh = dict(self._cache or {})  # the cross-attention caches stay the first step's
         fresh.update({p: outputs[index[o]] for p, o in self._pairs if o in index and not (cached and ".encoder." in p)})
         self._cache = fresh

@@ -357,9 +357,8 @@ class OpenVino(Runtime):
         if seq2seq is not None:  # an encoder-decoder: no length buckets, its caches grow a token a step
             return seq2seq
         static = settings.get("llm_static") or settings.get("generation", {}).get("npu")
-        session = OpenVinoSession(artifact, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
-                                  str(settings.get("INFERENCE_PRECISION_HINT", "f32")), recorded_buckets(settings),
-                                  llm_static=dict(static) if isinstance(static, Mapping) else {})
+        session = _session(artifact, threads, settings, recorded_buckets(settings),
+                           llm_static=dict(static) if isinstance(static, Mapping) else {})
         if session.stateful:  # rule 6
             from .generation import GenerationSession
 
@@ -421,13 +420,16 @@ def _seq2seq(artifact: Path, threads: int, settings: Mapping[str, Any]):
     if encoder is None or first is None:
         return None
 
-    def beside(path: Path) -> "OpenVinoSession":
-        return OpenVinoSession(path, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
-                               str(settings.get("INFERENCE_PRECISION_HINT", "f32")))
+    session = _session(artifact, threads, settings)
+    return GenerationSession(Seq2SeqDecoder(_session(encoder, threads, settings), session, decoder_start(artifact.parent),
+                                            {n: session.input_shape(n) for n in session.input_names},
+                                            first=_session(first, threads, settings)))
 
-    session = beside(artifact)
-    return GenerationSession(Seq2SeqDecoder(beside(encoder), session, decoder_start(artifact.parent),
-                                            {n: session.input_shape(n) for n in session.input_names}, first=beside(first)))
+
+def _session(path: Path, threads: int, settings: Mapping[str, Any], buckets: tuple[int, ...] = (), **extra) -> "OpenVinoSession":
+    """An IR opened with a runtime.json's settings (device, performance and precision hints)."""
+    return OpenVinoSession(path, threads, str(settings.get("device", "CPU")), str(settings.get("PERFORMANCE_HINT", "LATENCY")),
+                           str(settings.get("INFERENCE_PRECISION_HINT", "f32")), buckets, **extra)
 
 
 def _why_absent(core: Any, device: str) -> str:

@@ -39,7 +39,7 @@ PREPROCESSOR_FILES = (
 )
 # Tasks exported with more than the task's name says: a generative decoder with its KV cache (inputs
 # `past_key_values.*`, outputs `present.*`), so generation runs one token per step (runtimes/generation.py).
-EXPORT_TASKS = {"text-generation": "text-generation-with-past", "text2text-generation": "text2text-generation-with-past"}
+EXPORT_TASKS = {"text-generation": "text-generation-with-past"}
 # An encoder-decoder's graphs as optimum writes them -> as edgekit names them (runtimes/generation.py rule 4): the
 # merged decoder is `model.onnx`; the decoder's two halves are kept for OpenVINO, whose CPU plugin cannot take the
 # merged graph's `If`.

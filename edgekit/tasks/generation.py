@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import stats
 from ..errors import UsageError
-from ..runtimes.generation import DECODER_INPUT_IDS, INPUT_IDS, NEW_TOKENS, OUTPUT_NAMES, log_softmax
+from ..runtimes.generation import DECODER_INPUT_IDS, INPUT_IDS, NEW_TOKENS, OUTPUT_NAMES, log_softmax, start_token
 from ..stages import metrics
 from .base import TaskFamily, register
 from .tensor import not_a_classifier
@@ -172,6 +172,28 @@ class Generation(TaskFamily):
         return ("token_agreement", fidelity.token_agreement) if fidelity.token_agreement is not None else super().gating(fidelity)
 
 
+def bind_encoder_decoder(family, source):
+    """An encoder-decoder family as it judges one model (text2text here, speech2text): the decoder's first token,
+    by the rule its artifacts are run with (runtimes/generation.start_token), and its tokenizer (None when it has
+    none: a usage error once samples are asked for)."""
+    from transformers import AutoTokenizer
+
+    try:
+        family.start_id = start_token(source.config or {})
+    except (KeyError, TypeError, ValueError):  # neither id in config.json: the artifact's session says so (exit 2)
+        family.start_id = 0
+    try:
+        family.tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+    except Exception:
+        family.tokenizer = None
+    return family
+
+
+def decoded(tokenizer, tokens) -> str:
+    """Generated tokens as text, special tokens skipped; "" without a tokenizer."""
+    return tokenizer.decode(np.asarray(tokens).ravel().tolist(), skip_special_tokens=True) if tokenizer is not None else ""
+
+
 @register
 class TextToText(Generation):
     """Rule 6: an encoder-decoder generating text from text."""
@@ -182,25 +204,15 @@ class TextToText(Generation):
     tokenizer = None
 
     def for_source(self, source) -> "TextToText":
-        from transformers import AutoTokenizer
-
-        config = source.config or {}
-        family = TextToText()
-        start = config.get("decoder_start_token_id")
-        family.start_id = int(start if start is not None else config.get("pad_token_id") or 0)
-        try:
-            family.tokenizer = AutoTokenizer.from_pretrained(str(source.path))
-        except Exception:  # a usage error once samples are asked for
-            family.tokenizer = None
-        return family
+        return bind_encoder_decoder(TextToText(), source)
 
     def task_metrics(self, expected, outputs, output_names, labels, masks) -> metrics.TaskMetrics:
         """Rule 6: beside the generation figures, the chrF of the artifact's decoded output against the original's."""
         result = super().task_metrics(expected, outputs, output_names, labels, masks)
         tk = list(output_names).index("tokens")
         if self.tokenizer is not None and result.generation is not None:
-            text = lambda row: self.tokenizer.decode(np.asarray(row[tk]).ravel().tolist(), skip_special_tokens=True)  # noqa: E731
-            result.generation["chrf"] = chrf([text(e) for e in expected], [text(o) for o in outputs])
+            result.generation["chrf"] = chrf([decoded(self.tokenizer, e[tk]) for e in expected],
+                                             [decoded(self.tokenizer, o[tk]) for o in outputs])
         return result
 
     def samples(self, req):

@@ -114,21 +114,31 @@ def transcripts(expected, outputs, index: int, vocabulary: Vocabulary | None = N
     vocabulary, the word error rate; with the texts of both (empty without a vocabulary)."""
     frames = [np.argmax(np.asarray(r[index])[0], axis=-1) for r in expected]
     blank = vocabulary.blank if vocabulary is not None else int(np.bincount(np.concatenate(frames)).argmax()) if frames else 0
-    errors = length = same = 0
-    texts: tuple[list, list] = ([], [])
-    for ref_frames, out_row in zip(frames, outputs):
-        ref = collapse(ref_frames, blank)
-        got = collapse(np.argmax(np.asarray(out_row[index])[0], axis=-1), blank)
-        errors, length, same = errors + edit_distance(ref, got), length + len(ref), same + (ref == got)
-        if vocabulary is not None:
-            texts[0].append(vocabulary.text(ref))
-            texts[1].append(vocabulary.text(got))
-    figures = {"token_error_rate": errors / length if length else 0.0, "identical": same / len(frames) if frames else 1.0,
-               "blank_id": blank}
-    if vocabulary is not None:
-        wrong, count = word_errors(texts[0], texts[1])
-        figures["word_error_rate"] = float(wrong.sum() / max(count.sum(), 1))
-    return figures, *texts
+    ref_ids = [collapse(f, blank) for f in frames]
+    art_ids = [collapse(np.argmax(np.asarray(row[index])[0], axis=-1), blank) for row in outputs]
+    texts = ([vocabulary.text(t) for t in ref_ids], [vocabulary.text(t) for t in art_ids]) if vocabulary is not None else ([], [])
+    rates = error_rates(ref_ids, art_ids, *(texts if vocabulary is not None else (None, None)))
+    same = sum(r == a for r, a in zip(ref_ids, art_ids))
+    return ({"token_error_rate": rates.pop("token_error_rate"), "identical": same / len(frames) if frames else 1.0,
+             "blank_id": blank, **rates}, *texts)
+
+
+def error_rates(ref_ids: list[list[int]], art_ids: list[list[int]], ref_texts: list[str] | None = None,
+                art_texts: list[str] | None = None) -> dict[str, float]:
+    """Rules 5 and 6, any recogniser's transcripts (CTC, or an encoder-decoder's: tasks/speech_to_text.py): the token
+    error rate of the artifact's against the original's (edit distance over the original's length, all together)
+    and, given their texts, the word error rate."""
+    errors, length = sum(edit_distance(r, a) for r, a in zip(ref_ids, art_ids)), sum(len(r) for r in ref_ids)
+    rates = {"token_error_rate": errors / length if length else 0.0}
+    if ref_texts is not None and art_texts is not None:
+        wrong, count = word_errors(ref_texts, art_texts)
+        rates["word_error_rate"] = float(wrong.sum() / max(count.sum(), 1))
+    return rates
+
+
+def references(labels) -> list[str] | None:
+    """Reference transcripts, when the evaluation labels are texts (data.py rule 8); None otherwise."""
+    return [str(t) for t in labels] if labels is not None and all(isinstance(t, str) for t in labels) else None
 
 
 def word_errors(references: list[str], hypotheses: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -216,12 +226,12 @@ class CtcRecognition(SequenceLabelling):
         if found is None:
             return result
         result.transcripts, original, artifact = transcripts(expected, outputs, found[0], self.vocabulary)
-        references = [str(t) for t in labels] if labels is not None and all(isinstance(t, str) for t in labels) else None
-        if references is None:
+        texts = references(labels)
+        if texts is None:
             result.not_measured["word_accuracy"] = "no reference transcripts in the data"
         elif self.vocabulary is None:
             result.not_measured["word_accuracy"] = "no vocabulary (vocab.json) beside the model to read its transcripts"
         else:
-            result.task_metrics["word_accuracy"] = word_accuracy(references, original, artifact)
-            result.labelled_samples = len(references)
+            result.task_metrics["word_accuracy"] = word_accuracy(texts, original, artifact)
+            result.labelled_samples = len(texts)
         return result

@@ -26,8 +26,8 @@ from ..errors import UsageError
 from ..runtimes.generation import AUDIO_FEATURES, DECODER_INPUT_IDS, NEW_TOKENS
 from ..stages import metrics
 from .base import register
-from .generation import Generation
-from .sequence import edit_distance, word_accuracy, word_errors
+from .generation import Generation, bind_encoder_decoder, decoded
+from .sequence import error_rates, references, word_accuracy
 
 
 @register
@@ -38,16 +38,7 @@ class SpeechToText(Generation):
     tokenizer = None
 
     def for_source(self, source) -> "SpeechToText":
-        from transformers import AutoTokenizer
-
-        family = SpeechToText()
-        config = source.config or {}
-        family.start_id = int(config.get("decoder_start_token_id") or 0)
-        try:
-            family.tokenizer = AutoTokenizer.from_pretrained(str(source.path))
-        except Exception:  # a usage error once samples are asked for (rule 2)
-            family.tokenizer = None
-        return family
+        return bind_encoder_decoder(SpeechToText(), source)  # a missing tokenizer: a usage error in samples (rule 2)
 
     def modality(self, declared, specs, tokenizer=None) -> str:
         return "audio"
@@ -91,16 +82,13 @@ class SpeechToText(Generation):
         tk = list(output_names).index("tokens")
         ref_ids = [np.asarray(e[tk]).ravel().tolist() for e in expected]
         art_ids = [np.asarray(o[tk]).ravel().tolist() for o in outputs]
-        original, artifact = [self._text(t) for t in ref_ids], [self._text(t) for t in art_ids]
-        wrong, count = word_errors(original, artifact)
-        length = sum(len(r) for r in ref_ids)
-        result.transcripts = {"token_error_rate": sum(edit_distance(r, a) for r, a in zip(ref_ids, art_ids)) / max(length, 1),
+        original, artifact = [decoded(self.tokenizer, t) for t in ref_ids], [decoded(self.tokenizer, t) for t in art_ids]
+        rates = error_rates(ref_ids, art_ids, original, artifact)
+        result.transcripts = {"token_error_rate": rates["token_error_rate"],
                               "identical": float(np.mean([r == a for r, a in zip(original, artifact)])) if original else 1.0,
-                              "word_error_rate": float(wrong.sum() / max(count.sum(), 1))}
-        if labels is not None and all(isinstance(t, str) for t in labels):
-            result.task_metrics["word_accuracy"] = word_accuracy([str(t) for t in labels], original, artifact)
-            result.labelled_samples = len(labels)
+                              "word_error_rate": rates["word_error_rate"]}
+        texts = references(labels)
+        if texts is not None:
+            result.task_metrics["word_accuracy"] = word_accuracy(texts, original, artifact)
+            result.labelled_samples = len(texts)
         return result
-
-    def _text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True) if self.tokenizer is not None else ""
